@@ -1,0 +1,370 @@
+import net, { type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Packet } from 'mqtt-packet';
+import { Connection, type CloseReason, type ConnectionHost } from './connection';
+import { dispatchPacket, handleParseError } from './handlers/dispatch';
+import { encodeAck, encodePublish } from './encode';
+import { EdgewayError } from './errors';
+import { Hooks, type ClientInfo } from './hooks';
+import { RateLimitedLog, type Logger } from './logger';
+import { BrokerMetrics, type LimitName } from './metrics';
+import { RetainedMessages } from './retained';
+import { Session } from './session';
+import { SysPublisher } from './sys-topics';
+import { TopicTree } from './topic-tree';
+import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
+
+export interface ListenerSpec {
+  readonly protocol: 'mqtt';
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A subscription as stored in the topic tree: which session, with which options. */
+export interface Subscriber {
+  readonly session: Session;
+  readonly options: SubscriptionOptions;
+}
+
+type BrokerState = 'idle' | 'running' | 'stopping' | 'stopped';
+
+/**
+ * The MQTT broker core: listeners, connections, sessions, routing and retained messages.
+ * Imports nothing from adapters/; adapters reach it through hooks and `publish`.
+ */
+export class Broker implements ConnectionHost {
+  readonly metrics = new BrokerMetrics();
+  readonly hooks = new Hooks();
+  readonly limits: BrokerOptions['limits'];
+  /** Connected clients by client id (state 'connected' only). */
+  readonly clients = new Map<string, Connection>();
+  /** Every session, connected or not, by client id. */
+  readonly sessions = new Map<string, Session>();
+  readonly subscriptions = new TopicTree<Subscriber>();
+  readonly retained: RetainedMessages;
+  readonly startedAt = Date.now();
+
+  private state: BrokerState = 'idle';
+  private readonly servers: Server[] = [];
+  /** Every open socket, including those that have not sent CONNECT yet. */
+  private readonly connections = new Set<Connection>();
+  private dirty: Connection[] = [];
+  private flushScheduled = false;
+  private readonly sys: SysPublisher;
+  private readonly limitLogs = new Map<LimitName, RateLimitedLog>();
+
+  constructor(
+    readonly options: BrokerOptions,
+    readonly logger: Logger,
+  ) {
+    this.limits = options.limits;
+    this.retained = new RetainedMessages(options.limits.maxRetained);
+    this.sys = new SysPublisher(this, options.sysInterval, options.version);
+  }
+
+  get maxPacketSize(): number {
+    return this.limits.maxPacketSize;
+  }
+
+  get backpressureTimeout(): number {
+    return this.limits.backpressureTimeout;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Opens every listener; on failure closes the ones already open and rejects. Idempotent. */
+  async start(listeners: readonly ListenerSpec[]): Promise<AddressInfo[]> {
+    if (this.state === 'running') return this.addresses();
+    if (this.state !== 'idle') throw new EdgewayError('EDGEWAY_ERR_STOPPED', 'broker was stopped; create a new one');
+    this.state = 'running';
+    try {
+      for (const spec of listeners) await this.listen(spec);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.sys.start();
+    return this.addresses();
+  }
+
+  addresses(): AddressInfo[] {
+    return this.servers.map((s) => s.address() as AddressInfo);
+  }
+
+  private listen(spec: ListenerSpec): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer((socket) => this.handleSocket(socket));
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const where = `${spec.host}:${spec.port}`;
+        if (err.code === 'EADDRINUSE') {
+          reject(new EdgewayError('EDGEWAY_ERR_ADDR_IN_USE', `cannot listen on ${where}: address already in use (is another MQTT broker running?)`));
+        } else {
+          reject(new EdgewayError('EDGEWAY_ERR_LISTEN', `cannot listen on ${where}: ${err.code ?? err.message}`));
+        }
+      });
+      server.listen({ host: spec.host, port: spec.port }, () => {
+        server.removeAllListeners('error');
+        // After listening, a server error must not crash the process: log it and keep serving.
+        server.on('error', (err) => this.logger.error('listener error', { error: err.message }));
+        this.servers.push(server);
+        const addr = server.address() as AddressInfo;
+        this.logger.info('listening', { protocol: spec.protocol, address: addr.address, port: addr.port });
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Closes listeners and all connections (wills of connected clients are published, as on any
+   * ungraceful server-side close). Idempotent; bounded by `timeoutMs`.
+   */
+  async stop(timeoutMs = 5000): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    this.sys.stop();
+    const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const conn of [...this.connections]) conn.close('server-shutdown', 'broker stopping', true);
+    this.flush();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(closing), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    if (timer) clearTimeout(timer);
+    this.servers.length = 0;
+    this.state = 'stopped';
+  }
+
+  /** Takes ownership of an accepted socket (TCP today; TLS and WebSocket streams later). */
+  handleSocket(socket: Socket): void {
+    if (this.state !== 'running') {
+      socket.destroy();
+      return;
+    }
+    this.metrics.connectionsAccepted++;
+    const conn = new Connection(socket, this);
+    this.connections.add(conn);
+    conn.start(this.limits.connectTimeout);
+  }
+
+  // ---- ConnectionHost ----
+
+  onPacket(conn: Connection, packet: Packet): void {
+    this.metrics.packetsReceived++;
+    dispatchPacket(this, conn, packet);
+  }
+
+  onParseError(conn: Connection, err: Error): void {
+    handleParseError(this, conn, err);
+  }
+
+  onClose(conn: Connection, reason: CloseReason, detail: string): void {
+    this.connections.delete(conn);
+    if (conn.clientId === '' || this.clients.get(conn.clientId) !== conn) {
+      if (reason !== 'socket-closed' && reason !== 'connect-refused') {
+        this.logger.info('connection closed before CONNECT completed', { remote: conn.remote, reason, detail });
+      }
+      return;
+    }
+    this.clients.delete(conn.clientId);
+    const session = conn.session;
+    if (session !== null && session.owner === conn.generation) {
+      session.owner = null;
+      session.disconnectedAt = Date.now();
+      if (session.expiryInterval === 0) this.destroySession(session);
+    }
+    const level = reason === 'client-disconnect' || reason === 'socket-closed' || reason === 'server-shutdown' ? 'info' : 'warn';
+    this.logger[level]('client disconnected', { clientId: conn.clientId, remote: conn.remote, reason, detail });
+    // [MQTT-3.1.2-8] the will is published on any close other than DISCONNECT
+    // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it).
+    const will = conn.will;
+    conn.will = null;
+    if (will !== null) this.publish(will, null);
+    const info = clientInfo(conn);
+    for (const hook of this.hooks.clientDisconnected) hook(info);
+  }
+
+  scheduleFlush(conn: Connection): void {
+    conn.corked = true;
+    conn.socket.cork();
+    this.dirty.push(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // setImmediate, not nextTick: the writes caused by every socket read in this turn of the
+      // event loop go out in one writev per subscriber.
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const dirty = this.dirty;
+    this.dirty = [];
+    for (const conn of dirty) {
+      if (!conn.corked) continue;
+      conn.corked = false;
+      conn.socket.uncork();
+    }
+  };
+
+  onBackpressureTimeout(conn: Connection): void {
+    this.limitHit('backpressureTimeouts', 'a subscriber did not drain in time; resuming its publisher', { clientId: conn.clientId, timeoutMs: this.limits.backpressureTimeout });
+  }
+
+  countBytesReceived(n: number): void {
+    this.metrics.bytesReceived += n;
+  }
+
+  countBytesSent(n: number): void {
+    this.metrics.packetsSent++;
+    this.metrics.bytesSent += n;
+  }
+
+  // ---- limits ----
+
+  /** Counts a limit hit and logs it at a bounded rate. */
+  limitHit(limit: LimitName, msg: string, fields: Record<string, string | number>): void {
+    this.metrics.limitHits[limit]++;
+    let log = this.limitLogs.get(limit);
+    if (log === undefined) {
+      log = new RateLimitedLog((m, f) => this.logger.warn(m, f));
+      this.limitLogs.set(limit, log);
+    }
+    log.emit(msg, { limit, ...fields, count: this.metrics.limitHits[limit] });
+  }
+
+  // ---- sessions ----
+
+  destroySession(session: Session): void {
+    for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
+    session.subscriptions.clear();
+    session.inflight.clear();
+    session.queue.clear();
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+  }
+
+  /** The connection that currently owns `session`, if the client is connected. */
+  connectionOf(session: Session): Connection | undefined {
+    if (session.owner === null) return undefined;
+    const conn = this.clients.get(session.clientId);
+    return conn !== undefined && conn.generation === session.owner ? conn : undefined;
+  }
+
+  // ---- routing ----
+
+  /**
+   * Routes an accepted message: retained store, then every matching session once, at the highest
+   * granted QoS of its overlapping subscriptions (3.1.1 section 3.3.5). `origin` is the publishing
+   * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS).
+   */
+  publish(msg: Message, origin: Connection | null): void {
+    if (msg.retain && !this.retained.store(msg)) {
+      this.limitHit('maxRetained', 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained });
+    }
+    if (this.hooks.published.length > 0) {
+      const info = origin === null ? null : clientInfo(origin);
+      for (const hook of this.hooks.published) hook(msg, info);
+    }
+    const targets = new Map<string, Subscriber>();
+    this.subscriptions.match(msg.topic, (clientId, sub) => {
+      const prev = targets.get(clientId);
+      if (prev === undefined || sub.options.qos > prev.options.qos) targets.set(clientId, sub);
+    });
+    if (targets.size === 0) return;
+    // Encode once for every QoS 0 recipient of the same protocol family (convention 7).
+    let shared: Buffer | undefined;
+    let sharedV5: Buffer | undefined;
+    for (const sub of targets.values()) {
+      const qos = (sub.options.qos < msg.qos ? sub.options.qos : msg.qos) as QoS;
+      if (qos !== 0) {
+        this.deliver(sub.session, msg, qos, false, origin);
+        continue;
+      }
+      const conn = this.connectionOf(sub.session);
+      if (conn === undefined) continue; // QoS 0 is not queued for absent clients (3.1.1 section 3.1.2.4)
+      let bytes: Buffer;
+      if (conn.protocolVersion === 5) bytes = sharedV5 ??= encodePublish(msg, 0, false, false, 0, 5);
+      else bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
+      this.writeQos0(conn, bytes, origin);
+    }
+  }
+
+  private writeQos0(conn: Connection, bytes: Buffer, origin: Connection | null): void {
+    if (conn.bufferedBytes > this.limits.maxOutgoingBytes) {
+      this.metrics.publishDropped++;
+      this.limitHit('maxOutgoingBytes', 'subscriber not reading; QoS 0 message dropped', { clientId: conn.clientId, bufferedBytes: conn.bufferedBytes });
+      return;
+    }
+    conn.write(bytes);
+    this.metrics.publishSent++;
+    this.applyBackpressure(conn, origin);
+  }
+
+  private applyBackpressure(subscriber: Connection, origin: Connection | null): void {
+    if (origin !== null && subscriber.bufferedBytes > this.limits.outgoingHighWater) {
+      if (origin.waitFor(subscriber)) this.metrics.limitHits.backpressurePauses++;
+    }
+  }
+
+  /** Delivers one message to one session at `qos`, queueing when inflight is full or the client is away. */
+  deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null): void {
+    const conn = this.connectionOf(session);
+    if (qos === 0) {
+      if (conn !== undefined) this.writeQos0(conn, encodePublish(msg, 0, retain, false, 0, conn.protocolVersion), origin);
+      return;
+    }
+    if (conn !== undefined && session.queue.length === 0 && session.inflight.size < this.limits.maxInflight) {
+      this.sendInflight(session, conn, msg, qos, retain);
+      this.applyBackpressure(conn, origin);
+      return;
+    }
+    if (!session.queue.push({ message: msg, qos, retain })) {
+      this.metrics.publishDropped++;
+      this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued });
+    }
+  }
+
+  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean): void {
+    const packetId = session.allocatePacketId();
+    session.inflight.set(packetId, { message: msg, qos, retain, state: 'publish' });
+    conn.write(encodePublish(msg, qos, retain, false, packetId, conn.protocolVersion));
+    this.metrics.publishSent++;
+  }
+
+  /** Moves queued messages into free inflight slots; called after an acknowledgement frees one. */
+  pump(session: Session): void {
+    const conn = this.connectionOf(session);
+    if (conn === undefined) return;
+    while (session.inflight.size < this.limits.maxInflight) {
+      const next = session.queue.shift();
+      if (next === undefined) return;
+      if (next.qos === 0) this.writeQos0(conn, encodePublish(next.message, 0, next.retain, false, 0, conn.protocolVersion), null);
+      else this.sendInflight(session, conn, next.message, next.qos, next.retain);
+    }
+  }
+
+  /**
+   * After a persistent session is resumed: re-send unacknowledged PUBLISH with DUP and PUBREL for
+   * released QoS 2 messages, in their original order [MQTT-4.4.0-1], then drain the queue.
+   */
+  resumeSession(session: Session, conn: Connection): void {
+    for (const [packetId, entry] of session.inflight) {
+      if (entry.state === 'publish') {
+        conn.write(encodePublish(entry.message, entry.qos, entry.retain, true, packetId, conn.protocolVersion));
+      } else {
+        conn.write(encodeAck('pubrel', packetId, 0, conn.protocolVersion));
+      }
+    }
+    this.pump(session);
+  }
+
+  /** Sends the retained messages matching a new subscription, flagged retained [MQTT-3.3.1-8]. */
+  sendRetained(session: Session, filter: string, options: SubscriptionOptions): void {
+    for (const msg of this.retained.matching(filter)) {
+      const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
+      this.deliver(session, msg, qos, true, null);
+    }
+  }
+}
+
+export function clientInfo(conn: Connection): ClientInfo {
+  return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion };
+}

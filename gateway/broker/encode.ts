@@ -1,0 +1,74 @@
+import { generate, type Packet } from 'mqtt-packet';
+import type { Message, QoS } from './types';
+
+/**
+ * Encoding of outgoing packets. PUBLISH without properties is the hot path and is encoded here
+ * directly into one buffer (one allocation, no intermediate objects); everything else goes
+ * through mqtt-packet.
+ */
+
+function varIntLength(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
+}
+
+function writeVarInt(buf: Buffer, offset: number, n: number): number {
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    buf[offset++] = byte;
+  } while (n > 0);
+  return offset;
+}
+
+/**
+ * Encodes a PUBLISH. `protocolVersion` 5 adds an empty property block. `packetId` is ignored for
+ * QoS 0. Messages with MQTT 5 properties for a v5 client are encoded by mqtt-packet.
+ */
+export function encodePublish(msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number, protocolVersion: number): Buffer {
+  if (protocolVersion === 5 && msg.properties !== undefined) {
+    return generate(
+      { cmd: 'publish', topic: msg.topic, payload: msg.payload, qos, retain, dup, messageId: packetId, properties: msg.properties },
+      { protocolVersion: 5 },
+    );
+  }
+  const topicLength = Buffer.byteLength(msg.topic, 'utf8');
+  const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + (protocolVersion === 5 ? 1 : 0) + msg.payload.length;
+  const buf = Buffer.allocUnsafe(1 + varIntLength(remaining) + remaining);
+  buf[0] = 0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0);
+  let offset = writeVarInt(buf, 1, remaining);
+  buf.writeUInt16BE(topicLength, offset);
+  offset += 2;
+  offset += buf.write(msg.topic, offset, 'utf8');
+  if (qos > 0) {
+    buf.writeUInt16BE(packetId, offset);
+    offset += 2;
+  }
+  if (protocolVersion === 5) buf[offset++] = 0;
+  msg.payload.copy(buf, offset);
+  return buf;
+}
+
+/** PUBACK, PUBREC, PUBREL, PUBCOMP without properties: four fixed bytes (3.1.1) — hot path for QoS 1/2. */
+export function encodeAck(cmd: 'puback' | 'pubrec' | 'pubrel' | 'pubcomp', packetId: number, reasonCode: number, protocolVersion: number): Buffer {
+  const first = cmd === 'puback' ? 0x40 : cmd === 'pubrec' ? 0x50 : cmd === 'pubrel' ? 0x62 : 0x70;
+  if (protocolVersion === 5 && reasonCode !== 0) {
+    const buf = Buffer.allocUnsafe(5);
+    buf[0] = first;
+    buf[1] = 3;
+    buf.writeUInt16BE(packetId, 2);
+    buf[4] = reasonCode;
+    return buf;
+  }
+  const buf = Buffer.allocUnsafe(4);
+  buf[0] = first;
+  buf[1] = 2;
+  buf.writeUInt16BE(packetId, 2);
+  return buf;
+}
+
+export const PINGRESP = Buffer.from([0xd0, 0x00]);
+
+export function encodePacket(packet: Packet, protocolVersion: number): Buffer {
+  return generate(packet, { protocolVersion });
+}

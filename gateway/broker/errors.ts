@@ -1,0 +1,79 @@
+/**
+ * Stable error codes. Callers branch on `code`, never on message text (DESIGN.md convention 3).
+ * Protocol failures also carry the MQTT 5 reason code; 3.1.1 maps it where it has an equivalent.
+ */
+export type EdgewayErrorCode =
+  | 'EDGEWAY_ERR_CONFIG'
+  | 'EDGEWAY_ERR_LISTEN'
+  | 'EDGEWAY_ERR_ADDR_IN_USE'
+  | 'EDGEWAY_ERR_PROTOCOL'
+  | 'EDGEWAY_ERR_MALFORMED'
+  | 'EDGEWAY_ERR_PACKET_TOO_LARGE'
+  | 'EDGEWAY_ERR_INVALID_TOPIC'
+  | 'EDGEWAY_ERR_LIMIT'
+  | 'EDGEWAY_ERR_STOPPED';
+
+export class EdgewayError extends Error {
+  readonly code: EdgewayErrorCode;
+  /** MQTT 5 reason code, when the error is a protocol failure. */
+  readonly reasonCode: number | undefined;
+
+  constructor(code: EdgewayErrorCode, message: string, reasonCode?: number) {
+    super(message);
+    this.name = 'EdgewayError';
+    this.code = code;
+    this.reasonCode = reasonCode;
+  }
+}
+
+/** MQTT 5 reason codes used by the core (MQTT 5.0 section 2.4). */
+export const ReasonCode = {
+  Success: 0x00,
+  GrantedQos1: 0x01,
+  GrantedQos2: 0x02,
+  NormalDisconnection: 0x00,
+  DisconnectWithWill: 0x04,
+  NoMatchingSubscribers: 0x10,
+  UnspecifiedError: 0x80,
+  MalformedPacket: 0x81,
+  ProtocolError: 0x82,
+  ImplementationSpecificError: 0x83,
+  UnsupportedProtocolVersion: 0x84,
+  ClientIdentifierNotValid: 0x85,
+  BadUserNameOrPassword: 0x86,
+  NotAuthorized: 0x87,
+  ServerUnavailable: 0x88,
+  ServerBusy: 0x89,
+  ServerShuttingDown: 0x8b,
+  KeepAliveTimeout: 0x8d,
+  SessionTakenOver: 0x8e,
+  TopicFilterInvalid: 0x8f,
+  TopicNameInvalid: 0x90,
+  PacketIdentifierInUse: 0x91,
+  PacketIdentifierNotFound: 0x92,
+  ReceiveMaximumExceeded: 0x93,
+  PacketTooLarge: 0x95,
+  QuotaExceeded: 0x97,
+  ConnectionRateExceeded: 0x9f,
+} as const;
+
+/**
+ * CONNACK: MQTT 5 reason code → MQTT 3.1.1 return code (3.1.1 section 3.2.2.3).
+ * Anything without a direct equivalent becomes "server unavailable" (3).
+ */
+export function connackReturnCodeV4(reasonCode: number): number {
+  switch (reasonCode) {
+    case ReasonCode.Success:
+      return 0;
+    case ReasonCode.UnsupportedProtocolVersion:
+      return 1;
+    case ReasonCode.ClientIdentifierNotValid:
+      return 2;
+    case ReasonCode.BadUserNameOrPassword:
+      return 4;
+    case ReasonCode.NotAuthorized:
+      return 5;
+    default:
+      return 3;
+  }
+}

@@ -1,0 +1,52 @@
+import type { IPublishPacket } from 'mqtt-packet';
+import type { Broker } from '../broker';
+import type { Connection } from '../connection';
+import { encodeAck } from '../encode';
+import { decodedUtf8IsFaithful, topicNameError } from '../topic';
+import type { Message } from '../types';
+
+/**
+ * Incoming PUBLISH (3.1.1 section 3.3). QoS 1 is acknowledged after routing; QoS 2 uses
+ * "method A" (4.3.3): route on first receipt, remember the packet id until PUBREL, and answer a
+ * re-sent PUBLISH with the same id by PUBREC alone, so it is delivered exactly once.
+ */
+export function handlePublish(broker: Broker, conn: Connection, packet: IPublishPacket): void {
+  broker.metrics.publishReceived++;
+  const { topic, qos } = packet;
+  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+
+  if (qos === 0 && packet.dup) {
+    conn.close('malformed-packet', 'DUP flag set on a QoS 0 PUBLISH [MQTT-3.3.1-2]');
+    return;
+  }
+  const invalid = topicNameError(topic, broker.limits.maxTopicLevels);
+  if (invalid !== null) {
+    if (invalid.kind === 'too-many-levels') {
+      broker.limitHit('maxTopicLevels', 'PUBLISH topic has too many levels; client disconnected', { clientId: conn.clientId, maxTopicLevels: broker.limits.maxTopicLevels });
+    }
+    conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`);
+    return;
+  }
+  if (conn.protocolVersion !== 5 && topic.includes('\uFFFD')) {
+    const wireTopicLength = (packet.length ?? 0) - 2 - (qos > 0 ? 2 : 0) - payload.length;
+    if (!decodedUtf8IsFaithful(topic, wireTopicLength)) {
+      conn.close('malformed-packet', 'topic name is not valid UTF-8 [MQTT-1.5.3-1]');
+      return;
+    }
+  }
+
+  const message: Message = { topic, payload, qos, retain: packet.retain };
+  const id = packet.messageId ?? 0;
+  if (qos === 2) {
+    const session = conn.session;
+    if (session === null) return;
+    if (!session.incomingQos2.has(id)) {
+      session.incomingQos2.add(id);
+      broker.publish(message, conn);
+    }
+    conn.write(encodeAck('pubrec', id, 0, conn.protocolVersion));
+    return;
+  }
+  broker.publish(message, conn);
+  if (qos === 1) conn.write(encodeAck('puback', id, 0, conn.protocolVersion));
+}

@@ -1,0 +1,19 @@
+import type { IPubrecPacket } from 'mqtt-packet';
+import type { Broker } from '../broker';
+import type { Connection } from '../connection';
+import { encodeAck } from '../encode';
+
+/**
+ * PUBREC for an outgoing QoS 2 message: from now on the message is not re-sent, only PUBREL is
+ * [MQTT-4.3.3-1]. A duplicate PUBREC gets PUBREL again.
+ */
+export function handlePubrec(_broker: Broker, conn: Connection, packet: IPubrecPacket): void {
+  const session = conn.session;
+  const id = packet.messageId ?? 0;
+  if (session === null) return;
+  const entry = session.inflight.get(id);
+  if (entry !== undefined && entry.qos === 2) entry.state = 'pubrel';
+  // Answer even an unknown id: a client that lost our PUBREL would otherwise wait forever, and
+  // the PUBCOMP it returns for an unknown id is ignored.
+  conn.write(encodeAck('pubrel', id, 0, conn.protocolVersion));
+}

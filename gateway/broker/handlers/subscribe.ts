@@ -1,0 +1,60 @@
+import type { ISubscribePacket } from 'mqtt-packet';
+import type { Broker } from '../broker';
+import type { Connection } from '../connection';
+import { encodePacket } from '../encode';
+import { topicFilterError } from '../topic';
+import type { QoS, SubscriptionOptions } from '../types';
+
+const SUBACK_FAILURE = 0x80;
+
+/**
+ * SUBSCRIBE (3.1.1 section 3.8). The granted QoS is the requested one [MQTT-3.8.4-6]; a filter
+ * already subscribed is replaced and its retained messages are sent again [MQTT-3.8.4-3].
+ * SUBACK goes out before the retained messages.
+ */
+export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubscribePacket): void {
+  const session = conn.session;
+  if (session === null) return;
+  const maxLevels = broker.limits.maxTopicLevels;
+
+  // mqtt-packet decodes strings leniently; if any filter held invalid UTF-8, the re-encoded
+  // lengths no longer add up to the packet length [MQTT-1.5.3-1].
+  if (conn.protocolVersion !== 5) {
+    let expected = 2;
+    for (const sub of packet.subscriptions) expected += 2 + Buffer.byteLength(sub.topic, 'utf8') + 1;
+    if (expected !== packet.length) {
+      conn.close('malformed-packet', 'topic filter is not valid UTF-8 [MQTT-1.5.3-1]');
+      return;
+    }
+  }
+
+  const granted: number[] = [];
+  const accepted: [string, SubscriptionOptions][] = [];
+  for (const sub of packet.subscriptions) {
+    const invalid = topicFilterError(sub.topic, maxLevels);
+    if (invalid !== null) {
+      if (invalid.kind === 'too-many-levels') {
+        broker.limitHit('maxTopicLevels', 'SUBSCRIBE filter has too many levels; client disconnected', { clientId: conn.clientId, maxTopicLevels: maxLevels });
+      }
+      conn.close('protocol-error', `invalid topic filter ${JSON.stringify(sub.topic)} in SUBSCRIBE: ${invalid.message}`);
+      return;
+    }
+    if (!session.subscriptions.has(sub.topic) && session.subscriptions.size >= broker.limits.maxSubscriptionsPerClient) {
+      broker.limitHit('maxSubscriptionsPerClient', 'subscription refused: client has too many', { clientId: conn.clientId, filter: sub.topic, maxSubscriptionsPerClient: broker.limits.maxSubscriptionsPerClient });
+      granted.push(SUBACK_FAILURE);
+      continue;
+    }
+    const options: SubscriptionOptions = {
+      qos: sub.qos as QoS,
+      noLocal: sub.nl ?? false,
+      retainAsPublished: sub.rap ?? false,
+      retainHandling: (sub.rh ?? 0) as 0 | 1 | 2,
+    };
+    session.subscriptions.set(sub.topic, options);
+    broker.subscriptions.set(sub.topic, session.clientId, { session, options });
+    granted.push(options.qos);
+    accepted.push([sub.topic, options]);
+  }
+  conn.write(encodePacket({ cmd: 'suback', messageId: packet.messageId ?? 0, granted }, conn.protocolVersion));
+  for (const [filter, options] of accepted) broker.sendRetained(session, filter, options);
+}

@@ -1,0 +1,32 @@
+/**
+ * Counters of the broker core. Plain numbers on one object: incrementing a property is the
+ * cheapest thing the hot path can do. $SYS topics and (later) the Prometheus endpoint read them.
+ */
+export class BrokerMetrics {
+  /** MQTT packets of any type, like Mosquitto's $SYS/broker/messages/received. */
+  packetsReceived = 0;
+  packetsSent = 0;
+  bytesReceived = 0;
+  bytesSent = 0;
+  publishReceived = 0;
+  publishSent = 0;
+  /** Messages not delivered to a subscriber because of a limit (sum of the drop counters below). */
+  publishDropped = 0;
+  connectionsAccepted = 0;
+  clientsMaximum = 0;
+
+  /** One counter per limit (config/schema.ts `limits`), counted each time the limit is hit. */
+  readonly limitHits = {
+    maxPacketSize: 0,
+    maxConnections: 0,
+    maxQueued: 0,
+    maxOutgoingBytes: 0,
+    maxSubscriptionsPerClient: 0,
+    maxRetained: 0,
+    maxTopicLevels: 0,
+    backpressurePauses: 0,
+    backpressureTimeouts: 0,
+  };
+}
+
+export type LimitName = keyof BrokerMetrics['limitHits'];

@@ -1,0 +1,56 @@
+import type { IPublishPacket } from 'mqtt-packet';
+
+export type QoS = 0 | 1 | 2;
+
+/** MQTT 5 publish properties travel with the message unchanged (used fully by the MQTT 5 work). */
+export type PublishProperties = NonNullable<IPublishPacket['properties']>;
+
+/** An application message as it moves through the broker. Immutable once routed. */
+export interface Message {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: QoS;
+  readonly retain: boolean;
+  readonly properties?: PublishProperties;
+  /** Absolute expiry time in ms since epoch (MQTT 5 message expiry); undefined = never. */
+  readonly expiresAt?: number;
+}
+
+/** Subscription options, shaped for MQTT 5 (3.1.1 uses qos only). */
+export interface SubscriptionOptions {
+  readonly qos: QoS;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: 0 | 1 | 2;
+  readonly subscriptionId?: number;
+}
+
+/** Limits of the broker core; each one is a config value with a default (config/schema.ts). */
+export interface BrokerLimits {
+  /** Largest packet accepted, in bytes (remaining length plus fixed header). */
+  readonly maxPacketSize: number;
+  readonly maxConnections: number;
+  /** QoS 1/2 messages sent to a client and not yet acknowledged. */
+  readonly maxInflight: number;
+  /** QoS 1/2 messages waiting per session while inflight is full or the client is away. */
+  readonly maxQueued: number;
+  readonly maxTopicLevels: number;
+  readonly maxSubscriptionsPerClient: number;
+  readonly maxRetained: number;
+  /** Bytes buffered on a socket above which QoS 0 messages to that client are dropped. */
+  readonly maxOutgoingBytes: number;
+  /** Bytes buffered on a subscriber's socket above which the publishers feeding it are paused. */
+  readonly outgoingHighWater: number;
+  /** How long a publisher stays paused for a subscriber that does not drain, in ms. */
+  readonly backpressureTimeout: number;
+  /** Time allowed between TCP accept and CONNECT, in ms. */
+  readonly connectTimeout: number;
+}
+
+export interface BrokerOptions {
+  readonly limits: BrokerLimits;
+  /** Seconds between $SYS publications; 0 disables them. */
+  readonly sysInterval: number;
+  /** Version string reported in $SYS/broker/version. */
+  readonly version: string;
+}
