@@ -8,18 +8,22 @@ import { z } from 'zod';
 
 const BYTE_UNITS: Record<string, number> = { B: 1, KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3 };
 
-/** A size in bytes: a whole number, or a string such as "64KiB", "1MiB", "256MB". */
-export const byteSize = z.union([
-  z.number().int().nonnegative(),
-  z
-    .string()
-    .regex(/^\s*\d+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i, 'expected a byte size such as 65536, "64KiB" or "1MiB"')
-    .transform((text) => {
-      const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(text) as RegExpExecArray;
-      const unit = (match[2] ?? '').toUpperCase() || 'B';
-      return Number(match[1]) * (BYTE_UNITS[unit] ?? 1);
-    }),
-]);
+const BYTE_SIZE_TEXT = /^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i;
+
+/**
+ * A size in bytes: a whole number, or a string such as "64KiB", "1MiB", "256MB". Strings are
+ * converted before validation so that a bad value gets one clear message, not "invalid input".
+ */
+export const byteSize = z.preprocess(
+  (value) => {
+    if (typeof value !== 'string') return value;
+    const match = BYTE_SIZE_TEXT.exec(value);
+    if (match === null) return value;
+    const unit = (match[2] ?? 'B').toUpperCase();
+    return Number(match[1]) * (BYTE_UNITS[unit] ?? 1);
+  },
+  z.number({ error: 'expected a byte size such as 65536, "64KiB" or "1MiB"' }).int().nonnegative(),
+);
 
 const port = z.number().int().min(0).max(65535);
 

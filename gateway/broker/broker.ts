@@ -158,6 +158,10 @@ export class Broker implements ConnectionHost {
 
   onClose(conn: Connection, reason: CloseReason, detail: string): void {
     this.connections.delete(conn);
+    // Counted here, before the early return below, as an oversized packet may come before CONNECT.
+    if (reason === 'packet-too-large') {
+      this.limitHit('maxPacketSize', 'packet larger than maxPacketSize; client disconnected', { remote: conn.remote, clientId: conn.clientId, maxPacketSize: this.limits.maxPacketSize });
+    }
     if (conn.clientId === '' || this.clients.get(conn.clientId) !== conn) {
       if (reason !== 'socket-closed' && reason !== 'connect-refused') {
         this.logger.info('connection closed before CONNECT completed', { remote: conn.remote, reason, detail });

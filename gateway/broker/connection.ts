@@ -1,5 +1,7 @@
+import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { parser as createParser, type Packet } from 'mqtt-packet';
+import { packetSize } from './encode';
 import type { Session } from './session';
 import type { Message } from './types';
 
@@ -47,6 +49,41 @@ export interface ConnectionHost {
 
 let generationCounter = 0;
 
+/** The parts of mqtt-packet's parser that `rejectMalformedUtf8` hooks into (private API of mqtt-packet 9). */
+interface ParserInternals {
+  _parseString(...args: unknown[]): string | null;
+  _emitError(err: Error): void;
+  _pos: number;
+  _list: { slice(start: number, end: number): Buffer };
+  packet: { cmd?: string };
+}
+
+/**
+ * [MQTT-1.5.3-1] a packet containing ill-formed UTF-8 closes the connection. mqtt-packet decodes
+ * strings with Buffer#toString, which silently substitutes U+FFFD, and a length comparison after
+ * the fact cannot catch every case: a truncated 4-byte sequence (F0 9F 98) becomes one 3-byte
+ * U+FFFD. So the raw bytes of each string are checked while parsing, and an ill-formed one is a
+ * parse error (the packet is not emitted; the broker closes the connection). Only strings that
+ * decoded to something containing U+FFFD are re-checked, so the common path costs one `includes`.
+ * CONNECT is left to its handler, which refuses any client identifier containing U+FFFD with
+ * CONNACK 2 before closing.
+ */
+function rejectMalformedUtf8<P extends object>(parser: P): P {
+  const internals = parser as unknown as ParserInternals;
+  const parseString = internals._parseString;
+  // Should a future mqtt-packet rename it, fall back to the handlers' own (weaker) checks.
+  if (typeof parseString !== 'function') return parser;
+  internals._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
+    const start = this._pos + 2; // after the two-byte length prefix
+    const result = parseString.apply(this, args);
+    if (result !== null && result.includes('\uFFFD') && this.packet.cmd !== 'connect' && !isUtf8(this._list.slice(start, this._pos))) {
+      this._emitError(new Error('malformed UTF-8 string [MQTT-1.5.3-1]'));
+    }
+    return result;
+  };
+  return parser;
+}
+
 export class Connection {
   /** Unique per connection; a session records the generation that owns it (convention 9). */
   readonly generation = ++generationCounter;
@@ -63,7 +100,7 @@ export class Connection {
   /** Packets that arrived while an asynchronous authentication was running (bounded). */
   readonly pending: Packet[] = [];
 
-  private readonly parser = createParser();
+  private readonly parser = rejectMalformedUtf8(createParser());
   private lastActivity = Date.now();
   private keepaliveTimer: NodeJS.Timeout | null = null;
   /** Subscribers this connection (as a publisher) waits for before it reads again. */
@@ -83,7 +120,16 @@ export class Connection {
   start(connectTimeoutMs: number): void {
     const { socket, parser } = this;
     socket.setNoDelay(true);
-    parser.on('packet', (packet: Packet) => this.host.onPacket(this, packet));
+    parser.on('packet', (packet: Packet) => {
+      // A packet that arrives whole within one chunk is parsed before onData can see its announced
+      // length, so the limit is enforced here as well (README "Limits": maxPacketSize).
+      const size = packetSize(packet.length ?? 0);
+      if (size > this.host.maxPacketSize) {
+        this.close('packet-too-large', `packet of ${size} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
+        return;
+      }
+      this.host.onPacket(this, packet);
+    });
     parser.on('error', (err: Error) => this.host.onParseError(this, err));
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err: NodeJS.ErrnoException) => this.close('socket-error', err.code ?? err.message));
@@ -115,8 +161,8 @@ export class Connection {
     // Enforce the packet size limit as soon as the length header is known, before buffering the
     // body: a client announcing 256 MB must not make us hold 256 MB.
     const pending = (this.parser as unknown as { packet?: { length?: number } }).packet;
-    const announced = pending?.length ?? -1;
-    if (this.state !== 'closed' && (announced > this.host.maxPacketSize || buffered > this.host.maxPacketSize + 5)) {
+    const announced = pending?.length === undefined || pending.length < 0 ? -1 : packetSize(pending.length);
+    if (this.state !== 'closed' && (announced > this.host.maxPacketSize || buffered > this.host.maxPacketSize)) {
       this.close('packet-too-large', `packet of ${Math.max(announced, buffered)} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
     }
   }
@@ -184,7 +230,11 @@ export class Connection {
   private resumeReading(): void {
     if (this.backpressureTimer) clearTimeout(this.backpressureTimer);
     this.backpressureTimer = null;
-    if (this.state !== 'closed') this.socket.resume();
+    if (this.state === 'closed') return;
+    // While paused we did not read, so the client's silence was ours: do not count it against
+    // its keepalive.
+    this.lastActivity = Date.now();
+    this.socket.resume();
   }
 
   private onDrain(): void {

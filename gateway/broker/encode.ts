@@ -7,7 +7,8 @@ import type { Message, QoS } from './types';
  * through mqtt-packet.
  */
 
-function varIntLength(n: number): number {
+/** Bytes taken by MQTT's variable byte integer encoding of `n`. */
+export function varIntLength(n: number): number {
   return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
 }
 
@@ -65,6 +66,11 @@ export function encodeAck(cmd: 'puback' | 'pubrec' | 'pubrel' | 'pubcomp', packe
   buf[1] = 2;
   buf.writeUInt16BE(packetId, 2);
   return buf;
+}
+
+/** Whole size of a packet with this remaining length: fixed header byte + length bytes + rest. */
+export function packetSize(remainingLength: number): number {
+  return 1 + varIntLength(remainingLength) + remainingLength;
 }
 
 export const PINGRESP = Buffer.from([0xd0, 0x00]);

@@ -27,7 +27,7 @@ export interface SubscriptionOptions {
 
 /** Limits of the broker core; each one is a config value with a default (config/schema.ts). */
 export interface BrokerLimits {
-  /** Largest packet accepted, in bytes (remaining length plus fixed header). */
+  /** Largest packet accepted, in bytes: the whole packet, fixed header included (as MQTT 5 counts it). */
   readonly maxPacketSize: number;
   readonly maxConnections: number;
   /** QoS 1/2 messages sent to a client and not yet acknowledged. */

@@ -16,8 +16,11 @@ import type { Message, QoS } from '../types';
 export function handleConnect(broker: Broker, conn: Connection, packet: IConnectPacket): void {
   const version = packet.protocolVersion ?? 4;
   // [MQTT-3.1.2-1] the protocol name must match the level: "MQIsdp" for 3.1, "MQTT" for 3.1.1 and 5.
+  // A mismatch is a level not supported under that name, so it gets CONNACK 0x01 before the close
+  // [MQTT-3.1.2-2] (as in Mosquitto): "MQTT" with level 3 must not be closed silently, and a
+  // client probing protocol versions learns that it should fall back.
   if ((version === 3) !== (packet.protocolId === 'MQIsdp')) {
-    conn.close('protocol-error', `protocol name ${JSON.stringify(packet.protocolId)} does not match level ${version}`);
+    refuse(broker, conn, ReasonCode.UnsupportedProtocolVersion, `protocol name ${JSON.stringify(packet.protocolId)} does not match level ${version}`);
     return;
   }
   conn.protocolVersion = version;
