@@ -7,6 +7,7 @@ import { EdgewayError } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
+import { ParserPool } from './parser-pool';
 import { RetainedMessages } from './retained';
 import { Session } from './session';
 import { SysPublisher } from './sys-topics';
@@ -42,6 +43,7 @@ export class Broker implements ConnectionHost {
   readonly subscriptions = new TopicTree<Subscriber>();
   readonly retained: RetainedMessages;
   readonly startedAt = Date.now();
+  readonly parserPool = new ParserPool();
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];

@@ -1,7 +1,7 @@
-import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
-import { parser as createParser, type Packet } from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
+import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
 import type { Message } from './types';
 
@@ -45,102 +45,88 @@ export interface ConnectionHost {
   countBytesSent(n: number): void;
   readonly maxPacketSize: number;
   readonly backpressureTimeout: number;
+  readonly parserPool: ParserPool;
 }
 
 let generationCounter = 0;
 
-/** The parts of mqtt-packet's parser that `rejectMalformedUtf8` hooks into (private API of mqtt-packet 9). */
-interface ParserInternals {
-  _parseString(...args: unknown[]): string | null;
-  _emitError(err: Error): void;
-  _pos: number;
-  _list: { slice(start: number, end: number): Buffer };
-  packet: { cmd?: string };
+/** The connection a socket belongs to, so one set of listener functions serves every socket. */
+const CONNECTION = Symbol('edgeway.connection');
+type OwnedSocket = Socket & { [CONNECTION]: Connection };
+
+// Socket listeners shared by all connections (`this` is the socket): a few closures per
+// connection are a measurable part of the memory of an idle connection.
+function onSocketData(this: OwnedSocket, chunk: Buffer): void {
+  this[CONNECTION].onData(chunk);
+}
+function onSocketError(this: OwnedSocket, err: NodeJS.ErrnoException): void {
+  this[CONNECTION].close('socket-error', err.code ?? err.message);
+}
+function onSocketClose(this: OwnedSocket): void {
+  this[CONNECTION].close('socket-closed', 'connection closed by peer');
+}
+function onSocketDrain(this: OwnedSocket): void {
+  this[CONNECTION].onDrain();
+}
+function onConnectTimeout(conn: Connection, timeoutMs: number): void {
+  if (conn.state === 'awaiting-connect' || conn.state === 'authenticating') {
+    conn.close('connect-timeout', `no CONNECT within ${timeoutMs} ms`);
+  }
+}
+function onBackpressureTimeout(conn: Connection): void {
+  conn.onBackpressureTimeout();
+}
+function onKeepaliveTimer(conn: Connection): void {
+  conn.checkKeepalive();
 }
 
-/**
- * [MQTT-1.5.3-1] a packet containing ill-formed UTF-8 closes the connection. mqtt-packet decodes
- * strings with Buffer#toString, which silently substitutes U+FFFD, and a length comparison after
- * the fact cannot catch every case: a truncated 4-byte sequence (F0 9F 98) becomes one 3-byte
- * U+FFFD. So the raw bytes of each string are checked while parsing, and an ill-formed one is a
- * parse error (the packet is not emitted; the broker closes the connection). Only strings that
- * decoded to something containing U+FFFD are re-checked, so the common path costs one `includes`.
- * CONNECT is left to its handler, which refuses any client identifier containing U+FFFD with
- * CONNACK 2 before closing.
- */
-function rejectMalformedUtf8<P extends object>(parser: P): P {
-  const internals = parser as unknown as ParserInternals;
-  const parseString = internals._parseString;
-  // Should a future mqtt-packet rename it, fall back to the handlers' own (weaker) checks.
-  if (typeof parseString !== 'function') return parser;
-  internals._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
-    const start = this._pos + 2; // after the two-byte length prefix
-    const result = parseString.apply(this, args);
-    if (result !== null && result.includes('\uFFFD') && this.packet.cmd !== 'connect' && !isUtf8(this._list.slice(start, this._pos))) {
-      this._emitError(new Error('malformed UTF-8 string [MQTT-1.5.3-1]'));
-    }
-    return result;
-  };
-  return parser;
-}
-
-export class Connection {
+export class Connection implements ParserOwner {
   /** Unique per connection; a session records the generation that owns it (convention 9). */
   readonly generation = ++generationCounter;
-  readonly remote: string;
   state: ConnectionState = 'awaiting-connect';
   clientId = '';
-  protocolVersion = 4;
+  /** 0 until CONNECT tells; then 3, 4 or 5. */
+  protocolVersion = 0;
   /** Keepalive from CONNECT, in seconds; 0 disables it. */
   keepalive = 0;
   will: Message | null = null;
   session: Session | null = null;
   /** Set while the socket is corked, until the broker's per-tick flush. */
   corked = false;
-  /** Packets that arrived while an asynchronous authentication was running (bounded). */
-  readonly pending: Packet[] = [];
+  /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */
+  pending: Packet[] | null = null;
 
-  private readonly parser = rejectMalformedUtf8(createParser());
+  /** Borrowed from the pool only while a packet is partly received (parser-pool.ts). */
+  private parser: PooledParser | null = null;
   private lastActivity = Date.now();
   private keepaliveTimer: NodeJS.Timeout | null = null;
-  /** Subscribers this connection (as a publisher) waits for before it reads again. */
-  private readonly waitingFor = new Set<Connection>();
-  /** Publishers paused because this connection (as a subscriber) could not keep up. */
-  private readonly pausedPublishers = new Set<Connection>();
+  /** Subscribers this connection (as a publisher) waits for before it reads again (lazy). */
+  private waitingFor: Set<Connection> | null = null;
+  /** Publishers paused because this connection (as a subscriber) could not keep up (lazy). */
+  private pausedPublishers: Set<Connection> | null = null;
   private backpressureTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly socket: Socket,
     private readonly host: ConnectionHost,
-  ) {
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  ) {}
+
+  /** "address:port" of the peer, for logs (computed on demand: most connections never log it twice). */
+  get remote(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
   }
 
-  /** Attaches socket and parser listeners; called once by the broker after accept. */
+  /** Attaches socket listeners and the connect timeout; called once by the broker after accept. */
   start(connectTimeoutMs: number): void {
-    const { socket, parser } = this;
+    const socket = this.socket as OwnedSocket;
+    socket[CONNECTION] = this;
     socket.setNoDelay(true);
-    parser.on('packet', (packet: Packet) => {
-      // A packet that arrives whole within one chunk is parsed before onData can see its announced
-      // length, so the limit is enforced here as well (README "Limits": maxPacketSize).
-      const size = packetSize(packet.length ?? 0);
-      if (size > this.host.maxPacketSize) {
-        this.close('packet-too-large', `packet of ${size} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
-        return;
-      }
-      this.host.onPacket(this, packet);
-    });
-    parser.on('error', (err: Error) => this.host.onParseError(this, err));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.close('socket-error', err.code ?? err.message));
-    socket.on('close', () => this.close('socket-closed', 'connection closed by peer'));
-    socket.on('drain', () => this.onDrain());
-    // [MQTT-3.1.4-1]-adjacent: a socket that never sends CONNECT must not hold resources forever.
-    this.keepaliveTimer = setTimeout(() => {
-      if (this.state === 'awaiting-connect' || this.state === 'authenticating') {
-        this.close('connect-timeout', `no CONNECT within ${connectTimeoutMs} ms`);
-      }
-    }, connectTimeoutMs);
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+    socket.on('drain', onSocketDrain);
+    // A socket that never sends CONNECT must not hold resources forever.
+    this.keepaliveTimer = setTimeout(onConnectTimeout, connectTimeoutMs, this, connectTimeoutMs);
   }
 
   transition(to: ConnectionState): void {
@@ -154,17 +140,39 @@ export class Connection {
     return this.state !== 'closed';
   }
 
-  private onData(chunk: Buffer): void {
+  onData(chunk: Buffer): void {
     this.lastActivity = Date.now();
     this.host.countBytesReceived(chunk.length);
-    const buffered = this.parser.parse(chunk);
+    const parser = (this.parser ??= this.host.parserPool.acquire(this, this.protocolVersion));
+    const buffered = parser.parse(chunk);
+    if (this.state === 'closed') return; // closed by a handler or a parse error; parser already returned
     // Enforce the packet size limit as soon as the length header is known, before buffering the
     // body: a client announcing 256 MB must not make us hold 256 MB.
-    const pending = (this.parser as unknown as { packet?: { length?: number } }).packet;
-    const announced = pending?.length === undefined || pending.length < 0 ? -1 : packetSize(pending.length);
-    if (this.state !== 'closed' && (announced > this.host.maxPacketSize || buffered > this.host.maxPacketSize)) {
+    const length = ParserPool.announcedLength(parser);
+    const announced = length < 0 ? -1 : packetSize(length);
+    if (announced > this.host.maxPacketSize || buffered > this.host.maxPacketSize) {
       this.close('packet-too-large', `packet of ${Math.max(announced, buffered)} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
+      return;
     }
+    if (buffered === 0 && ParserPool.isIdle(parser)) {
+      this.parser = null;
+      this.host.parserPool.release(parser);
+    }
+  }
+
+  onParsedPacket(packet: Packet): void {
+    // A packet that arrives whole within one chunk is parsed before onData can see its announced
+    // length, so the limit is enforced here as well (README "Limits": maxPacketSize).
+    const size = packetSize(packet.length ?? 0);
+    if (size > this.host.maxPacketSize) {
+      this.close('packet-too-large', `packet of ${size} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
+      return;
+    }
+    this.host.onPacket(this, packet);
+  }
+
+  onParseError(err: Error): void {
+    this.host.onParseError(this, err);
   }
 
   /** Starts keepalive supervision: dropped after 1.5 × keepalive of silence [MQTT-3.1.2-24]. */
@@ -172,18 +180,19 @@ export class Connection {
     if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = null;
     if (this.keepalive === 0) return;
-    const limitMs = this.keepalive * 1500;
     // One timer per connection, re-armed only when it fires: packets just update lastActivity,
     // which is far cheaper than refreshing a timer on every packet.
-    const check = (): void => {
-      const idle = Date.now() - this.lastActivity;
-      if (idle >= limitMs) {
-        this.close('keepalive-timeout', `no packet for ${idle} ms (keepalive ${this.keepalive} s)`);
-        return;
-      }
-      this.keepaliveTimer = setTimeout(check, limitMs - idle);
-    };
-    this.keepaliveTimer = setTimeout(check, limitMs);
+    this.keepaliveTimer = setTimeout(onKeepaliveTimer, this.keepalive * 1500, this);
+  }
+
+  checkKeepalive(): void {
+    const limitMs = this.keepalive * 1500;
+    const idle = Date.now() - this.lastActivity;
+    if (idle >= limitMs) {
+      this.close('keepalive-timeout', `no packet for ${idle} ms (keepalive ${this.keepalive} s)`);
+      return;
+    }
+    this.keepaliveTimer = setTimeout(onKeepaliveTimer, limitMs - idle, this);
   }
 
   write(buf: Buffer): void {
@@ -203,27 +212,32 @@ export class Connection {
    * backpressure timeout, so that one slow subscriber cannot stall publishers forever.
    */
   waitFor(subscriber: Connection): boolean {
-    if (subscriber === this || this.state === 'closed' || this.waitingFor.has(subscriber)) return false;
-    this.waitingFor.add(subscriber);
-    subscriber.pausedPublishers.add(this);
-    if (this.waitingFor.size === 1) {
+    if (subscriber === this || this.state === 'closed') return false;
+    const waitingFor = (this.waitingFor ??= new Set());
+    if (waitingFor.has(subscriber)) return false;
+    waitingFor.add(subscriber);
+    (subscriber.pausedPublishers ??= new Set()).add(this);
+    if (waitingFor.size === 1) {
       this.socket.pause();
-      this.backpressureTimer = setTimeout(() => {
-        this.host.onBackpressureTimeout(this);
-        this.resumeAll();
-      }, this.host.backpressureTimeout);
+      this.backpressureTimer = setTimeout(onBackpressureTimeout, this.host.backpressureTimeout, this);
     }
     return true;
   }
 
+  onBackpressureTimeout(): void {
+    this.host.onBackpressureTimeout(this);
+    this.resumeAll();
+  }
+
   private stopWaitingFor(subscriber: Connection): void {
-    if (!this.waitingFor.delete(subscriber)) return;
+    if (this.waitingFor === null || !this.waitingFor.delete(subscriber)) return;
     if (this.waitingFor.size === 0) this.resumeReading();
   }
 
   private resumeAll(): void {
-    for (const subscriber of this.waitingFor) subscriber.pausedPublishers.delete(this);
-    this.waitingFor.clear();
+    if (this.waitingFor === null) return;
+    for (const subscriber of this.waitingFor) subscriber.pausedPublishers?.delete(this);
+    this.waitingFor = null;
     this.resumeReading();
   }
 
@@ -237,10 +251,10 @@ export class Connection {
     this.socket.resume();
   }
 
-  private onDrain(): void {
-    if (this.pausedPublishers.size === 0) return;
-    const publishers = [...this.pausedPublishers];
-    this.pausedPublishers.clear();
+  onDrain(): void {
+    const publishers = this.pausedPublishers;
+    if (publishers === null || publishers.size === 0) return;
+    this.pausedPublishers = null;
     for (const publisher of publishers) publisher.stopWaitingFor(this);
   }
 
@@ -254,6 +268,11 @@ export class Connection {
     this.state = 'closed';
     if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = null;
+    if (this.parser !== null) {
+      // Possibly mid-parse (a handler closed us): detach it and let it go, never back to the pool.
+      this.parser.owner = null;
+      this.parser = null;
+    }
     this.resumeAll();
     // Publishers waiting for us must not wait for a drain that will never come.
     this.onDrain();

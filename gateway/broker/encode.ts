@@ -1,4 +1,9 @@
-import { generate, type Packet } from 'mqtt-packet';
+import { generate, writeToStream, type Packet } from 'mqtt-packet';
+
+// mqtt-packet otherwise builds a cache of 65,536 two-byte Buffers (≈ 6 MB of heap) on its first
+// use, to save an allocation per packet identifier. On a Raspberry Pi the memory matters more,
+// and the hot-path packets (PUBLISH, acknowledgements) are encoded below without mqtt-packet.
+writeToStream.cacheNumbers = false;
 import type { Message, QoS } from './types';
 
 /**
@@ -74,6 +79,11 @@ export function packetSize(remainingLength: number): number {
 }
 
 export const PINGRESP = Buffer.from([0xd0, 0x00]);
+
+/** CONNACK for MQTT 3.1/3.1.1: four fixed bytes (3.1.1 section 3.2). */
+export function encodeConnackV4(returnCode: number, sessionPresent: boolean): Buffer {
+  return Buffer.from([0x20, 0x02, sessionPresent ? 0x01 : 0x00, returnCode]);
+}
 
 export function encodePacket(packet: Packet, protocolVersion: number): Buffer {
   return generate(packet, { protocolVersion });

@@ -10,9 +10,9 @@ export class RingBuffer<T> {
 
   constructor(readonly capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 0) throw new RangeError(`invalid capacity ${capacity}`);
-    // Grow lazily: most queues stay small, and a bound of 1000 per client × many clients
+    // Grow lazily: most queues stay empty, and a bound of 1000 per client × many clients
     // must not preallocate.
-    this.items = new Array<T | undefined>(Math.min(capacity, 16));
+    this.items = [];
   }
 
   get length(): number {
@@ -45,7 +45,7 @@ export class RingBuffer<T> {
   }
 
   clear(): void {
-    this.items = new Array<T | undefined>(Math.min(this.capacity, 16));
+    this.items = [];
     this.head = 0;
     this.count = 0;
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
 import { clientInfo, type Broker } from '../broker';
 import type { Connection } from '../connection';
-import { encodePacket } from '../encode';
+import { encodeConnackV4, encodePacket } from '../encode';
 import { connackReturnCodeV4, ReasonCode } from '../errors';
 import type { Credentials } from '../hooks';
 import { NEVER_EXPIRES, Session } from '../session';
@@ -122,7 +122,7 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
   broker.clients.set(clientId, conn);
   if (broker.clients.size > broker.metrics.clientsMaximum) broker.metrics.clientsMaximum = broker.clients.size;
   conn.transition('connected');
-  conn.write(encodePacket({ cmd: 'connack', returnCode: 0, sessionPresent }, conn.protocolVersion));
+  conn.write(encodeConnackV4(0, sessionPresent));
   conn.startKeepalive();
   broker.logger.info('client connected', { clientId, remote: conn.remote, protocol: conn.protocolVersion, clean, sessionPresent, keepalive });
   const info = clientInfo(conn);
@@ -130,8 +130,9 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
 
   broker.resumeSession(session, conn);
   // Packets that arrived while authentication ran, in order.
-  const pending = conn.pending.splice(0);
-  for (const p of pending) broker.onPacket(conn, p);
+  const pending = conn.pending;
+  conn.pending = null;
+  if (pending !== null) for (const p of pending) broker.onPacket(conn, p);
 }
 
 /** Sends a refusing CONNACK [MQTT-3.2.2-5] and closes after it is flushed. */
@@ -139,7 +140,7 @@ function refuse(broker: Broker, conn: Connection, reasonCode: number, detail: st
   const connack =
     conn.protocolVersion === 5
       ? encodePacket({ cmd: 'connack', reasonCode, sessionPresent: false }, 5)
-      : encodePacket({ cmd: 'connack', returnCode: connackReturnCodeV4(reasonCode), sessionPresent: false }, conn.protocolVersion);
+      : encodeConnackV4(connackReturnCodeV4(reasonCode), false);
   conn.write(connack);
   conn.close('connect-refused', detail, true);
   broker.logger.info('connection refused', { remote: conn.remote, clientId: conn.clientId, reason: detail });

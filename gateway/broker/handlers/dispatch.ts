@@ -1,7 +1,7 @@
 import type { Packet } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
-import { encodePacket } from '../encode';
+import { encodeConnackV4 } from '../encode';
 import { handleConnect } from './connect';
 import { handleDisconnect } from './disconnect';
 import { handlePingreq } from './pingreq';
@@ -30,6 +30,7 @@ export function dispatchPacket(broker: Broker, conn: Connection, packet: Packet)
       handleConnect(broker, conn, packet);
       return;
     case 'authenticating':
+      conn.pending ??= [];
       if (conn.pending.length >= MAX_PENDING_PACKETS) {
         conn.close('protocol-error', `more than ${MAX_PENDING_PACKETS} packets before CONNACK`);
         return;
@@ -77,7 +78,7 @@ function dispatchConnected(broker: Broker, conn: Connection, packet: Packet): vo
  */
 export function handleParseError(broker: Broker, conn: Connection, err: Error): void {
   if (conn.state === 'awaiting-connect' && err.message === 'Invalid protocol version') {
-    conn.write(encodePacket({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4));
+    conn.write(encodeConnackV4(1, false));
     conn.close('connect-refused', 'unsupported protocol version', true);
     broker.logger.info('connection refused: unsupported protocol version', { remote: conn.remote });
     return;
