@@ -189,13 +189,11 @@ export class Broker implements ConnectionHost {
   }
 
   scheduleFlush(conn: Connection): void {
-    conn.corked = true;
-    conn.socket.cork();
     this.dirty.push(conn);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // setImmediate, not nextTick: the writes caused by every socket read in this turn of the
-      // event loop go out in one writev per subscriber.
+      // event loop go out in one write per subscriber.
       setImmediate(this.flush);
     }
   }
@@ -204,11 +202,7 @@ export class Broker implements ConnectionHost {
     this.flushScheduled = false;
     const dirty = this.dirty;
     this.dirty = [];
-    for (const conn of dirty) {
-      if (!conn.corked) continue;
-      conn.corked = false;
-      conn.socket.uncork();
-    }
+    for (const conn of dirty) conn.flushOutput();
   };
 
   onBackpressureTimeout(conn: Connection): void {
