@@ -3,14 +3,15 @@ import type { Packet } from 'mqtt-packet';
 import { Connection, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
-import { EdgewayError } from './errors';
+import { EdgewayError, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
-import { RateLimitedLog, type Logger } from './logger';
+import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
 import { ParserPool } from './parser-pool';
 import { RetainedMessages } from './retained';
 import { Session } from './session';
 import { SysPublisher } from './sys-topics';
+import { topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
 import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
 
@@ -20,11 +21,33 @@ export interface ListenerSpec {
   readonly port: number;
 }
 
-/** A subscription as stored in the topic tree: which session, with which options. */
-export interface Subscriber {
-  readonly session: Session;
-  readonly options: SubscriptionOptions;
+/**
+ * A subscription as stored in the topic tree: a session with its options, or an in-process
+ * handler (an adapter, e.g. the serial bridge's command topic), which has no session.
+ */
+export type Subscriber =
+  | { readonly session: Session; readonly options: SubscriptionOptions; readonly handler?: undefined }
+  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler: InProcessHandler };
+
+/** Receives messages for an in-process subscription; must not throw (errors are logged). */
+export type InProcessHandler = (message: Message) => void;
+
+/**
+ * What an adapter gets from the broker (DESIGN.md "Layering"): in-process publish and subscribe
+ * through the same routing, retained handling and hooks as network clients, the hooks, and a
+ * logger. Not the broker object itself.
+ */
+export interface GatewayContext {
+  readonly logger: Logger;
+  readonly hooks: Hooks;
+  /** Publishes as an in-process client. Throws EdgewayError EDGEWAY_ERR_INVALID_TOPIC on an invalid topic. */
+  publish(message: Message): void;
+  /** Subscribes an in-process handler; returns the function that unsubscribes it. */
+  subscribe(filter: string, handler: InProcessHandler): () => void;
 }
+
+/** Tree keys of in-process subscribers start with NUL, which no client identifier may contain. */
+let inProcessCounter = 0;
 
 type BrokerState = 'idle' | 'running' | 'stopping' | 'stopped';
 
@@ -273,6 +296,10 @@ export class Broker implements ConnectionHost {
     let shared: Buffer | undefined;
     let sharedV5: Buffer | undefined;
     for (const sub of targets.values()) {
+      if (sub.session === null) {
+        this.callInProcess(sub.handler, msg);
+        continue;
+      }
       const qos = (sub.options.qos < msg.qos ? sub.options.qos : msg.qos) as QoS;
       if (qos !== 0) {
         this.deliver(sub.session, msg, qos, false, origin);
@@ -285,6 +312,54 @@ export class Broker implements ConnectionHost {
       else bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
       this.writeQos0(conn, bytes, origin);
     }
+  }
+
+  private callInProcess(handler: InProcessHandler, msg: Message): void {
+    try {
+      handler(msg);
+    } catch (err) {
+      this.logger.error('in-process subscriber failed', { topic: msg.topic, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** The narrow interface adapters use; `name` tags their log lines. */
+  context(name: string): GatewayContext {
+    const base = this.logger;
+    const tag = (fields?: LogFields): LogFields => ({ adapter: name, ...fields });
+    const logger: Logger = {
+      debug: (m, f) => base.debug(m, tag(f)),
+      info: (m, f) => base.info(m, tag(f)),
+      warn: (m, f) => base.warn(m, tag(f)),
+      error: (m, f) => base.error(m, tag(f)),
+    };
+    return {
+      logger,
+      hooks: this.hooks,
+      publish: (message) => this.publishInProcess(message),
+      subscribe: (filter, handler) => this.subscribeInProcess(filter, handler),
+    };
+  }
+
+  /** Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH. */
+  publishInProcess(message: Message): void {
+    const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
+    if (invalid !== null) {
+      throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
+    }
+    this.metrics.publishReceived++;
+    this.publish(message, null);
+  }
+
+  subscribeInProcess(filter: string, handler: InProcessHandler): () => void {
+    const invalid = topicFilterError(filter, this.limits.maxTopicLevels);
+    if (invalid !== null) {
+      throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic filter ${JSON.stringify(filter)}: ${invalid.message}`, ReasonCode.TopicFilterInvalid);
+    }
+    const key = `\u0000in-process:${++inProcessCounter}`;
+    this.subscriptions.set(filter, key, { session: null, options: IN_PROCESS_OPTIONS, handler });
+    return () => {
+      this.subscriptions.delete(filter, key);
+    };
   }
 
   private writeQos0(conn: Connection, bytes: Buffer, origin: Connection | null): void {
@@ -364,6 +439,9 @@ export class Broker implements ConnectionHost {
     }
   }
 }
+
+/** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */
+const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };
 
 export function clientInfo(conn: Connection): ClientInfo {
   return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion };

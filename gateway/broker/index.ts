@@ -1,5 +1,5 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
-export { Broker, type ListenerSpec } from './broker';
+export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
 export { EdgewayError, ReasonCode, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { type Logger, type LogFields, silentLogger } from './logger';
