@@ -366,6 +366,9 @@ export class Broker implements ConnectionHost {
     if (conn.bufferedBytes > this.limits.maxOutgoingBytes) {
       this.metrics.publishDropped++;
       this.limitHit('maxOutgoingBytes', 'subscriber not reading; QoS 0 message dropped', { clientId: conn.clientId, bufferedBytes: conn.bufferedBytes });
+      // Pause the publisher too: reading it only to drop what it sends would burn the CPU that
+      // the subscribers who do keep up need.
+      this.applyBackpressure(conn, origin);
       return;
     }
     conn.write(bytes);

@@ -110,6 +110,8 @@ export class Connection implements ParserOwner {
   /** Publishers paused because this connection (as a subscriber) could not keep up (lazy). */
   private pausedPublishers: Set<Connection> | null = null;
   private backpressureTimer: NodeJS.Timeout | null = null;
+  /** Packets parsed after this connection was paused, processed in order on resume (lazy). */
+  private deferred: Packet[] | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -173,6 +175,12 @@ export class Connection implements ParserOwner {
       this.close('packet-too-large', `packet of ${size} bytes exceeds maxPacketSize ${this.host.maxPacketSize}`);
       return;
     }
+    if (this.waitingFor !== null) {
+      // Paused for a slow subscriber: the rest of this chunk waits too (at most one socket read,
+      // ≤ 64 KiB), instead of being routed only to be dropped at maxOutgoingBytes.
+      (this.deferred ??= []).push(packet);
+      return;
+    }
     this.host.onPacket(this, packet);
   }
 
@@ -215,7 +223,10 @@ export class Connection implements ParserOwner {
     const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.outBytes);
     this.outChunks = [];
     this.outBytes = 0;
-    if (!this.socket.destroyed) this.socket.write(data);
+    if (this.socket.destroyed) return;
+    // When the socket takes it all without queueing, no 'drain' event will follow, so publishers
+    // paused for this subscriber (because this tick's batch was large) are released now.
+    if (this.socket.write(data) && this.pausedPublishers !== null) this.onDrain();
   }
 
   /** Bytes waiting to be sent: this tick's packets plus the socket's own buffer. */
@@ -247,7 +258,9 @@ export class Connection implements ParserOwner {
 
   private stopWaitingFor(subscriber: Connection): void {
     if (this.waitingFor === null || !this.waitingFor.delete(subscriber)) return;
-    if (this.waitingFor.size === 0) this.resumeReading();
+    if (this.waitingFor.size > 0) return;
+    this.waitingFor = null; // null means "not paused" everywhere else
+    this.resumeReading();
   }
 
   private resumeAll(): void {
@@ -264,7 +277,19 @@ export class Connection implements ParserOwner {
     // While paused we did not read, so the client's silence was ours: do not count it against
     // its keepalive.
     this.lastActivity = Date.now();
-    this.socket.resume();
+    const deferred = this.deferred;
+    if (deferred !== null) {
+      let i = 0;
+      while (i < deferred.length && this.waitingFor === null && this.isOpen) {
+        this.host.onPacket(this, deferred[i++] as Packet);
+      }
+      if (i < deferred.length) {
+        deferred.splice(0, i); // paused again: keep the rest for the next resume
+        return;
+      }
+      this.deferred = null;
+    }
+    if (this.isOpen && this.waitingFor === null) this.socket.resume();
   }
 
   onDrain(): void {

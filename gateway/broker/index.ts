@@ -2,6 +2,6 @@
 export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
 export { EdgewayError, ReasonCode, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
-export { type Logger, type LogFields, silentLogger } from './logger';
+export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';
 export type { BrokerLimits, BrokerOptions, Message, QoS } from './types';
