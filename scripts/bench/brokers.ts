@@ -3,7 +3,7 @@
  * process on 127.0.0.1, pinned to the broker core.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { captureTail, spawnTracked, stopChild } from './children';
@@ -70,7 +70,7 @@ function commandFor(name: BrokerName, port: number, env: BrokerEnv): string[] {
       }
       const file = path.join(env.tmpDir, `edgeway-${port}.yaml`);
       writeFileSync(file, `listeners:\n  - protocol: mqtt\n    host: ${HOST}\n    port: ${port}\n`);
-      return [process.execPath, env.edgewayEntry, '--config', file];
+      return [process.execPath, ...shebangNodeFlags(env.edgewayEntry), env.edgewayEntry, '--config', file];
     }
     case 'mosquitto': {
       const file = path.join(env.tmpDir, `mosquitto-${port}.conf`);
@@ -137,4 +137,14 @@ export async function startBroker(name: BrokerName, env: BrokerEnv): Promise<Run
     await new Promise((r) => setTimeout(r, 50));
   }
   return broker;
+}
+
+/**
+ * The Node flags in the entry script's `#!/usr/bin/env -S node FLAGS` line, so the benchmark runs
+ * edgeway exactly as the `edgeway` command and the systemd unit do.
+ */
+export function shebangNodeFlags(entry: string): string[] {
+  const firstLine = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
+  const match = /^#!\S*env -S node((?:\s+--\S+)*)\s*$/.exec(firstLine);
+  return match?.[1] ? match[1].trim().split(/\s+/) : [];
 }

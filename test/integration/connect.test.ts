@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
+import { mqttClient, within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
 
 /**
@@ -30,20 +30,6 @@ async function rawConnect(t: Test, port: number, connect: Partial<IConnectPacket
   return { client, connack };
 }
 
-/** Bounds an mqtt.js promise: a misbehaving broker must fail the test, not hang it. */
-function within<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function mqttClient(t: Test, tb: TestBroker, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await connectAsync(tb.url, { reconnectPeriod: 0, connectTimeout: 3000, ...opts }, false);
-  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
-  return c;
-}
 
 /** Subscribes `client` to `topic`, publishes to it and checks that the message comes back. */
 async function assertRoundTrip(t: Test, client: RawClient, topic: string, payload: string): Promise<void> {

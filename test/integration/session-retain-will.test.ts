@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import type { IConnackPacket, IConnectPacket, IPublishPacket, QoS } from 'mqtt-packet';
 import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
+import { mqttClient, within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
 
 /**
@@ -79,20 +79,6 @@ async function disconnect(tb: TestBroker, client: RawClient, clientId: string): 
   await waitFor(() => !tb.broker.clients.has(clientId), 2000, `${clientId} to be unregistered`);
 }
 
-/** Bounds an mqtt.js promise: a misbehaving broker must fail the test, not hang it. */
-function within<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function mqttClient(t: Test, tb: TestBroker, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await connectAsync(tb.url, { reconnectPeriod: 0, connectTimeout: 3000, ...opts }, false);
-  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
-  return c;
-}
 
 interface Received {
   topic: string;
