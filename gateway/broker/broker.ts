@@ -279,6 +279,9 @@ export class Broker implements ConnectionHost {
    * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS).
    */
   publish(msg: Message, origin: Connection | null): void {
+    // Retained and QoS 1/2 messages may be kept (store, queues, inflight); QoS 0 is only copied
+    // into outgoing packets, so only the former need a payload of their own.
+    if (msg.retain || msg.qos > 0) msg = ownPayload(msg);
     if (msg.retain && !this.retained.store(msg)) {
       this.limitHit('maxRetained', 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained });
     }
@@ -441,6 +444,16 @@ export class Broker implements ConnectionHost {
       this.deliver(session, msg, qos, true, null);
     }
   }
+}
+
+/**
+ * A payload decoded from a socket chunk is a view of that whole chunk (up to 64 KiB). A message
+ * kept beyond this tick gets a copy of just its payload, so that it does not pin the chunk.
+ */
+function ownPayload(msg: Message): Message {
+  const payload = msg.payload;
+  if (payload.buffer.byteLength <= payload.length + 1024) return msg;
+  return { ...msg, payload: Buffer.from(payload) };
 }
 
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
+import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
 import type { Message } from './types';
@@ -50,6 +51,9 @@ export interface ConnectionHost {
 
 let generationCounter = 0;
 
+/** Largest split packet the fast path keeps for the next chunk; bigger ones go to mqtt-packet. */
+const MAX_FAST_TAIL = 4096;
+
 /** The connection a socket belongs to, so one set of listener functions serves every socket. */
 const CONNECTION = Symbol('edgeway.connection');
 type OwnedSocket = Socket & { [CONNECTION]: Connection };
@@ -80,7 +84,7 @@ function onKeepaliveTimer(conn: Connection): void {
   conn.checkKeepalive();
 }
 
-export class Connection implements ParserOwner {
+export class Connection implements ParserOwner, FastPacketSink {
   /** Unique per connection; a session records the generation that owns it (convention 9). */
   readonly generation = ++generationCounter;
   state: ConnectionState = 'awaiting-connect';
@@ -112,6 +116,9 @@ export class Connection implements ParserOwner {
   private backpressureTimer: NodeJS.Timeout | null = null;
   /** Packets parsed after this connection was paused, processed in order on resume (lazy). */
   private deferred: Packet[] | null = null;
+  /** The start of a common packet split across chunks, kept for the fast path (≤ MAX_FAST_TAIL). */
+  private tail: Buffer | null = null;
+  private deferredNext = 0;
 
   constructor(
     readonly socket: Socket,
@@ -150,8 +157,27 @@ export class Connection implements ParserOwner {
   onData(chunk: Buffer): void {
     this.lastActivity = Date.now();
     this.host.countBytesReceived(chunk.length);
+    let data = chunk;
+    if (this.tail !== null) {
+      data = Buffer.concat([this.tail, chunk]);
+      this.tail = null;
+    }
+    // The fast path needs a packet boundary at the start (no parser holding a partial packet) and
+    // a 3.1/3.1.1 session (MQTT 5 packets carry properties).
+    if (this.parser === null && this.state === 'connected' && this.protocolVersion !== 5) {
+      const { offset, incomplete, announced = -1 } = decodeCommonPackets(data, this);
+      if (offset === data.length || this.state !== 'connected') return;
+      if (incomplete && announced <= MAX_FAST_TAIL && data.length - offset <= MAX_FAST_TAIL) {
+        // Under load chunk boundaries fall anywhere; keeping the few bytes of a split packet for
+        // the next chunk keeps the stream on the fast path. Larger packets go to mqtt-packet,
+        // which buffers without copying and enforces maxPacketSize as they arrive.
+        this.tail = Buffer.from(data.subarray(offset));
+        return;
+      }
+      if (offset > 0) data = data.subarray(offset);
+    }
     const parser = (this.parser ??= this.host.parserPool.acquire(this, this.protocolVersion));
-    const buffered = parser.parse(chunk);
+    const buffered = parser.parse(data);
     if (this.state === 'closed') return; // closed by a handler or a parse error; parser already returned
     // Enforce the packet size limit as soon as the length header is known, before buffering the
     // body: a client announcing 256 MB must not make us hold 256 MB.
@@ -182,6 +208,11 @@ export class Connection implements ParserOwner {
       return;
     }
     this.host.onPacket(this, packet);
+  }
+
+  onFastPacket(packet: Packet): boolean {
+    this.onParsedPacket(packet);
+    return this.state === 'connected';
   }
 
   onParseError(err: Error): void {
@@ -279,15 +310,14 @@ export class Connection implements ParserOwner {
     this.lastActivity = Date.now();
     const deferred = this.deferred;
     if (deferred !== null) {
-      let i = 0;
-      while (i < deferred.length && this.waitingFor === null && this.isOpen) {
-        this.host.onPacket(this, deferred[i++] as Packet);
+      // An index, not shift/splice: a publisher is typically resumed, sends one message, and is
+      // paused again, hundreds of times per chunk.
+      while (this.deferredNext < deferred.length && this.waitingFor === null && this.isOpen) {
+        this.host.onPacket(this, deferred[this.deferredNext++] as Packet);
       }
-      if (i < deferred.length) {
-        deferred.splice(0, i); // paused again: keep the rest for the next resume
-        return;
-      }
+      if (this.deferredNext < deferred.length) return; // paused again: the rest waits
       this.deferred = null;
+      this.deferredNext = 0;
     }
     if (this.isOpen && this.waitingFor === null) this.socket.resume();
   }
