@@ -82,7 +82,7 @@ export class Broker implements ConnectionHost {
     readonly logger: Logger,
   ) {
     this.limits = options.limits;
-    this.retained = new RetainedMessages(options.limits.maxRetained);
+    this.retained = new RetainedMessages(options.limits.maxRetained, options.limits.maxRetainedBytes);
     this.sys = new SysPublisher(this, options.sysInterval, options.version);
   }
 
@@ -260,8 +260,30 @@ export class Broker implements ConnectionHost {
     for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
     session.subscriptions.clear();
     session.inflight.clear();
-    session.queue.clear();
+    session.clearQueue();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+  }
+
+  /**
+   * Creates a session, first making room under limits.maxSessions by evicting the session that has
+   * been offline longest (its queued messages go with it, counted as dropped). Returns null when
+   * every session belongs to a connected client.
+   */
+  createSession(clientId: string, expiryInterval: number): Session | null {
+    if (this.sessions.size >= this.limits.maxSessions) {
+      let oldest: Session | undefined;
+      for (const candidate of this.sessions.values()) {
+        if (candidate.owner === null && (oldest === undefined || candidate.disconnectedAt < oldest.disconnectedAt)) oldest = candidate;
+      }
+      if (oldest === undefined) return null;
+      const lost = oldest.queue.length + oldest.inflight.size;
+      this.metrics.publishDropped += lost;
+      this.limitHit('maxSessions', 'session store full; the longest-offline session was discarded', { evictedClientId: oldest.clientId, droppedMessages: lost, maxSessions: this.limits.maxSessions });
+      this.destroySession(oldest);
+    }
+    const session = new Session(clientId, expiryInterval, this.limits.maxQueued);
+    this.sessions.set(clientId, session);
+    return session;
   }
 
   /** The connection that currently owns `session`, if the client is connected. */
@@ -282,8 +304,11 @@ export class Broker implements ConnectionHost {
     // Retained and QoS 1/2 messages may be kept (store, queues, inflight); QoS 0 is only copied
     // into outgoing packets, so only the former need a payload of their own.
     if (msg.retain || msg.qos > 0) msg = ownPayload(msg);
-    if (msg.retain && !this.retained.store(msg)) {
-      this.limitHit('maxRetained', 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained });
+    if (msg.retain) {
+      const stored = this.retained.store(msg);
+      if (stored !== 'ok') {
+        this.limitHit(stored, 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained, maxRetainedBytes: this.limits.maxRetainedBytes });
+      }
     }
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
@@ -397,9 +422,9 @@ export class Broker implements ConnectionHost {
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.queue.push({ message: msg, qos, retain })) {
+    if (!session.enqueue({ message: msg, qos, retain }, this.limits.maxQueuedBytes)) {
       this.metrics.publishDropped++;
-      this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued });
+      this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
     }
   }
 
@@ -415,7 +440,7 @@ export class Broker implements ConnectionHost {
     const conn = this.connectionOf(session);
     if (conn === undefined) return;
     while (session.inflight.size < this.limits.maxInflight) {
-      const next = session.queue.shift();
+      const next = session.dequeue();
       if (next === undefined) return;
       if (next.qos === 0) this.writeQos0(conn, encodePublish(next.message, 0, next.retain, false, 0, conn.protocolVersion), null);
       else this.sendInflight(session, conn, next.message, next.qos, next.retain);

@@ -20,6 +20,8 @@ export class BrokerMetrics {
     maxPacketSize: 0,
     maxConnections: 0,
     maxQueued: 0,
+    maxSessions: 0,
+    maxRetainedBytes: 0,
     maxOutgoingBytes: 0,
     maxSubscriptionsPerClient: 0,
     maxRetained: 0,

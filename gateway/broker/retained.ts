@@ -7,8 +7,17 @@ import { filterMatches } from './topic';
  */
 export class RetainedMessages {
   private readonly byTopic = new Map<string, Message>();
+  private payloadBytes = 0;
 
-  constructor(private readonly maxRetained: number) {}
+  constructor(
+    private readonly maxRetained: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** Payload bytes of all retained messages. */
+  get bytes(): number {
+    return this.payloadBytes;
+  }
 
   get size(): number {
     return this.byTopic.size;
@@ -16,16 +25,24 @@ export class RetainedMessages {
 
   /**
    * Stores, replaces or (empty payload, [MQTT-3.3.1-10]) deletes the retained message of a topic.
-   * Returns false when a new topic is refused because the store is full.
+   * Returns 'ok', or which limit refused it: the message is then not retained (the previous
+   * retained message of the topic, if any, stays).
    */
-  store(msg: Message): boolean {
+  store(msg: Message): 'ok' | 'maxRetained' | 'maxRetainedBytes' {
+    const previous = this.byTopic.get(msg.topic);
+    const previousBytes = previous?.payload.length ?? 0;
     if (msg.payload.length === 0) {
-      this.byTopic.delete(msg.topic);
-      return true;
+      if (previous !== undefined) {
+        this.byTopic.delete(msg.topic);
+        this.payloadBytes -= previousBytes;
+      }
+      return 'ok';
     }
-    if (!this.byTopic.has(msg.topic) && this.byTopic.size >= this.maxRetained) return false;
+    if (previous === undefined && this.byTopic.size >= this.maxRetained) return 'maxRetained';
+    if (this.payloadBytes - previousBytes + msg.payload.length > this.maxBytes) return 'maxRetainedBytes';
     this.byTopic.set(msg.topic, msg);
-    return true;
+    this.payloadBytes += msg.payload.length - previousBytes;
+    return 'ok';
   }
 
   get(topic: string): Message | undefined {

@@ -37,8 +37,10 @@ export class Session {
   expiryInterval: number;
   /** Generation of the connection that owns the session, or null while the client is away. */
   owner: number | null = null;
-  /** When the session was left without a connection (ms), for expiry. */
+  /** When the session was left without a connection (ms), for expiry and eviction. */
   disconnectedAt = 0;
+  /** Payload bytes of the messages in `queue` (bounded by limits.maxQueuedBytes). */
+  queuedBytes = 0;
   private nextPacketId = 1;
 
   constructor(
@@ -48,6 +50,25 @@ export class Session {
   ) {
     this.expiryInterval = expiryInterval;
     this.queue = new RingBuffer(maxQueued);
+  }
+
+  /** Queues a message unless the queue is full by count or by payload bytes. */
+  enqueue(item: Queued, maxBytes: number): boolean {
+    if (this.queuedBytes + item.message.payload.length > maxBytes) return false;
+    if (!this.queue.push(item)) return false;
+    this.queuedBytes += item.message.payload.length;
+    return true;
+  }
+
+  dequeue(): Queued | undefined {
+    const item = this.queue.shift();
+    if (item !== undefined) this.queuedBytes -= item.message.payload.length;
+    return item;
+  }
+
+  clearQueue(): void {
+    this.queue.clear();
+    this.queuedBytes = 0;
   }
 
   /** Allocates a packet identifier not currently inflight, or 0 when all 65535 are in use. */

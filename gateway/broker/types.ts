@@ -34,6 +34,12 @@ export interface BrokerLimits {
   readonly maxInflight: number;
   /** QoS 1/2 messages waiting per session while inflight is full or the client is away. */
   readonly maxQueued: number;
+  /** Payload bytes waiting per session (the same queue, bounded by size). */
+  readonly maxQueuedBytes: number;
+  /** Sessions kept, connected or not; beyond it the longest-offline session is evicted. */
+  readonly maxSessions: number;
+  /** Payload bytes of all retained messages together. */
+  readonly maxRetainedBytes: number;
   readonly maxTopicLevels: number;
   readonly maxSubscriptionsPerClient: number;
   readonly maxRetained: number;

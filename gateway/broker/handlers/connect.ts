@@ -5,7 +5,7 @@ import type { Connection } from '../connection';
 import { encodeConnackV4, encodePacket } from '../encode';
 import { connackReturnCodeV4, ReasonCode } from '../errors';
 import type { Credentials } from '../hooks';
-import { NEVER_EXPIRES, Session } from '../session';
+import { NEVER_EXPIRES } from '../session';
 import { topicNameError } from '../topic';
 import type { Message, QoS } from '../types';
 
@@ -111,8 +111,13 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
   }
   const sessionPresent = session !== undefined; // [MQTT-3.2.2-1], [MQTT-3.2.2-2]
   if (session === undefined) {
-    session = new Session(clientId, clean ? 0 : NEVER_EXPIRES, broker.limits.maxQueued);
-    broker.sessions.set(clientId, session);
+    const created = broker.createSession(clientId, clean ? 0 : NEVER_EXPIRES);
+    if (created === null) {
+      broker.limitHit('maxSessions', 'connection refused: every session belongs to a connected client', { remote: conn.remote, maxSessions: broker.limits.maxSessions });
+      refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxSessions reached');
+      return;
+    }
+    session = created;
   }
   session.expiryInterval = clean ? 0 : NEVER_EXPIRES;
   session.owner = conn.generation;
