@@ -1,4 +1,7 @@
 import { z } from 'zod';
+// Types, defaults and pure validation helpers only: importing these does not load `serialport`.
+import { BAUD_RATES, SERIAL_DEFAULTS, publishesPerKey, type SerialPortOptions } from '../adapters/serial/options';
+import { PORT_NAME_PATTERN, isSafeKey, templateError } from '../adapters/serial/topics';
 
 /**
  * The one configuration schema: the TypeScript type (`Config`) and the validation both come from
@@ -59,12 +62,147 @@ export const limitsSchema = z
     }
   });
 
+const BAUD_RATE_SET = new Set<number>(BAUD_RATES);
+
+/** A topic template that may use {name} only (status, write, discovery prefix). */
+function topicWithName(what: string) {
+  return z.string().superRefine((value, ctx) => {
+    const problem = templateError(value, { allowKey: false, needsKey: false });
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: `invalid ${what}: ${problem}` });
+  });
+}
+
+const homeAssistantKeySchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  unit: z.string().min(1).optional(),
+  deviceClass: z.string().min(1).optional(),
+  stateClass: z.enum(['measurement', 'total', 'total_increasing']).optional(),
+  icon: z.string().min(1).optional(),
+});
+
+const homeAssistantSchema = z.strictObject({
+  prefix: topicWithName('discovery prefix')
+    .refine((v) => !v.includes('{'), 'placeholders are not allowed in the discovery prefix')
+    .default(SERIAL_DEFAULTS.homeAssistantPrefix),
+  deviceName: z.string().min(1).optional(),
+  maxKeys: z.number().int().min(1).max(10_000).default(SERIAL_DEFAULTS.homeAssistantMaxKeys),
+  keys: z.record(z.string(), homeAssistantKeySchema).default({}),
+});
+
+export const serialPortSchema = z
+  .strictObject({
+    name: z.string().regex(PORT_NAME_PATTERN, 'expected 1 to 64 letters, digits, "_" or "-" (the name is used as a topic level)'),
+    path: z.string().min(1),
+    baudRate: z
+      .number()
+      .refine((v) => BAUD_RATE_SET.has(v), `expected a standard baud rate: one of ${BAUD_RATES.join(', ')}`)
+      .default(SERIAL_DEFAULTS.baudRate),
+    dataBits: z.literal([5, 6, 7, 8]).default(SERIAL_DEFAULTS.dataBits),
+    parity: z.enum(['none', 'even', 'odd', 'mark', 'space']).default(SERIAL_DEFAULTS.parity),
+    stopBits: z.literal([1, 2]).default(SERIAL_DEFAULTS.stopBits),
+    rtscts: z.boolean().default(SERIAL_DEFAULTS.rtscts),
+    format: z.enum(['json', 'kv', 'csv', 'raw']).default(SERIAL_DEFAULTS.format),
+    /** Default: sensors/{name}/{key} per key, sensors/{name} for raw or wholeLine (filled in below). */
+    topic: z.string().optional(),
+    qos: z.literal([0, 1, 2]).default(SERIAL_DEFAULTS.qos),
+    retain: z.boolean().default(SERIAL_DEFAULTS.retain),
+    delimiter: z.string().min(1).max(8).default(SERIAL_DEFAULTS.delimiter),
+    maxLineLength: byteSize.pipe(z.number().min(16).max(65_536)).default(SERIAL_DEFAULTS.maxLineLength),
+    columns: z.array(z.string()).optional(),
+    separator: z.string().min(1).max(4).default(SERIAL_DEFAULTS.separator),
+    wholeLine: z.boolean().default(SERIAL_DEFAULTS.wholeLine),
+    wrap: z.boolean().default(SERIAL_DEFAULTS.wrap),
+    maxKeys: z.number().int().min(1).max(1000).default(SERIAL_DEFAULTS.maxKeys),
+    write: topicWithName('write topic').optional(),
+    maxWriteQueue: z.number().int().min(0).max(10_000).default(SERIAL_DEFAULTS.maxWriteQueue),
+    statusTopic: topicWithName('status topic').default(SERIAL_DEFAULTS.statusTopic),
+    statusInterval: z.number().int().min(0).max(86_400).default(SERIAL_DEFAULTS.statusInterval),
+    reconnect: z
+      .strictObject({
+        initialDelay: z.number().int().min(10).max(60_000).default(SERIAL_DEFAULTS.reconnect.initialDelay),
+        maxDelay: z.number().int().min(100).max(3_600_000).default(SERIAL_DEFAULTS.reconnect.maxDelay),
+      })
+      .refine((r) => r.initialDelay <= r.maxDelay, { path: ['initialDelay'], message: 'must not be larger than maxDelay' })
+      .prefault({}),
+    // `homeAssistant: true` enables discovery with the defaults.
+    homeAssistant: z.preprocess((v) => (v === true ? {} : v === false || v === null ? undefined : v), homeAssistantSchema.optional()),
+  })
+  // `when: () => true`: cross-field problems are reported together with field errors (convention 4:
+  // every error at once), so the checks below must not trust the types of fields that failed.
+  .superRefine(
+    (p, ctx) => {
+      const format: unknown = p.format;
+      const perKey = format === 'json' || format === 'kv' || format === 'csv' ? publishesPerKey(format, p.wholeLine === true) : false;
+      if (typeof p.topic === 'string') {
+        const problem = templateError(p.topic, { allowKey: perKey, needsKey: perKey });
+        if (problem !== null) ctx.addIssue({ code: 'custom', path: ['topic'], message: `invalid topic template: ${problem}` });
+      }
+      if (format === 'csv') {
+        if (!Array.isArray(p.columns) || p.columns.length === 0) {
+          ctx.addIssue({ code: 'custom', path: ['columns'], message: 'required when format is csv (the name of each field, in order)' });
+        } else {
+          const seen = new Set<unknown>();
+          p.columns.forEach((column: unknown, i) => {
+            if (typeof column === 'string' && !isSafeKey(column)) {
+              ctx.addIssue({ code: 'custom', path: ['columns', i], message: "not a safe topic level (no '/', '+', '#', control characters or leading '$')" });
+            }
+            if (seen.has(column)) ctx.addIssue({ code: 'custom', path: ['columns', i], message: `duplicate column ${JSON.stringify(column)}` });
+            seen.add(column);
+          });
+        }
+      } else if (p.columns !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['columns'], message: 'only used with format csv' });
+      }
+      if (typeof p.write === 'string' && p.write === p.statusTopic) {
+        ctx.addIssue({ code: 'custom', path: ['write'], message: 'must differ from statusTopic' });
+      }
+    },
+    { when: () => true },
+  )
+  .transform(
+    (p): SerialPortOptions => ({
+      ...p,
+      topic: p.topic ?? (publishesPerKey(p.format, p.wholeLine) ? SERIAL_DEFAULTS.keyTopic : SERIAL_DEFAULTS.lineTopic),
+      columns: p.columns ?? [],
+    }),
+  );
+
+/** Port names are topic levels and ids, paths are opened exclusively, topics must not collide. */
+const serialSchema = z
+  .array(serialPortSchema)
+  .default([])
+  .superRefine(
+    (ports, ctx) => {
+      if (!Array.isArray(ports)) return;
+      const unique = (field: 'name' | 'path' | 'statusTopic' | 'write', skipWithName: boolean) => {
+        const seen = new Map<string, number>();
+        (ports as unknown[]).forEach((entry, i) => {
+          const p = entry !== null && typeof entry === 'object' ? (entry as Record<string, unknown>) : undefined;
+          const value = p?.[field];
+          if (typeof value !== 'string') return;
+          // With {name} the topics differ whenever the names do (duplicate names are reported above).
+          if (skipWithName && value.includes('{name}')) return;
+          const first = seen.get(value as string);
+          if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, field], message: `duplicate ${field} ${JSON.stringify(value)} (also serial[${first}])` });
+          else seen.set(value as string, i);
+        });
+      };
+      unique('name', false);
+      unique('path', false);
+      unique('statusTopic', true);
+      unique('write', true);
+    },
+    { when: () => true },
+  );
+
 export const configSchema = z.strictObject({
   listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
   limits: limitsSchema.prefault({}),
   sys: z.strictObject({ interval: z.number().int().min(0).max(86_400).default(10) }).prefault({}),
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+  serial: serialSchema,
 });
 
 export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
+export type SerialPortConfig = z.output<typeof serialPortSchema>;

@@ -1,0 +1,66 @@
+/**
+ * Child processes for tests (the edgeway CLI, mosquitto_sub): output captured, a hard time limit,
+ * killed by PID in the test's teardown.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net, { type AddressInfo } from 'node:net';
+import type { Test } from 'tap';
+
+export interface Running {
+  readonly child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  /** Resolves with the exit code (or the signal) once the process ended and its pipes drained. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function killByPid(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(child.pid, signal);
+  } catch {
+    // exited meanwhile
+  }
+}
+
+/** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
+export function startProcess(t: Test, command: string, args: string[], timeoutMs: number): Running {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const timer = setTimeout(() => killByPid(child, 'SIGKILL'), timeoutMs);
+  const running: Running = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => {
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal });
+      });
+    }),
+  };
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => (running.stdout += s));
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => (running.stderr += s));
+  t.teardown(async () => {
+    killByPid(child, 'SIGKILL');
+    await running.exited;
+  });
+  return running;
+}
+
+/** Waits until `get()` matches `re`, or fails after `timeoutMs` with the output so far. */
+export async function waitForOutput(get: () => string, re: RegExp, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!re.test(get())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output so far:\n${get()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A port that was free a moment ago (bind to port 0, read it, close). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
