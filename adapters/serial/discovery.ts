@@ -55,7 +55,9 @@ export function discoveryMessage(input: DiscoveryInput): DiscoveryMessage {
   const node = `edgeway_${idPart(input.gatewayId)}`;
   const port = idPart(input.portName);
   const object = input.key === '' ? port : `${port}_${keyId(input.key)}`;
-  const hints = input.key === '' ? undefined : input.options.keys[input.key];
+  // Own keys only: `keys` is a plain object, and a device printing {"constructor":1} must not get
+  // Object.prototype.constructor's hints (its `name` is "Object").
+  const hints = input.key === '' || !Object.hasOwn(input.options.keys, input.key) ? undefined : input.options.keys[input.key];
   const stateClass = hints?.stateClass ?? (NUMERIC.test(input.sampleJson) ? 'measurement' : undefined);
   const config: Record<string, unknown> = {
     name: hints?.name ?? (input.key === '' ? input.portName : input.key),

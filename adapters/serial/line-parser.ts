@@ -84,8 +84,16 @@ function parseJson(text: string, options: ParseOptions): ParseResult {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return fail('parse', 'JSON line is not an object');
   if (options.wholeLine) return { ok: true, readings: [{ key: '', text, json: text }] };
   const readings: Reading[] = [];
-  if (!flatten(value as Record<string, unknown>, '', 1, readings, options.maxKeys)) {
-    return fail('tooManyKeys', `more than ${options.maxKeys} keys in one line`);
+  try {
+    if (!flatten(value as Record<string, unknown>, '', 1, readings, options.maxKeys)) {
+      return fail('tooManyKeys', `more than ${options.maxKeys} keys in one line`);
+    }
+  } catch (err) {
+    // JSON.parse is iterative but JSON.stringify (for values below MAX_KEY_DEPTH) recurses: a line
+    // of a few thousand nested arrays ('[[[…]]]', well within maxLineLength's 64 KiB) overflows
+    // the stack, and a RangeError thrown from the port's 'data' listener kills the process.
+    if (err instanceof RangeError) return fail('parse', 'JSON nested too deeply');
+    throw err;
   }
   return { ok: true, readings };
 }

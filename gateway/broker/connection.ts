@@ -231,6 +231,13 @@ export class Connection implements ParserOwner, FastPacketSink {
 
   checkKeepalive(): void {
     const limitMs = this.keepalive * 1500;
+    if (this.waitingFor !== null) {
+      // Paused for backpressure: the silence is ours (we are not reading), and the client may well
+      // have sent packets that wait in the socket. Dropping it here would also publish its will.
+      // resumeReading() restarts the count (lastActivity), so look again a full period later.
+      this.keepaliveTimer = setTimeout(onKeepaliveTimer, limitMs, this);
+      return;
+    }
     const idle = Date.now() - this.lastActivity;
     if (idle >= limitMs) {
       this.close('keepalive-timeout', `no packet for ${idle} ms (keepalive ${this.keepalive} s)`);

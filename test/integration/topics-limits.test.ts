@@ -523,6 +523,30 @@ t.test('a subscriber that stops reading cannot exhaust memory or stall the broke
   t.ok(sawAfter, 'the slow subscriber receives new messages once it reads again');
 });
 
+t.test('a publisher paused for backpressure longer than 1.5 × its keepalive is not dropped for keepalive', async (t) => {
+  // While paused the broker does not read the publisher, so the silence is the broker's doing
+  // (and dropping the client would publish its will).
+  const { broker, connect, subscribe } = await setup(t, {
+    limits: { maxOutgoingBytes: 256 * 1024, outgoingHighWater: 32 * 1024, backpressureTimeout: 3000 },
+  });
+  const slow = await connect('ka-slow');
+  await subscribe(slow, ['flood/#']);
+  slow.socket.pause(); // its kernel buffers fill, then the broker's: the publisher stays paused until the timeout
+  const publisher = await connect('ka-publisher', { keepalive: 1 });
+  const packet = publishBytes(Buffer.from('flood/data'), Buffer.alloc(16 * 1024, 0x78));
+  const hits = broker.metrics.limitHits;
+  const deadline = Date.now() + 15_000;
+  // Flood (within the client's own socket buffer) until one pause has lasted the whole
+  // backpressureTimeout (3 s), twice the 1.5 s the publisher's keepalive allows.
+  while (hits.backpressureTimeouts === 0 && !publisher.closed && Date.now() < deadline) {
+    for (let i = 0; i < 16 && publisher.socket.writableLength < 1024 * 1024; i++) publisher.sendBytes(packet);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.ok(hits.backpressureTimeouts > 0, 'a pause lasted the whole backpressureTimeout');
+  t.equal(publisher.closed, false, 'the paused publisher was not dropped for keepalive');
+  t.ok(broker.clients.has('ka-publisher'), 'and is still registered');
+});
+
 t.test('$SYS topics', async (t) => {
   const { connect, subscribe } = await setup(t, { sys: { interval: 1 } });
   const other = await connect('sys-other');

@@ -89,6 +89,19 @@ t.test('readings from the mock binding go through the broker', async (t) => {
   t.equal(f.status().messagesPublished, 2);
 });
 
+t.test('a line nested too deeply for JSON.stringify is dropped and the next line published', async (t) => {
+  const f = setup(t, { format: 'json', maxLineLength: 65_536 });
+  MockBinding.createPort('/dev/mock0', { record: true });
+  await f.adapter.start();
+  const port = f.ports[0]?.port;
+  if (port === undefined) throw new Error('not open');
+  const depth = 30_000;
+  port.emitData(`{"a":${'['.repeat(depth)}${']'.repeat(depth)}}\n{"ok":1}\n`);
+  await waitFor(() => f.seen.some((m) => m.topic === 'sensors/m/ok'), 2000, 'the next good line');
+  t.equal(f.status().linesDropped.parse, 1, 'counted as a parse drop');
+  t.notOk(f.seen.some((m) => m.topic === 'sensors/m/a'), 'nothing published for the deep line');
+});
+
 t.test('write path over the mock binding', async (t) => {
   const f = setup(t, { format: 'raw', write: 'cmd/{name}', delimiter: '\r\n' });
   MockBinding.createPort('/dev/mock0', { record: true });

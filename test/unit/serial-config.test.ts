@@ -1,5 +1,6 @@
 import t from 'tap';
 import { ConfigError, validateConfig } from '../../config/load';
+import { discoveryMessage } from '../../adapters/serial/discovery';
 
 function problemsOf(data: unknown): readonly string[] {
   try {
@@ -139,4 +140,16 @@ t.test('bounds are enforced', async (t) => {
   }
   const [p] = validateConfig({ serial: [{ name: 'p', path: '/dev/x', maxLineLength: '4KiB' }] }, 'test').serial;
   t.equal(p?.maxLineLength, 4096, 'a byte size with a unit');
+});
+
+t.test('homeAssistant: keys named like Object.prototype members get no inherited hints', async (t) => {
+  const [p] = validateConfig({ serial: [{ name: 'a', path: '/a', format: 'json', homeAssistant: { keys: { temp: { name: 'Temperature' } } } }] }, 'test').serial;
+  const ha = p?.homeAssistant;
+  if (ha === undefined) throw new Error('no homeAssistant options');
+  const config = (key: string) =>
+    JSON.parse(discoveryMessage({ gatewayId: 'gw', portName: 'a', key, stateTopic: `s/${key}`, statusTopic: 'st', qos: 0, wrap: false, sampleJson: '1', version: 'v', options: ha }).payload) as Record<string, unknown>;
+  t.equal(config('temp').name, 'Temperature', 'a configured hint applies');
+  t.equal(config('constructor').name, 'constructor', 'not "Object" from Object.prototype.constructor');
+  t.equal(config('toString').name, 'toString');
+  t.equal(config('__proto__').name, '__proto__');
 });

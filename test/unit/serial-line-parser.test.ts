@@ -39,6 +39,17 @@ t.test('json: bad input', async (t) => {
   t.ok(parseLine(many, { ...base, maxKeys: 65 }).ok, 'maxKeys is the bound');
 });
 
+t.test('json: nesting deep enough to overflow JSON.stringify is a parse drop, not a throw', async (t) => {
+  // 30,000 nested arrays fit in maxLineLength's 64 KiB; JSON.parse takes them, JSON.stringify
+  // (used to publish values below the key-depth bound) overflows the stack.
+  const depth = 30_000;
+  const arrays = `{"a":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+  t.equal(reason(parseLine(arrays, base)), 'parse', 'nested arrays');
+  const objects = `{"a":${'{"b":'.repeat(depth / 3)}1${'}'.repeat(depth / 3)}}`;
+  t.equal(reason(parseLine(objects, base)), 'parse', 'nested objects below the depth bound');
+  t.ok(parseLine(arrays, { ...base, wholeLine: true }).ok, 'whole-line mode publishes the text as received');
+});
+
 t.test('kv: both syntaxes, strict pairs', async (t) => {
   const kv: ParseOptions = { ...base, format: 'kv' };
   t.same(readings(parseLine('temp=21.5 hum=40', kv)), ['temp=21.5|21.5', 'hum=40|40']);
