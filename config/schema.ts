@@ -195,13 +195,34 @@ const serialSchema = z
     { when: () => true },
   );
 
-export const configSchema = z.strictObject({
-  listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
-  limits: limitsSchema.prefault({}),
-  sys: z.strictObject({ interval: z.number().int().min(0).max(86_400).default(10) }).prefault({}),
-  log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
-  serial: serialSchema,
-});
+export const configSchema = z
+  .strictObject({
+    listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
+    limits: limitsSchema.prefault({}),
+    sys: z.strictObject({ interval: z.number().int().min(0).max(86_400).default(10) }).prefault({}),
+    log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+    serial: serialSchema,
+  })
+  .superRefine((config, ctx) => {
+    // Across sections: a serial topic deeper than limits.maxTopicLevels would be refused by the
+    // broker at run time (or, for a write topic, stop the start with a stack trace).
+    const max = config.limits.maxTopicLevels;
+    config.serial.forEach((port, i) => {
+      const templates: [keyof typeof port, string | undefined][] = [
+        ['topic', port.topic],
+        ['statusTopic', port.statusTopic],
+        ['write', port.write],
+      ];
+      for (const [key, template] of templates) {
+        if (template === undefined) continue;
+        // {key} adds at least one level; {name} is a single safe level.
+        const levels = template.split('/').length;
+        if (levels > max) {
+          ctx.addIssue({ code: 'custom', path: ['serial', i, key], message: `has ${levels} topic levels, more than limits.maxTopicLevels (${max})` });
+        }
+      }
+    });
+  });
 
 export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;

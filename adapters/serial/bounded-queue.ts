@@ -1,42 +1,34 @@
+import { RingBuffer } from '../../gateway/broker';
+
 /**
- * A fixed-capacity FIFO on a ring (DESIGN.md convention 7: no Array#shift on a queue). When full,
- * `push` drops the oldest entry and returns it, so the caller can count the drop.
+ * A fixed-capacity FIFO that makes room by dropping its oldest entry: the broker's ring buffer
+ * (no Array#shift on a queue, DESIGN.md convention 7) with the drop-oldest policy of the serial
+ * write queue. `push` returns what it evicted, so the caller can count the drop.
  */
 export class BoundedQueue<T> {
-  private readonly items: (T | undefined)[];
-  private head = 0;
-  private count = 0;
+  private readonly ring: RingBuffer<T>;
 
   constructor(readonly capacity: number) {
-    this.items = new Array<T | undefined>(capacity);
+    this.ring = new RingBuffer(capacity);
   }
 
   get length(): number {
-    return this.count;
+    return this.ring.length;
   }
 
   /** Adds `item`; returns the evicted oldest item when the queue was full (or `item` itself at capacity 0). */
   push(item: T): T | undefined {
     if (this.capacity === 0) return item;
-    let evicted: T | undefined;
-    if (this.count === this.capacity) evicted = this.shift();
-    this.items[(this.head + this.count) % this.capacity] = item;
-    this.count++;
+    const evicted = this.ring.isFull() ? this.ring.shift() : undefined;
+    this.ring.push(item);
     return evicted;
   }
 
   shift(): T | undefined {
-    if (this.count === 0) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head] = undefined;
-    this.head = (this.head + 1) % this.capacity;
-    this.count--;
-    return item;
+    return this.ring.shift();
   }
 
   clear(): void {
-    this.items.fill(undefined);
-    this.head = 0;
-    this.count = 0;
+    this.ring.clear();
   }
 }

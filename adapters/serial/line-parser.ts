@@ -88,6 +88,7 @@ function parseJson(text: string, options: ParseOptions): ParseResult {
     if (!flatten(value as Record<string, unknown>, '', 1, readings, options.maxKeys)) {
       return fail('tooManyKeys', `more than ${options.maxKeys} keys in one line`);
     }
+    if (readings.length === 0) return fail('parse', 'JSON object without values');
   } catch (err) {
     // JSON.parse is iterative but JSON.stringify (for values below MAX_KEY_DEPTH) recurses: a line
     // of a few thousand nested arrays ('[[[…]]]', well within maxLineLength's 64 KiB) overflows
@@ -107,6 +108,9 @@ function flatten(obj: Record<string, unknown>, prefix: string, depth: number, ou
       if (!flatten(value as Record<string, unknown>, `${key}/`, depth + 1, out, maxKeys)) return false;
       continue;
     }
+    // An empty string would be an empty payload, which deletes a retained value: skipped, as
+    // empty csv fields are.
+    if (value === '') continue;
     if (out.length === maxKeys) return false;
     out.push(jsonReading(key, value));
   }

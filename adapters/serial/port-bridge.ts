@@ -56,6 +56,12 @@ export interface BridgeDeps {
   readonly now: () => number;
   /** OPEN_TIMEOUT_MS in production; tests shorten it. */
   readonly openTimeoutMs: number;
+  /**
+   * The write and status topics of every configured port: a reading that lands on one of them
+   * (a device printing `cmd=LED=1` where another port's write topic is sensors/a/cmd) would
+   * command another device or forge a status, so it is dropped.
+   */
+  readonly reservedTopics?: ReadonlySet<string>;
 }
 
 function errorCode(err: unknown): string {
@@ -433,9 +439,12 @@ export class PortBridge {
     const topics: string[] = [];
     for (const reading of readings) {
       const topic = renderTopic(this.template, reading.key);
-      // A key that would land on the port's own command or status topic (a device printing
-      // `set=1` with write topic sensors/x/set) would loop back or forge the status.
-      if (topic === this.writeTopic || topic === this.statusTopic) return this.drop('invalidTopic', `key maps to a reserved topic: ${topic}`);
+      // A key that would land on a command or status topic (this port's or another's: a device
+      // printing `set=1` with write topic sensors/x/set) would loop back, command another device
+      // or forge a status.
+      if (topic === this.writeTopic || topic === this.statusTopic || this.deps.reservedTopics?.has(topic) === true) {
+        return this.drop('invalidTopic', `key maps to a reserved topic: ${topic}`);
+      }
       topics.push(topic);
     }
     const { qos, retain, wrap } = this.options;

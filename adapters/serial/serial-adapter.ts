@@ -2,6 +2,7 @@ import type { GatewayContext } from '../../gateway/broker';
 import type { SerialPortOptions } from './options';
 import { OPEN_TIMEOUT_MS, PortBridge, type PortStatus } from './port-bridge';
 import { openSerialPort, type PortOpener } from './port-handle';
+import { compileTemplate } from './topics';
 
 export interface SerialAdapterOptions {
   /** Identifies this gateway in Home Assistant unique ids (the composition root passes the hostname). */
@@ -33,6 +34,7 @@ export class SerialAdapter {
       random: options.random ?? Math.random,
       now: options.now ?? Date.now,
       openTimeoutMs: options.openTimeoutMs ?? OPEN_TIMEOUT_MS,
+      reservedTopics: reservedTopicsOf(ports),
     };
     this.bridges = ports.map((p) => new PortBridge(ctx, p, deps));
   }
@@ -54,4 +56,14 @@ export class SerialAdapter {
   status(): PortStatus[] {
     return this.bridges.map((b) => b.status());
   }
+}
+
+/** Every port's write and status topic: readings must never be published to any of them. */
+function reservedTopicsOf(ports: readonly SerialPortOptions[]): Set<string> {
+  const reserved = new Set<string>();
+  for (const p of ports) {
+    reserved.add(compileTemplate(p.statusTopic, p.name).prefix);
+    if (p.write !== undefined) reserved.add(compileTemplate(p.write, p.name).prefix);
+  }
+  return reserved;
 }

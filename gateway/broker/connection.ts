@@ -346,6 +346,8 @@ export class Connection implements ParserOwner, FastPacketSink {
     this.state = 'closed';
     if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = null;
+    this.deferred = null;
+    this.tail = null;
     if (this.parser !== null) {
       // Possibly mid-parse (a handler closed us): detach it and let it go, never back to the pool.
       this.parser.owner = null;

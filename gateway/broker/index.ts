@@ -4,4 +4,5 @@ export { EdgewayError, ReasonCode, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';
+export { RingBuffer } from './ring-buffer';
 export type { BrokerLimits, BrokerOptions, Message, QoS } from './types';

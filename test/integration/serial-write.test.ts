@@ -47,3 +47,17 @@ t.test('an over-long command is dropped, not written', async (t) => {
   t.equal(f.device('short').received.toString(), 'ok\n');
   t.equal(statusOf(f, 'short').writes.dropped, 1);
 });
+
+t.test("a reading from one port cannot land on another port's write topic", async (t) => {
+  const f = await serialFixture(t, [
+    { name: 'a', format: 'kv' },
+    { name: 'b', format: 'raw', write: 'sensors/a/cmd' },
+  ]);
+  const a = f.device('a');
+  const b = f.device('b');
+  await a.write('cmd=LED=1\n');
+  await a.write('temp=20\n');
+  await f.sub.waitForTopic('sensors/a/temp');
+  t.equal(statusOf(f, 'a').linesDropped.invalidTopic, 1, "port a's reading on port b's write topic is refused");
+  t.equal(b.received.toString(), '', 'nothing written to device b');
+});

@@ -153,3 +153,13 @@ t.test('homeAssistant: keys named like Object.prototype members get no inherited
   t.equal(config('toString').name, 'toString');
   t.equal(config('__proto__').name, '__proto__');
 });
+
+t.test('serial topics deeper than limits.maxTopicLevels are refused at start, with their paths', async (t) => {
+  const problems = problemsOf({
+    limits: { maxTopicLevels: 3 },
+    serial: [{ name: 'deep', path: '/dev/ttyUSB0', format: 'kv', topic: 'a/b/c/{name}/{key}', write: 'x/y/z/w', statusTopic: 's/{name}' }],
+  });
+  t.ok(problems.some((p) => p.startsWith('serial[0].topic: has 5 topic levels')), 'reading topic');
+  t.ok(problems.some((p) => p.startsWith('serial[0].write: has 4 topic levels')), 'write topic');
+  t.notOk(problems.some((p) => p.startsWith('serial[0].statusTopic')), 'a shallow status topic is fine');
+});

@@ -33,6 +33,8 @@ t.test('json: bad input', async (t) => {
   t.equal(reason(parseLine('42', base)), 'parse', 'a scalar is not a reading');
   t.equal(reason(parseLine('[1,2]', base)), 'parse', 'an array is not a reading');
   t.equal(reason(parseLine('null', base)), 'parse');
+  t.same(readings(parseLine('{"a":"","b":1}', base)), ['b=1|1'], 'an empty string is skipped: it would delete a retained value');
+  t.equal(reason(parseLine('{"a":""}', base)), 'parse', 'nothing but empty values is a drop');
   t.equal(reason(parseLine('{"temp":1', { ...base, wholeLine: true })), 'parse', 'whole-line mode still validates');
   const many = `{${Array.from({ length: 65 }, (_, i) => `"k${i}":${i}`).join(',')}}`;
   t.equal(reason(parseLine(many, base)), 'tooManyKeys');
