@@ -405,7 +405,10 @@ export class Broker implements ConnectionHost {
   }
 
   private applyBackpressure(subscriber: Connection, origin: Connection | null): void {
-    if (origin !== null && subscriber.bufferedBytes > this.limits.outgoingHighWater) {
+    // What the kernel has not taken yet is the signal of a slow reader; this turn's batch only
+    // counts once it grows large (half the hard limit), so a fast subscriber receiving a big
+    // batch does not make every publisher stop and start again on each turn.
+    if (origin !== null && (subscriber.socketBacklog > this.limits.outgoingHighWater || subscriber.bufferedBytes > this.limits.maxOutgoingBytes / 2)) {
       if (origin.waitFor(subscriber)) this.metrics.limitHits.backpressurePauses++;
     }
   }

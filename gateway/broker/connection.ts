@@ -267,6 +267,11 @@ export class Connection implements ParserOwner, FastPacketSink {
     if (this.socket.write(data) && this.pausedPublishers !== null) this.onDrain();
   }
 
+  /** Bytes handed to the socket that the kernel has not taken yet. */
+  get socketBacklog(): number {
+    return this.socket.writableLength;
+  }
+
   /** Bytes waiting to be sent: this tick's packets plus the socket's own buffer. */
   get bufferedBytes(): number {
     return this.outBytes + this.socket.writableLength;
