@@ -195,6 +195,24 @@ const serialSchema = z
     { when: () => true },
   );
 
+/**
+ * Storage (issue 4): the SQLite database of adapters/sqlite. `sync` is SQLite's `synchronous` in
+ * WAL mode — what a power cut may cost (README "Storage"); `flushInterval` is the group-commit
+ * window: appends within it share one transaction (0 = one transaction per append).
+ */
+export const storageSchema = z.strictObject({
+  path: z.string().min(1).default('./data/edgeway.db'),
+  sync: z.enum(['normal', 'full']).default('normal'),
+  flushInterval: z.number().int().min(0).max(10_000).default(50),
+  outbox: z
+    .strictObject({
+      maxMessages: z.number().int().min(1).max(1_000_000_000).default(1_000_000),
+      maxBytes: byteSize.pipe(z.number().min(1024)).default(256 * 1024 * 1024),
+      whenFull: z.enum(['drop-oldest', 'drop-new']).default('drop-oldest'),
+    })
+    .prefault({}),
+});
+
 export const configSchema = z
   .strictObject({
     listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
@@ -202,6 +220,7 @@ export const configSchema = z
     sys: z.strictObject({ interval: z.number().int().min(0).max(86_400).default(10) }).prefault({}),
     log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
     serial: serialSchema,
+    storage: storageSchema.prefault({}),
   })
   .superRefine((config, ctx) => {
     // Across sections: a serial topic deeper than limits.maxTopicLevels would be refused by the
@@ -227,3 +246,4 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type SerialPortConfig = z.output<typeof serialPortSchema>;
+export type StorageConfig = z.output<typeof storageSchema>;

@@ -6,3 +6,15 @@ export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './log
 export { BrokerMetrics } from './metrics';
 export { RingBuffer } from './ring-buffer';
 export type { BrokerLimits, BrokerOptions, Message, QoS } from './types';
+export { MemoryOutbox } from './memory-outbox';
+export {
+  OutboxError,
+  outboxEntryBytes,
+  type Outbox,
+  type OutboxEntry,
+  type OutboxErrorCode,
+  type OutboxFullPolicy,
+  type OutboxInput,
+  type OutboxLimits,
+  type OutboxStats,
+} from './outbox';

@@ -1,0 +1,106 @@
+import { RateLimitedLog, type Logger, silentLogger } from './logger';
+import {
+  OutboxError,
+  outboxEntryBytes,
+  type Outbox,
+  type OutboxEntry,
+  type OutboxInput,
+  type OutboxLimits,
+  type OutboxStats,
+} from './outbox';
+import { RingBuffer } from './ring-buffer';
+
+interface Stored {
+  readonly entry: OutboxEntry;
+  readonly bytes: number;
+}
+
+/**
+ * The outbox port in memory: same order, cursor, bounds and drop counting as the SQLite store, but
+ * nothing survives the process (seqs start at 1 again). For tests and for running without
+ * storage. On the broker's RingBuffer (no Array#shift, convention 7); its capacity is the
+ * message bound, and it grows lazily, so a bound of 1,000,000 costs nothing while empty.
+ */
+export class MemoryOutbox implements Outbox {
+  private readonly ring: RingBuffer<Stored>;
+  private state: 'new' | 'open' | 'closed' = 'new';
+  private lastSeq = 0;
+  private bytes = 0;
+  private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, commits: 0 };
+  private readonly dropLog: RateLimitedLog;
+
+  constructor(
+    private readonly limits: OutboxLimits,
+    logger: Logger = silentLogger,
+  ) {
+    this.ring = new RingBuffer(limits.maxMessages);
+    this.dropLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
+  }
+
+  async open(): Promise<void> {
+    if (this.state === 'new') this.state = 'open';
+  }
+
+  async close(): Promise<void> {
+    this.state = 'closed';
+  }
+
+  async append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
+    if (this.state !== 'open') throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open');
+    const result: (number | null)[] = [];
+    let droppedOldest = 0;
+    let droppedNew = 0;
+    const { maxMessages, maxBytes, whenFull } = this.limits;
+    for (const input of entries) {
+      const bytes = outboxEntryBytes(input);
+      const fits = () => this.ring.length < maxMessages && this.bytes + bytes <= maxBytes;
+      if (bytes > maxBytes || maxMessages === 0 || (whenFull === 'drop-new' && !fits())) {
+        droppedNew++;
+        result.push(null);
+        continue;
+      }
+      while (!fits()) {
+        const evicted = this.ring.shift();
+        if (evicted === undefined) break;
+        this.bytes -= evicted.bytes;
+        droppedOldest++;
+      }
+      const seq = ++this.lastSeq;
+      this.ring.push({ entry: { ...input, seq }, bytes });
+      this.bytes += bytes;
+      result.push(seq);
+    }
+    this.counters.appended += entries.length - droppedNew;
+    this.counters.commits++;
+    if (droppedOldest + droppedNew > 0) {
+      this.counters.droppedOldest += droppedOldest;
+      this.counters.droppedNew += droppedNew;
+      this.dropLog.emit('outbox full: messages dropped', { policy: whenFull, droppedOldest, droppedNew, maxMessages, maxBytes });
+    }
+    return result;
+  }
+
+  read(after: number, limit: number): OutboxEntry[] {
+    const out: OutboxEntry[] = [];
+    if (limit <= 0) return out;
+    for (const stored of this.ring) {
+      if (stored.entry.seq <= after) continue;
+      out.push(stored.entry);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  async ack(upTo: number): Promise<void> {
+    if (this.state !== 'open') throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open');
+    for (let head = this.ring.peek(); head !== undefined && head.entry.seq <= upTo; head = this.ring.peek()) {
+      this.ring.shift();
+      this.bytes -= head.bytes;
+      this.counters.acknowledged++;
+    }
+  }
+
+  stats(): OutboxStats {
+    return { size: this.ring.length, bytes: this.bytes, pending: 0, lastSeq: this.lastSeq, failed: 0, ...this.counters };
+  }
+}

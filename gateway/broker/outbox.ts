@@ -1,0 +1,141 @@
+import type { QoS } from './types';
+
+/**
+ * The outbox port (issue 4): the one queue between the broker and the uplink (DESIGN.md
+ * convention 11). An ordered, persistent, bounded queue; the core owns this interface, adapters
+ * implement it (adapters/sqlite on disk, MemoryOutbox here for tests and storage-less runs).
+ *
+ * How the uplink (issue 5) is meant to drain it, in order, without loss or duplicates:
+ *
+ *   let cursor = 0;                               // nothing read yet in this process
+ *   for (;;) {
+ *     const batch = outbox.read(cursor, 500);     // durable entries with seq > cursor, ascending
+ *     if (batch.length === 0) { wait for outbox.stats().lastSeq to move; continue; }
+ *     await redis XADD … with explicit stream id `${entry.seq}-0` per entry;   // idempotent
+ *     cursor = batch[batch.length - 1].seq;
+ *     void outbox.ack(cursor);                    // delete only after Redis confirmed
+ *   }
+ *
+ * `seq` is strictly increasing per gateway and survives restarts (it never restarts at 1 after
+ * the queue was emptied), so it can be the explicit Redis stream id: a batch re-sent after a crash
+ * between Redis' reply and the ack's commit is refused by Redis as "ID not greater than the last"
+ * instead of being stored twice. Entries can be missing between two seqs (dropped by the bound,
+ * refused, or lost by a failed commit); a reader must not expect seqs to be contiguous.
+ */
+
+/** What a producer hands to `append`. */
+export interface OutboxInput {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: QoS;
+  readonly retain: boolean;
+  /**
+   * When the message reached the gateway, in ms since the epoch. Taken at arrival, not at commit
+   * or upload: data buffered for days keeps its real time (a Pi without RTC should set its clock by
+   * NTP before this means much, but the order never depends on it — `seq` gives the order).
+   */
+  readonly arrivedAt: number;
+  /** Who published it: an MQTT client id, or `serial:<port name>` for the serial bridge. */
+  readonly source: string;
+}
+
+/** A stored entry: the input plus its sequence number. */
+export interface OutboxEntry extends OutboxInput {
+  /** Strictly increasing per gateway, never reused, ≥ 1; a safe integer. */
+  readonly seq: number;
+}
+
+export type OutboxFullPolicy = 'drop-oldest' | 'drop-new';
+
+/** Bounds of the outbox (config `storage.outbox`, DESIGN.md convention 6). */
+export interface OutboxLimits {
+  readonly maxMessages: number;
+  /** Bound on the sum of `outboxEntryBytes` of the stored entries. */
+  readonly maxBytes: number;
+  /**
+   * At a bound: `drop-oldest` deletes the oldest entries to make room (a sensor's latest values
+   * matter most); `drop-new` refuses the new entry. Either way every dropped entry is counted.
+   * An entry larger than `maxBytes` on its own is always refused and counted in `droppedNew`.
+   */
+  readonly whenFull: OutboxFullPolicy;
+}
+
+/** Counters since `open()` (the drop counters are not persisted), and the current size. */
+export interface OutboxStats {
+  /** Entries stored and not acknowledged (committed entries only, for a persistent outbox). */
+  readonly size: number;
+  /** Their bytes, as counted by `outboxEntryBytes`. */
+  readonly bytes: number;
+  /** Entries appended and waiting for the next group commit (always 0 in memory). */
+  readonly pending: number;
+  /** Highest seq ever assigned (persisted); 0 when nothing was ever appended. */
+  readonly lastSeq: number;
+  /** Entries accepted by `append` since open. */
+  readonly appended: number;
+  /** Entries deleted by `ack` since open. */
+  readonly acknowledged: number;
+  /** Entries deleted to make room (`drop-oldest`). */
+  readonly droppedOldest: number;
+  /** Entries refused: full under `drop-new`, or larger than `maxBytes`. */
+  readonly droppedNew: number;
+  /** Entries whose commit failed (disk full, read-only…): their `append` promise rejected. */
+  readonly failed: number;
+  /** Transactions committed (group commits); what an SD card pays for. */
+  readonly commits: number;
+}
+
+export interface Outbox {
+  /** Opens the storage (files, timers). Idempotent. Rejects with an `OutboxError` if it cannot. */
+  open(): Promise<void>;
+  /**
+   * Commits what is pending (bounded by `timeoutMs`), then releases files and timers. Appends still
+   * pending after that reject with `EDGEWAY_ERR_OUTBOX_CLOSED`. Idempotent.
+   */
+  close(timeoutMs?: number): Promise<void>;
+  /**
+   * Appends a batch, in order. Resolves once the batch is durable (after the group commit that
+   * contains it), with one result per input: its seq, or `null` if it was refused (`drop-new`, or
+   * larger than `maxBytes`). Rejects with an `OutboxError` if the commit failed or the outbox is
+   * closed; nothing of the batch is stored then.
+   */
+  append(entries: readonly OutboxInput[]): Promise<(number | null)[]>;
+  /** Up to `limit` durable entries with `seq > after`, in ascending seq order. */
+  read(after: number, limit: number): OutboxEntry[];
+  /**
+   * Deletes every stored entry with `seq <= upTo` (acknowledged by the uplink). Resolves once the
+   * deletion is durable. Acknowledging seqs already gone is a no-op.
+   */
+  ack(upTo: number): Promise<void>;
+  stats(): OutboxStats;
+}
+
+export type OutboxErrorCode =
+  /** Not opened yet, closing or closed. */
+  | 'EDGEWAY_ERR_OUTBOX_CLOSED'
+  /** The storage could not be opened (read-only directory, permissions, I/O error). */
+  | 'EDGEWAY_ERR_OUTBOX_OPEN'
+  /** A commit failed; `cause` says why (disk full, read-only file system, I/O error). */
+  | 'EDGEWAY_ERR_OUTBOX_WRITE';
+
+/**
+ * Errors of the outbox port, with stable codes (DESIGN.md convention 3). Kept beside the port
+ * rather than in `EdgewayErrorCode` so the port is one self-contained file.
+ */
+export class OutboxError extends Error {
+  constructor(
+    readonly code: OutboxErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'OutboxError';
+  }
+}
+
+/**
+ * The size of an entry as the `maxBytes` bound counts it: payload, topic and source bytes. Shared
+ * by every implementation so the bound means the same thing whatever the store.
+ */
+export function outboxEntryBytes(entry: OutboxInput): number {
+  return entry.payload.length + Buffer.byteLength(entry.topic) + Buffer.byteLength(entry.source);
+}

@@ -1,0 +1,289 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import t from 'tap';
+import { APPLICATION_ID, JOURNAL_SIZE_LIMIT, SCHEMA_VERSION, SqliteOutbox, openDatabase, type SqliteOutboxOptions } from '../../adapters/sqlite';
+import { silentLogger } from '../../gateway/broker';
+import { startProcess, waitForOutput } from '../helpers/processes';
+import { recordingLogger, tempDir } from '../helpers/sqlite';
+import { sizedEntry } from '../helpers/outbox-contract';
+
+const LIMITS = { maxMessages: 1_000_000, maxBytes: 1024 ** 3, whenFull: 'drop-oldest' } as const;
+const FIXED_NOW = () => new Date('2024-05-20T10:15:00.123Z');
+
+function outboxAt(path: string, options: Partial<SqliteOutboxOptions> = {}): SqliteOutbox {
+  return new SqliteOutbox({ path, sync: 'normal', flushInterval: 20, limits: LIMITS, now: FIXED_NOW, ...options });
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/**
+ * Makes a file or folder unwritable for this process: chmod for a normal user; root ignores
+ * permissions, so `chattr +i` (immutable) there. Returns the undo, or undefined if impossible.
+ */
+function makeReadOnly(path: string): (() => void) | undefined {
+  if (isRoot) {
+    if (spawnSync('chattr', ['+i', path]).status !== 0) return undefined;
+    return () => void spawnSync('chattr', ['-i', path]);
+  }
+  const mode = statSync(path).mode & 0o777;
+  chmodSync(path, statSync(path).isDirectory() ? 0o555 : 0o444);
+  return () => chmodSync(path, mode);
+}
+
+t.test('constructor has no side effects; open creates the folder; pragmas set on every open', async (t) => {
+  const path = join(tempDir(t), 'a', 'b', 'edgeway.db');
+  const outbox = outboxAt(path);
+  t.notOk(existsSync(join(path, '..')), 'nothing created by the constructor');
+  await outbox.open();
+  t.ok(existsSync(path), 'folder and file created by open()');
+  await outbox.close();
+  for (const sync of ['normal', 'full'] as const) {
+    const { db } = openDatabase({ path, sync, logger: silentLogger });
+    t.equal(db.pragma('journal_mode', { simple: true }), 'wal', 'WAL mode');
+    t.equal(db.pragma('synchronous', { simple: true }), sync === 'full' ? 2 : 1, `synchronous ${sync}`);
+    t.equal(db.pragma('journal_size_limit', { simple: true }), JOURNAL_SIZE_LIMIT, 'journal_size_limit');
+    t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'schema version');
+    t.equal(db.pragma('application_id', { simple: true }), APPLICATION_ID, 'application id');
+    db.close();
+  }
+});
+
+t.test('group commit: many appends in one window are one transaction; idle means no write', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const outbox = outboxAt(path, { flushInterval: 30 });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const watcher = new Database(path, { readonly: true });
+  t.teardown(() => watcher.close());
+  const version = () => watcher.pragma('data_version', { simple: true }) as number;
+  const v0 = version();
+  const calls = Array.from({ length: 1000 }, (_, i) => outbox.append([sizedEntry(i)]));
+  t.equal(outbox.stats().pending, 1000, 'buffered, not written yet');
+  t.equal(version(), v0, 'nothing committed before the window ends');
+  await Promise.all(calls);
+  t.equal(outbox.stats().commits, 1, '1000 appends → 1 commit');
+  t.not(version(), v0, 'another connection sees the commit');
+  t.equal(watcher.prepare('SELECT count(*) FROM outbox').pluck().get(), 1000, 'all 1000 rows visible after the promise resolved');
+
+  const walSize = statSync(`${path}-wal`).size;
+  const v1 = version();
+  const { commits } = outbox.stats();
+  await new Promise((r) => setTimeout(r, 150));
+  t.equal(outbox.stats().commits, commits, 'no commit while idle');
+  t.equal(statSync(`${path}-wal`).size, walSize, 'WAL unchanged while idle');
+  t.equal(version(), v1, 'no other commit while idle');
+  t.equal(outbox.read(0, 10).length, 10, 'reading does not write either');
+  await new Promise((r) => setTimeout(r, 60));
+  t.equal(version(), v1, 'still no commit after reading');
+});
+
+t.test('flushInterval 0: one transaction per append', async (t) => {
+  const outbox = outboxAt(join(tempDir(t), 'edgeway.db'), { flushInterval: 0 });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  await Promise.all(Array.from({ length: 50 }, (_, i) => outbox.append([sizedEntry(i)])));
+  t.equal(outbox.stats().commits, 50);
+});
+
+t.test('close() commits what is pending; a later open sees it', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const outbox = outboxAt(path, { flushInterval: 60_000 });
+  await outbox.open();
+  const appended = outbox.append([sizedEntry(1), sizedEntry(2)]);
+  const acked = outbox.ack(0);
+  t.equal(outbox.stats().pending, 2);
+  await outbox.close();
+  t.same(await appended, [1, 2], 'the pending append resolved with its seqs');
+  await acked;
+  const again = outboxAt(path);
+  t.teardown(() => again.close());
+  await again.open();
+  t.equal(again.read(0, 10).length, 2, 'both entries are on disk');
+});
+
+t.test('a corrupt file (random bytes) is moved aside, never deleted, and a fresh one started', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'edgeway.db');
+  const junk = Buffer.alloc(8192, 0x5a);
+  writeFileSync(path, junk);
+  writeFileSync(`${path}-wal`, 'stale wal');
+  const logger = recordingLogger();
+  const outbox = outboxAt(path, { logger });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const aside = `${path}.corrupt-20240520T101500Z`;
+  t.ok(existsSync(aside), 'renamed with a timestamp suffix');
+  t.same(readFileSync(aside), junk, 'its bytes untouched');
+  t.equal(readFileSync(`${aside}-wal`, 'utf8'), 'stale wal', 'its WAL moved along');
+  const line = logger.lines.find((l) => l.level === 'error');
+  t.match(line, { msg: /moved aside/, fields: { kind: 'corrupt', movedTo: aside, reason: /not a database/ } }, 'one clear error line');
+  t.same(await outbox.append([sizedEntry(1)]), [1], 'the fresh database works');
+});
+
+t.test('a foreign SQLite file is moved aside', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const other = new Database(path);
+  other.exec("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5)");
+  other.close();
+  const logger = recordingLogger();
+  const outbox = outboxAt(path, { logger });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const aside = `${path}.foreign-20240520T101500Z`;
+  const check = new Database(aside, { readonly: true });
+  t.equal(check.prepare('SELECT total FROM invoices').pluck().get(), 9.5, 'the foreign data is intact');
+  check.close();
+  t.match(logger.lines.find((l) => l.level === 'error'), { fields: { kind: 'foreign', reason: /invoices/ } });
+  t.equal(outbox.stats().size, 0, 'started fresh');
+});
+
+t.test('a database from a newer edgeway (higher user_version) is moved aside', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const first = outboxAt(path);
+  await first.open();
+  await first.append([sizedEntry(1)]);
+  await first.close();
+  const db = new Database(path);
+  db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+  db.close();
+  const logger = recordingLogger();
+  const second = outboxAt(path, { logger });
+  t.teardown(() => second.close());
+  await second.open();
+  t.ok(existsSync(`${path}.newer-20240520T101500Z`), 'moved aside');
+  t.match(logger.lines.find((l) => l.level === 'error'), { fields: { kind: 'newer', reason: /newer edgeway/ } });
+  // A second bad file at the same second does not overwrite the first one moved aside.
+  await second.close();
+  const db2 = new Database(path);
+  db2.pragma(`user_version = ${SCHEMA_VERSION + 5}`);
+  db2.close();
+  const third = outboxAt(path);
+  t.teardown(() => third.close());
+  await third.open();
+  t.ok(existsSync(`${path}.newer-20240520T101500Z-1`), 'a numbered suffix when the name is taken');
+});
+
+t.test('a read-only folder: open rejects with a clear, logged error; nothing moved aside', async (t) => {
+  const dir = tempDir(t);
+  const undo = makeReadOnly(dir);
+  if (undo === undefined) return t.plan(0, 'cannot make a folder read-only here');
+  try {
+    const logger = recordingLogger();
+    const outbox = outboxAt(join(dir, 'edgeway.db'), { logger });
+    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_OUTBOX_OPEN', message: /cannot open/ });
+    t.match(logger.lines.find((l) => l.level === 'error'), { msg: /cannot open the outbox/ });
+    await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' }, 'appends reject, nothing throws');
+    await outbox.close();
+  } finally {
+    undo();
+  }
+  t.same(readdirSync(dir), [], 'nothing created or moved');
+});
+
+t.test('a read-only database file: open rejects, the file is not moved aside', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'edgeway.db');
+  const first = outboxAt(path);
+  await first.open();
+  await first.append([sizedEntry(1)]);
+  await first.close();
+  const undo = makeReadOnly(path);
+  if (undo === undefined) return t.plan(0, 'cannot make a file read-only here');
+  try {
+    const logger = recordingLogger();
+    const outbox = outboxAt(path, { logger });
+    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_OUTBOX_OPEN' });
+    t.match(logger.lines.find((l) => l.level === 'error'), { fields: { error: /read-only|cannot open/ } });
+    await outbox.close();
+  } finally {
+    undo();
+  }
+  t.notOk(
+    readdirSync(dir).some((f) => f.includes('corrupt') || f.includes('foreign')),
+    'a permission problem never moves the data aside',
+  );
+});
+
+t.test('a commit that fails (database locked) rejects, is logged and counted; the next one succeeds', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const logger = recordingLogger();
+  const outbox = outboxAt(path, { logger, busyTimeoutMs: 50, flushInterval: 5 });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const locker = new Database(path);
+  t.teardown(() => locker.close());
+  locker.exec('BEGIN EXCLUSIVE');
+  await t.rejects(outbox.append([sizedEntry(1), sizedEntry(2)]), { code: 'EDGEWAY_ERR_OUTBOX_WRITE', message: /locked/ });
+  t.match(outbox.stats(), { failed: 2, size: 0, commits: 0 });
+  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { messages: 2 } });
+  locker.exec('ROLLBACK');
+  const [seq] = await outbox.append([sizedEntry(3)]);
+  t.ok(typeof seq === 'number', 'works again once the lock is gone');
+  t.same(outbox.read(0, 10).map((e) => e.seq), [seq], 'only the committed entry is stored');
+});
+
+t.test('disk full on a real (tmpfs) file system: rejected, logged, no crash, recovers', async (t) => {
+  if (!isRoot) return t.plan(0, 'needs root to mount a small tmpfs');
+  const dir = tempDir(t);
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]).status !== 0) return t.plan(0, 'cannot mount tmpfs here');
+  const logger = recordingLogger();
+  const outbox = outboxAt(join(dir, 'edgeway.db'), { logger, flushInterval: 1 });
+  try {
+    await outbox.open();
+    writeFileSync(join(dir, 'filler'), Buffer.alloc(600 * 1024));
+    let failure: unknown;
+    for (let i = 0; i < 2000 && failure === undefined; i++) {
+      await outbox.append(Array.from({ length: 20 }, (_, k) => sizedEntry(i * 20 + k, 1024))).catch((err: unknown) => (failure = err));
+    }
+    t.match(failure, { code: 'EDGEWAY_ERR_OUTBOX_WRITE', message: /disk full/ }, 'the append rejects with a clear reason');
+    t.ok(outbox.stats().failed >= 20, 'the failed messages are counted');
+    t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { error: /disk full/ } });
+    const stored = outbox.stats().size;
+    rmSync(join(dir, 'filler'));
+    const seqs = await outbox.append([sizedEntry(1, 100)]);
+    t.ok(typeof seqs[0] === 'number', 'appends work again once space is free');
+    t.equal(outbox.stats().size, stored + 1);
+    t.equal(outbox.read(0, 100_000).length, stored + 1, 'what was committed before the fault is intact');
+  } finally {
+    await outbox.close();
+    spawnSync('umount', [dir]);
+  }
+});
+
+t.test('kill -9 of a real child process: every acknowledged append is there, once, in order', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const child = startProcess(t, process.execPath, [join(__dirname, '..', 'helpers', 'outbox-writer-child.js'), path, '5'], 20_000);
+  await waitForOutput(() => child.stdout, /^ready$/m, 10_000, 'the writer to open the outbox');
+  // Thousands of acknowledged entries, then the kill lands in the middle of further commits.
+  const acknowledgedCount = () => child.stdout.split('\n').filter((l) => l.startsWith('ok ')).length;
+  const deadline = Date.now() + 10_000;
+  while (acknowledgedCount() < 400 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  child.child.kill('SIGKILL');
+  const exit = await child.exited;
+  t.equal(exit.signal, 'SIGKILL', 'killed mid-write');
+
+  // Only complete lines: a line cut by the kill was not acknowledged.
+  const expected = new Map<number, string>();
+  for (const line of child.stdout.split('\n').filter((l) => /^ok \d+ \d+ \d+$/.test(l))) {
+    const [first, last, index] = line.split(' ').slice(1).map(Number) as [number, number, number];
+    for (let s = first; s <= last; s++) expected.set(s, `p${index + s - first}`);
+  }
+  t.ok(expected.size >= 2000, `${expected.size} acknowledged entries before the kill`);
+
+  const outbox = outboxAt(path);
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const rows = outbox.read(0, 10_000_000);
+  const seqs = rows.map((r) => r.seq);
+  t.ok(seqs.every((s, i) => i === 0 || s > (seqs[i - 1] as number)), 'strictly increasing seqs: in order, none twice');
+  const payloads = rows.map((r) => r.payload.toString());
+  t.equal(new Set(payloads).size, payloads.length, 'no payload stored twice');
+  const bySeq = new Map(rows.map((r) => [r.seq, r.payload.toString()]));
+  const missing = [...expected].filter(([seq, payload]) => bySeq.get(seq) !== payload);
+  t.same(missing, [], 'every acknowledged entry is present with its payload');
+  t.ok(rows.length >= expected.size, 'possibly more (committed, ack not printed yet), never fewer');
+  const [next] = await outbox.append([sizedEntry(0)]);
+  t.ok((next as number) > (seqs[seqs.length - 1] ?? 0), 'seqs continue after the crash');
+});
