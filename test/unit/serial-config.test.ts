@@ -1,16 +1,7 @@
 import t from 'tap';
-import { ConfigError, validateConfig } from '../../config/load';
+import { validateConfig } from '../../config/load';
+import { problemsOf } from '../helpers/config';
 import { discoveryMessage } from '../../adapters/serial/discovery';
-
-function problemsOf(data: unknown): readonly string[] {
-  try {
-    validateConfig(data, 'test');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but the configuration was accepted');
-}
 
 t.test('no serial section: no ports', async (t) => {
   t.same(validateConfig({}, 'test').serial, []);

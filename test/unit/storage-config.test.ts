@@ -1,15 +1,6 @@
 import t from 'tap';
-import { ConfigError, defaultConfig, validateConfig } from '../../config/load';
-
-function problemsOf(data: unknown): readonly string[] {
-  try {
-    validateConfig(data, 'test');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
+import { defaultConfig, validateConfig } from '../../config/load';
+import { problemsOf } from '../helpers/config';
 
 t.test('storage defaults (README "Storage")', async (t) => {
   t.same(defaultConfig().storage, {
