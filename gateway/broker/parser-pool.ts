@@ -26,7 +26,7 @@ interface ParserInternals {
   on(event: 'packet', listener: (packet: Packet) => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
   settings: { protocolVersion?: number };
-  packet: { cmd?: string; length: number };
+  packet: { cmd?: string; length: number; clientId?: string };
   error: Error | null;
   _stateCounter: number;
   _pos: number;
@@ -95,8 +95,8 @@ function newParser(): ParserInternals {
  * U+FFFD. So the raw bytes of each string are checked while parsing, and an ill-formed one is a
  * parse error (the packet is not emitted; the broker closes the connection). Only strings that
  * decoded to something containing U+FFFD are re-checked, so the common path costs one `includes`.
- * CONNECT is left to its handler, which refuses any client identifier containing U+FFFD with
- * CONNACK 2 before closing.
+ * In CONNECT the client identifier is left to the handler, which refuses one containing U+FFFD
+ * with CONNACK 2 before closing; the will topic and user name are checked here.
  */
 function rejectMalformedUtf8(parser: ParserInternals): ParserInternals {
   const parseString = parser._parseString;
@@ -105,7 +105,10 @@ function rejectMalformedUtf8(parser: ParserInternals): ParserInternals {
   parser._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
     const start = this._pos + 2; // after the two-byte length prefix
     const result = parseString.apply(this, args);
-    if (result !== null && result.includes('\uFFFD') && this.packet.cmd !== 'connect' && !isUtf8(this._list.slice(start, this._pos))) {
+    // In CONNECT, the protocol name and the client id (parsed before `clientId` is set) are left
+    // to the CONNECT handler; the will topic and user name that follow are checked here.
+    const exempt = this.packet.cmd === 'connect' && this.packet.clientId === undefined;
+    if (result !== null && !exempt && result.includes('\uFFFD') && !isUtf8(this._list.slice(start, this._pos))) {
       this._emitError(new Error('malformed UTF-8 string [MQTT-1.5.3-1]'));
     }
     return result;

@@ -271,3 +271,28 @@ t.test('a connection that never sends CONNECT is dropped after limits.connectTim
   await ok.next('pingresp');
   t.notOk(ok.closed, 'the connected client is still open after the connect timeout');
 });
+
+t.test('ill-formed UTF-8 in the will topic or the user name closes the connection without CONNACK 0 [MQTT-1.5.3-1]', async (t) => {
+  const tb = await setup(t);
+  const str = (bytes: number[]): number[] => [0x00, bytes.length, ...bytes];
+  const truncated = [0x61, 0xf0, 0x9f, 0x98]; // "a" + a 4-byte sequence cut after 3 bytes: one U+FFFD of 3 bytes
+  const cases: [string, number[]][] = [
+    // flags 0x06: will flag + clean session; will topic, will payload "x"
+    ['will topic', [...str([0x4d, 0x51, 0x54, 0x54]), 0x04, 0x06, 0x00, 0x00, ...str([0x63]), ...str(truncated), ...str([0x78])]],
+    // flags 0x82: user name flag + clean session
+    ['user name', [...str([0x4d, 0x51, 0x54, 0x54]), 0x04, 0x82, 0x00, 0x00, ...str([0x63]), ...str(truncated)]],
+  ];
+  for (const [what, body] of cases) {
+    const client = await rawSocket(t, tb.port);
+    client.sendBytes([0x10, body.length, ...body]);
+    await client.waitClosed();
+    t.notOk(client.received.some((p) => p.cmd === 'connack' && (p.returnCode ?? 0) === 0), `${what}: not accepted`);
+    t.equal(tb.broker.clients.size, 0, `${what}: no client registered`);
+  }
+  // A valid will topic with a real multi-byte character is still accepted.
+  const ok = await rawSocket(t, tb.port);
+  const good = [...str([0x4d, 0x51, 0x54, 0x54]), 0x04, 0x06, 0x00, 0x00, ...str([0x63]), ...str([0x61, 0xf0, 0x9f, 0x98, 0x80]), ...str([0x78])];
+  ok.sendBytes([0x10, good.length, ...good]);
+  const connack = await ok.next('connack');
+  t.equal(connack.returnCode, 0, 'a well-formed 4-byte character in the will topic is fine');
+});
