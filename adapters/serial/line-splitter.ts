@@ -17,6 +17,7 @@ export class LineSplitter {
   private recentCount = 0;
   private recentPos = 0;
   private readonly stripCr: boolean;
+  private readonly stripLf: boolean;
 
   /**
    * @param onLine called synchronously with a view of the internal buffer: valid only until it
@@ -33,7 +34,10 @@ export class LineSplitter {
     if (this.delimiter.length === 0) throw new RangeError('empty delimiter');
     // With "\n" a line may end in "\r\n": the '\r' is stripped, so it must not count against the limit.
     this.stripCr = delimiter === '\n';
-    this.buf = Buffer.allocUnsafe(maxLineLength + this.delimiter.length + (this.stripCr ? 1 : 0));
+    // With "\r" a device that ends lines in "\r\n" leaves the '\n' at the start of the next line;
+    // it is stripped there (otherwise every line after the first would be dropped as binary).
+    this.stripLf = delimiter === '\r';
+    this.buf = Buffer.allocUnsafe(maxLineLength + this.delimiter.length + (this.stripCr || this.stripLf ? 1 : 0));
     this.recent = Buffer.alloc(this.delimiter.length);
   }
 
@@ -121,10 +125,11 @@ export class LineSplitter {
     let n = this.len - delimInBuf;
     this.len = 0;
     if (this.stripCr && n > 0 && this.buf[n - 1] === 0x0d) n--;
-    if (n > this.maxLineLength) {
+    const start = this.stripLf && n > 0 && this.buf[0] === 0x0a ? 1 : 0;
+    if (n - start > this.maxLineLength) {
       this.onTooLong();
       return;
     }
-    this.onLine(this.buf.subarray(0, n));
+    this.onLine(this.buf.subarray(start, n));
   }
 }

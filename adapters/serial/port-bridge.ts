@@ -445,19 +445,26 @@ export class PortBridge {
       if (topic === this.writeTopic || topic === this.statusTopic || this.deps.reservedTopics?.has(topic) === true) {
         return this.drop('invalidTopic', `key maps to a reserved topic: ${topic}`);
       }
+      // Checked for the whole line before anything is published (e.g. nested keys deeper than
+      // limits.maxTopicLevels), so a line is published entirely or not at all.
+      const invalid = this.ctx.topicError(topic);
+      if (invalid !== null) return this.drop('invalidTopic', `${topic}: ${invalid}`);
       topics.push(topic);
     }
     const { qos, retain, wrap } = this.options;
     for (let i = 0; i < readings.length; i++) {
       const reading = readings[i] as Reading;
       const topic = topics[i] as string;
+      // Discovery before the first reading, so Home Assistant is subscribed when it arrives; the
+      // topic was checked above, so the reading that follows will be published.
       if (this.options.homeAssistant !== undefined && !this.discovered.has(reading.key)) this.discover(reading, topic);
       const payload = wrap ? `{"value":${reading.json},"ts":${this.arrivalTs}}` : reading.text;
       try {
         this.ctx.publish({ topic, payload: Buffer.from(payload, 'utf8'), qos, retain });
       } catch (err) {
-        // e.g. more levels than limits.maxTopicLevels: the rest of the line would fail the same way.
-        return this.drop('invalidTopic', errorText(err));
+        // Not expected after the check above; counted rather than thrown into the port's stream.
+        this.drop('invalidTopic', errorText(err));
+        continue;
       }
       this.messagesPublished++;
     }

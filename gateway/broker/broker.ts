@@ -44,6 +44,8 @@ export interface GatewayContext {
   publish(message: Message): void;
   /** Subscribes an in-process handler; returns the function that unsubscribes it. */
   subscribe(filter: string, handler: InProcessHandler): () => void;
+  /** Why `publish` would refuse this topic (the broker's rules and limits), or null if it would not. */
+  topicError(topic: string): string | null;
 }
 
 /** Tree keys of in-process subscribers start with NUL, which no client identifier may contain. */
@@ -364,6 +366,7 @@ export class Broker implements ConnectionHost {
       logger,
       hooks: this.hooks,
       publish: (message) => this.publishInProcess(message),
+      topicError: (topic) => topicNameError(topic, this.limits.maxTopicLevels)?.message ?? null,
       subscribe: (filter, handler) => this.subscribeInProcess(filter, handler),
     };
   }

@@ -20,9 +20,9 @@ function portOptions(spec: Record<string, unknown>): SerialPortOptions {
   return p;
 }
 
-function setup(t: Test, spec: Record<string, unknown>, opener?: PortOpener) {
+function setup(t: Test, spec: Record<string, unknown>, opener?: PortOpener, brokerConfig: Record<string, unknown> = {}) {
   MockBinding.reset();
-  const full = validateConfig({}, 'test');
+  const full = validateConfig(brokerConfig, 'test');
   const { logger, lines } = memoryLogger();
   const broker = new Broker({ limits: full.limits, sysInterval: 0, version: 'test' }, logger);
   const seen: Message[] = [];
@@ -232,4 +232,19 @@ t.test('stop while retrying clears the retry timer', async (t) => {
   const attempts = f.status().openAttempts;
   await new Promise((r) => setTimeout(r, 150));
   t.equal(f.status().openAttempts, attempts);
+});
+
+t.test('a line with one reading the broker would refuse is dropped whole, nothing half published', async (t) => {
+  // sensors/m/{key}: 3 levels; the nested key out/deep adds one more than maxTopicLevels allows.
+  const f = setup(t, { format: 'json', homeAssistant: true }, undefined, { limits: { maxTopicLevels: 4 } });
+  MockBinding.createPort('/dev/mock0', { record: true });
+  await f.adapter.start();
+  const port = f.ports[0]?.port;
+  if (port === undefined) throw new Error('not open');
+  port.emitData('{"temp":20,"out":{"deep":{"x":1}}}\n{"hum":40}\n');
+  await waitFor(() => f.seen.some((m) => m.topic === 'sensors/m/hum'), 2000, 'the next good line');
+  t.notOk(f.seen.some((m) => m.topic === 'sensors/m/temp'), 'the valid reading of the bad line was not published either');
+  t.notOk(f.seen.some((m) => m.topic.startsWith('homeassistant/') && m.topic.includes('temp')), 'no discovery for it');
+  t.equal(f.status().linesDropped.invalidTopic, 1, 'the line counted once as invalidTopic');
+  t.equal(f.status().messagesPublished, 1, 'only the good line was published');
 });

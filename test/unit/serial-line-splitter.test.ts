@@ -85,3 +85,11 @@ t.test('a single-byte custom delimiter does not strip \\r', async (t) => {
   s.push(Buffer.from('a\r;b;'));
   t.same(lines, ['a\r', 'b']);
 });
+
+t.test('delimiter \\r with a device sending \\r\\n: the \\n is stripped from the next line; limit still exact', async (t) => {
+  const { s, lines, tooLong } = splitter('\r', 4);
+  s.push(Buffer.from('a=1\r\nb=2\r\n'));
+  s.push(Buffer.from('cccc\r\nddddd\r\n'));
+  t.same(lines, ['a=1', 'b=2', 'cccc'], 'no line starts with \\n; exactly maxLineLength after the \\n is accepted');
+  t.equal(tooLong(), 1, 'one byte more is too long');
+});
