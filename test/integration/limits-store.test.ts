@@ -78,3 +78,21 @@ t.test('maxRetainedBytes bounds the retained store by payload size; replacing fr
   t.equal(tb.broker.retained.bytes, 1500, 'deleting frees its bytes');
   pub.disconnect();
 });
+
+t.test('maxConnections holds when connections complete while an asynchronous authentication gate runs', async (t) => {
+  const tb = await startBroker({ limits: { maxConnections: 1 } });
+  t.teardown(() => tb.stop());
+  // Both CONNECTs pass the first check while the gate is pending; only one may complete.
+  tb.broker.hooks.authenticate.push(() => new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 50)));
+  const a = await RawClient.connectSocket(tb.port);
+  const b = await RawClient.connectSocket(tb.port);
+  for (const [c, id] of [[a, 'a'], [b, 'b']] as const) {
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: id, keepalive: 0 });
+  }
+  const codes = [(await a.next('connack')).returnCode, (await b.next('connack')).returnCode].sort();
+  t.same(codes, [0, 3], 'one accepted, one refused with CONNACK 3');
+  t.equal(tb.broker.clients.size, 1, 'one client connected');
+  t.equal(tb.broker.metrics.limitHits.maxConnections, 1, 'the refusal is counted');
+  a.destroy();
+  b.destroy();
+});

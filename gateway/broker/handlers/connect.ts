@@ -102,6 +102,13 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
   // [MQTT-3.1.4-2] a second connection with the same id takes over: the old one is closed
   // (its will is published, as for any ungraceful close).
   const previous = broker.clients.get(clientId);
+  // Checked again: connections that passed the first check together may have completed while an
+  // asynchronous authentication gate ran.
+  if (previous === undefined && broker.clients.size >= broker.limits.maxConnections) {
+    broker.limitHit('maxConnections', 'connection refused: maxConnections reached', { remote: conn.remote, maxConnections: broker.limits.maxConnections });
+    refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxConnections reached');
+    return;
+  }
   if (previous !== undefined) previous.close('session-taken-over', `taken over by ${conn.remote}`);
 
   let session = broker.sessions.get(clientId);
