@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
-import { Broker, EdgewayError } from './broker';
+import { SqliteRetainedStore } from '../adapters/sqlite';
+import { Broker, EdgewayError, type Logger } from './broker';
 import { createConsoleLogger } from './console-logger';
 
 /** sysexits.h EX_CONFIG: systemd units use it to avoid restart loops on a broken config. */
@@ -105,7 +106,8 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const logger = createConsoleLogger(config.log.level);
-  const broker = new Broker({ limits: config.limits, sysInterval: config.sys.interval, version }, logger);
+  const retainedStore = openRetainedStore(config, logger);
+  const broker = new Broker({ limits: config.limits, sysInterval: config.sys.interval, version, retainedStore }, logger);
   try {
     await broker.start(config.listeners);
   } catch (err) {
@@ -128,16 +130,37 @@ async function main(argv: string[]): Promise<void> {
     stopping = true;
     logger.info('stopping', { signal });
     // Serial first: its ports publish `offline` while the broker still routes.
-    (serial?.stop(2000) ?? Promise.resolve()).then(() => broker.stop()).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error('error while stopping', { error: String(err) });
-        process.exit(1);
-      },
-    );
+    (serial?.stop(2000) ?? Promise.resolve())
+      .then(() => broker.stop())
+      .then(() => retainedStore?.close()) // writes what is pending before exit
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error('error while stopping', { error: String(err) });
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/**
+ * Storage for retained messages. A database that cannot be opened (read-only file system,
+ * permissions) is logged and the gateway runs without persistence: live routing matters more.
+ */
+function openRetainedStore(config: Config, logger: Logger): SqliteRetainedStore | undefined {
+  const store = new SqliteRetainedStore({ ...config.storage, logger });
+  try {
+    store.open();
+    return store;
+  } catch (err) {
+    logger.error('storage unavailable; running without persistence (retained messages will not survive a restart)', {
+      path: config.storage.path,
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return undefined;
+  }
 }
 
 function parseCli(argv: string[]) {

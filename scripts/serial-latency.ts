@@ -98,7 +98,7 @@ async function main(): Promise<void> {
   const config = join(dir, 'edgeway.yaml');
   writeFileSync(
     config,
-    `listeners:\n  - protocol: mqtt\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\n` +
+    `listeners:\n  - protocol: mqtt\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\nstorage:\n  path: ${join(dir, 'edgeway.db')}\n` +
       `serial:\n  - name: lat\n    path: ${gwPath}\n    baudRate: 115200\n    format: ${FORMAT}\n    statusInterval: 0\n`,
   );
   // The flags of the gateway's shebang, so this measures what `edgeway` runs.

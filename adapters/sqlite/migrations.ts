@@ -23,6 +23,14 @@ const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
       topic TEXT NOT NULL,
       payload BLOB NOT NULL
     ) STRICT`),
+  // 2: retained messages, one row per topic. MQTT 5 properties as JSON text (null without).
+  (db) =>
+    db.exec(`CREATE TABLE retained (
+      topic TEXT PRIMARY KEY,
+      qos INTEGER NOT NULL,
+      properties TEXT,
+      payload BLOB NOT NULL
+    ) STRICT, WITHOUT ROWID`),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

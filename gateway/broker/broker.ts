@@ -105,6 +105,7 @@ export class Broker implements ConnectionHost {
     if (this.state === 'running') return this.addresses();
     if (this.state !== 'idle') throw new EdgewayError('EDGEWAY_ERR_STOPPED', 'broker was stopped; create a new one');
     this.state = 'running';
+    this.loadRetained();
     try {
       for (const spec of listeners) await this.listen(spec);
     } catch (err) {
@@ -113,6 +114,19 @@ export class Broker implements ConnectionHost {
     }
     this.sys.start();
     return this.addresses();
+  }
+
+  /** Restores the stored retained messages before any client can subscribe. */
+  private loadRetained(): void {
+    const store = this.options.retainedStore;
+    if (store === undefined) return;
+    let loaded = 0;
+    for (const msg of store.load()) {
+      const stored = this.retained.store(msg);
+      if (stored === 'ok') loaded++;
+      else this.limitHit(stored, 'stored retained message not restored: limit reached', { topic: msg.topic });
+    }
+    this.logger.info('retained messages restored', { count: loaded });
   }
 
   addresses(): AddressInfo[] {
@@ -310,6 +324,9 @@ export class Broker implements ConnectionHost {
       const stored = this.retained.store(msg);
       if (stored !== 'ok') {
         this.limitHit(stored, 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained, maxRetainedBytes: this.limits.maxRetainedBytes });
+      } else if (this.options.retainedStore !== undefined && !msg.topic.startsWith('$SYS/')) {
+        // $SYS values are regenerated at start; everything else survives a restart.
+        this.options.retainedStore.save(msg.topic, msg.payload.length === 0 ? null : msg);
       }
     }
     if (this.hooks.published.length > 0) {

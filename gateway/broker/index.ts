@@ -4,6 +4,7 @@ export { EdgewayError, ReasonCode, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';
+export type { RetainedStore } from './persistence';
 export { RingBuffer } from './ring-buffer';
 export type { BrokerLimits, BrokerOptions, Message, QoS } from './types';
 export { MemoryOutbox } from './memory-outbox';

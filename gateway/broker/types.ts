@@ -1,4 +1,5 @@
 import type { IPublishPacket } from 'mqtt-packet';
+import type { RetainedStore } from './persistence';
 
 export type QoS = 0 | 1 | 2;
 
@@ -59,4 +60,6 @@ export interface BrokerOptions {
   readonly sysInterval: number;
   /** Version string reported in $SYS/broker/version. */
   readonly version: string;
+  /** Where retained messages survive restarts; none = in memory only. */
+  readonly retainedStore?: RetainedStore;
 }

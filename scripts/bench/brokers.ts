@@ -69,7 +69,8 @@ function commandFor(name: BrokerName, port: number, env: BrokerEnv): string[] {
         throw new Error(`${env.edgewayEntry} not found — is the edgeway gateway built yet?`);
       }
       const file = path.join(env.tmpDir, `edgeway-${port}.yaml`);
-      writeFileSync(file, `listeners:\n  - protocol: mqtt\n    host: ${HOST}\n    port: ${port}\n`);
+      const db = path.join(env.tmpDir, `edgeway-${port}.db`);
+      writeFileSync(file, `listeners:\n  - protocol: mqtt\n    host: ${HOST}\n    port: ${port}\nstorage:\n  path: ${db}\n`);
       return [process.execPath, ...shebangNodeFlags(env.edgewayEntry), env.edgewayEntry, '--config', file];
     }
     case 'mosquitto': {

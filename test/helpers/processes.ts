@@ -24,8 +24,9 @@ function killByPid(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
-export function startProcess(t: Test, command: string, args: string[], timeoutMs: number): Running {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, cwd?: string): Running {
+  // `cwd`: where a gateway started without storage.path creates its ./data folder.
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd === undefined ? {} : { cwd }) });
   const timer = setTimeout(() => killByPid(child, 'SIGKILL'), timeoutMs);
   const running: Running = {
     child,

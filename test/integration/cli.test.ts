@@ -45,7 +45,8 @@ interface Running {
 
 /** Starts a command; it is killed (by PID) after `timeoutMs` or in the file's teardown. */
 function start(command: string, args: string[], timeoutMs: number): Running {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // cwd: the test's folder, where a gateway without storage.path creates ./data.
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
   children.add(child);
   const running: Running = {
     child,

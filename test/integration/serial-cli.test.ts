@@ -75,7 +75,7 @@ t.test('five lines of YAML: readings on mosquitto_sub; unplug and replug resume 
       // The five lines a user adds:
       `serial:\n  - name: greenhouse\n    path: ${pty.gatewayPath}\n    baudRate: 115200\n    format: json\n`,
   );
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000);
+  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
   await waitForOutput(() => gw.stdout, /edgeway started .*serialPorts=1/, 5000, 'the started line');
   t.match(gw.stdout, /serial port online adapter=serial port=greenhouse/, 'the port is online at start');
 

@@ -1,0 +1,107 @@
+/**
+ * Retained messages survive a restart of the real gateway process: a graceful one (SIGTERM writes
+ * what is pending) and a `kill -9` (everything committed — one flushInterval after it arrived —
+ * is there). Clients are real MQTT clients over TCP.
+ */
+import t, { type Test } from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { waitFor } from '../helpers/broker';
+import { freePort, startProcess, waitForOutput } from '../helpers/processes';
+import { RawClient } from '../helpers/raw-client';
+
+const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
+const dir = mkdtempSync(join(tmpdir(), 'edgeway-retained-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+async function startGateway(t: Test, name: string, port: number, flushInterval: number) {
+  const config = join(dir, `${name}.yaml`);
+  writeFileSync(
+    config,
+    `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
+  );
+  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
+  await waitForOutput(() => gw.stdout, /edgeway started/, 10_000, 'the gateway to start');
+  return gw;
+}
+
+async function publishRetained(port: number, messages: [string, string][]): Promise<void> {
+  const pub = await RawClient.connect(port, { clientId: 'retainer' });
+  let id = 1;
+  for (const [topic, payload] of messages) {
+    pub.send({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, messageId: id++, retain: true, dup: false });
+    await pub.next('puback');
+  }
+  pub.disconnect();
+}
+
+async function retainedAfterRestart(port: number, count: number): Promise<Map<string, string>> {
+  const sub = await RawClient.connect(port, { clientId: 'reader' });
+  // QoS 0: this reader does not acknowledge, and QoS 1 would stop at maxInflight.
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'keep/#', qos: 0 }] });
+  await sub.next('suback');
+  const got = new Map<string, string>();
+  for (let i = 0; i < count; i++) {
+    const m = await sub.next('publish');
+    t.equal(m.retain, true, `${m.topic} arrives flagged retained`);
+    got.set(m.topic, String(m.payload));
+  }
+  const extra = await sub.collect('publish', 200);
+  t.equal(extra.length, 0, 'nothing else was retained');
+  sub.disconnect();
+  return got;
+}
+
+t.test('retained messages survive a graceful restart; a deleted one stays deleted', async (t) => {
+  const port = await freePort();
+  // A long flush interval: only the flush at SIGTERM can have written them.
+  const first = await startGateway(t, 'graceful', port, 10_000);
+  await publishRetained(port, [
+    ['keep/a', 'one'],
+    ['keep/b', 'two'],
+    ['keep/a', 'one, replaced'],
+    ['keep/gone', 'x'],
+    ['keep/gone', ''],
+  ]);
+  process.kill(first.child.pid as number, 'SIGTERM');
+  t.same(await first.exited, { code: 0, signal: null }, 'clean exit');
+  await startGateway(t, 'graceful', port, 10_000);
+  const got = await retainedAfterRestart(port, 2);
+  t.same(Object.fromEntries(got), { 'keep/a': 'one, replaced', 'keep/b': 'two' });
+});
+
+t.test('retained messages committed before a kill -9 are there after the restart', async (t) => {
+  const port = await freePort();
+  const gw = await startGateway(t, 'killed', port, 20);
+  const messages: [string, string][] = Array.from({ length: 50 }, (_, i) => [`keep/${i}`, `v${i}`]);
+  await publishRetained(port, messages);
+  // Wait until the group commit has them (read from the database itself, read-only).
+  const db = new Database(join(dir, 'killed.db'), { readonly: true, fileMustExist: true });
+  try {
+    await waitFor(() => (db.prepare('SELECT count(*) FROM retained').pluck().get() as number) === 50, 5000, 'the commit');
+  } finally {
+    db.close();
+  }
+  process.kill(gw.child.pid as number, 'SIGKILL');
+  await gw.exited;
+  const again = await startGateway(t, 'killed', port, 20);
+  t.match(again.stdout, /retained messages restored count=50/, 'the restart restored all 50');
+  const got = await retainedAfterRestart(port, 50);
+  t.same(Object.fromEntries(got), Object.fromEntries(messages), 'all 50, with their values');
+});
+
+t.test('a storage folder that cannot be used: logged, and the gateway still routes', async (t) => {
+  const port = await freePort();
+  const blocker = join(dir, 'not-a-folder');
+  writeFileSync(blocker, 'a file where the storage folder should be');
+  const config = join(dir, 'nostore.yaml');
+  writeFileSync(config, `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(blocker, 'edgeway.db')}\n`);
+  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
+  await waitForOutput(() => gw.stdout, /edgeway started/, 10_000, 'the gateway to start');
+  t.match(gw.stderr, /storage unavailable; running without persistence/, 'one clear error line');
+  await publishRetained(port, [['keep/live', 'routed']]);
+  const got = await retainedAfterRestart(port, 1);
+  t.equal(got.get('keep/live'), 'routed', 'retained messages still work in memory');
+});
