@@ -56,7 +56,7 @@ class UnusableDatabase extends Error {
  * help, and the caller keeps live routing running without storage.
  */
 export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
-  const { path, logger } = options;
+  const { path } = options;
   try {
     mkdirSync(dirname(path), { recursive: true });
     // SQLite silently falls back to read-only for a write-protected file (even for root with

@@ -297,7 +297,7 @@ export class Broker implements ConnectionHost {
       this.limitHit('maxSessions', 'session store full; the longest-offline session was discarded', { evictedClientId: oldest.clientId, droppedMessages: lost, maxSessions: this.limits.maxSessions });
       this.destroySession(oldest);
     }
-    const session = new Session(clientId, expiryInterval, this.limits.maxQueued);
+    const session = new Session(clientId, expiryInterval, this.limits.maxQueued, this.limits.maxQueuedBytes);
     this.sessions.set(clientId, session);
     return session;
   }
@@ -445,7 +445,7 @@ export class Broker implements ConnectionHost {
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.enqueue({ message: msg, qos, retain }, this.limits.maxQueuedBytes)) {
+    if (!session.enqueue({ message: msg, qos, retain })) {
       this.metrics.publishDropped++;
       this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
     }

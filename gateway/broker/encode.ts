@@ -1,10 +1,10 @@
 import { generate, writeToStream, type Packet } from 'mqtt-packet';
+import type { Message, QoS } from './types';
 
 // mqtt-packet otherwise builds a cache of 65,536 two-byte Buffers (≈ 6 MB of heap) on its first
 // use, to save an allocation per packet identifier. On a Raspberry Pi the memory matters more,
 // and the hot-path packets (PUBLISH, acknowledgements) are encoded below without mqtt-packet.
 writeToStream.cacheNumbers = false;
-import type { Message, QoS } from './types';
 
 /**
  * Encoding of outgoing packets. PUBLISH without properties is the hot path and is encoded here

@@ -100,8 +100,9 @@ function newParser(): ParserInternals {
  */
 function rejectMalformedUtf8(parser: ParserInternals): ParserInternals {
   const parseString = parser._parseString;
-  // Should a future mqtt-packet rename it, fall back to the handlers' own (weaker) checks.
-  if (typeof parseString !== 'function') return parser;
+  // This is the only UTF-8 check for strings mqtt-packet decodes: fail loudly, not silently, if a
+  // future mqtt-packet renames it (package.json pins 9.0.x for that reason).
+  if (typeof parseString !== 'function') throw new Error('mqtt-packet internals changed: parser._parseString is missing');
   parser._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
     const start = this._pos + 2; // after the two-byte length prefix
     const result = parseString.apply(this, args);

@@ -47,14 +47,16 @@ export class Session {
     readonly clientId: string,
     expiryInterval: number,
     maxQueued: number,
+    /** limits.maxQueuedBytes: the same queue, bounded by payload bytes. */
+    private readonly maxQueuedBytes: number,
   ) {
     this.expiryInterval = expiryInterval;
     this.queue = new RingBuffer(maxQueued);
   }
 
   /** Queues a message unless the queue is full by count or by payload bytes. */
-  enqueue(item: Queued, maxBytes: number): boolean {
-    if (this.queuedBytes + item.message.payload.length > maxBytes) return false;
+  enqueue(item: Queued): boolean {
+    if (this.queuedBytes + item.message.payload.length > this.maxQueuedBytes) return false;
     if (!this.queue.push(item)) return false;
     this.queuedBytes += item.message.payload.length;
     return true;

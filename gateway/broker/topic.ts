@@ -60,13 +60,3 @@ export function filterMatches(filter: string, topic: string): boolean {
   }
   return f.length === t.length;
 }
-
-/**
- * Is this encoded string the result of decoding valid UTF-8? mqtt-packet decodes strings with
- * Buffer#toString, which silently replaces invalid sequences with U+FFFD; the replacement changes
- * the byte length, so comparing the re-encoded length with the length on the wire detects it.
- * [MQTT-1.5.3-1]: a malformed UTF-8 string closes the connection.
- */
-export function decodedUtf8IsFaithful(decoded: string, wireByteLength: number): boolean {
-  return Buffer.byteLength(decoded, 'utf8') === wireByteLength;
-}

@@ -4,7 +4,7 @@
  * against both.
  */
 import t from 'tap';
-import { decodedUtf8IsFaithful, filterMatches, topicFilterError, topicNameError } from '../../gateway/broker/topic';
+import { filterMatches, topicFilterError, topicNameError } from '../../gateway/broker/topic';
 import { TopicTree } from '../../gateway/broker/topic-tree';
 
 const MAX = 64;
@@ -131,15 +131,6 @@ t.test('topicFilterError', async (t) => {
   const many = Array.from({ length: 64 }, () => '+').join('/');
   t.equal(topicFilterError(many, 64), null, '64 levels of + with max 64');
   t.equal(topicFilterError(`${many}/#`, 64)?.kind, 'too-many-levels', '65 levels with max 64');
-});
-
-t.test('decodedUtf8IsFaithful', async (t) => {
-  const good = Buffer.from('a/ü/温度', 'utf8');
-  t.ok(decodedUtf8IsFaithful(good.toString('utf8'), good.length), 'valid UTF-8 round-trips');
-  const bad = Buffer.from([0x61, 0xff, 0x62]);
-  t.notOk(decodedUtf8IsFaithful(bad.toString('utf8'), bad.length), 'a 0xFF byte is detected');
-  const overlong = Buffer.from([0x61, 0xc0, 0x80]);
-  t.notOk(decodedUtf8IsFaithful(overlong.toString('utf8'), overlong.length), 'overlong NUL (C0 80) is detected');
 });
 
 t.test('TopicTree set / delete / size', async (t) => {

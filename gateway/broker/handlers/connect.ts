@@ -60,12 +60,8 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
     };
   }
 
-  // A takeover does not add a connection, so it is always allowed.
-  if (broker.clients.size >= broker.limits.maxConnections && !broker.clients.has(clientId)) {
-    broker.limitHit('maxConnections', 'connection refused: maxConnections reached', { remote: conn.remote, maxConnections: broker.limits.maxConnections });
-    refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxConnections reached');
-    return;
-  }
+  // Checked before the authentication gate runs, so a full broker does no work for the client.
+  if (refusedAtConnectionLimit(broker, conn, clientId)) return;
 
   conn.clientId = clientId;
   conn.transition('authenticating');
@@ -99,16 +95,12 @@ async function authenticate(broker: Broker, conn: Connection, credentials: Crede
 
 function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepalive: number, will: Message | null): void {
   const clientId = conn.clientId;
+  // Checked again: connections that passed the first check together may have completed while an
+  // asynchronous authentication gate ran.
+  if (refusedAtConnectionLimit(broker, conn, clientId)) return;
   // [MQTT-3.1.4-2] a second connection with the same id takes over: the old one is closed
   // (its will is published, as for any ungraceful close).
   const previous = broker.clients.get(clientId);
-  // Checked again: connections that passed the first check together may have completed while an
-  // asynchronous authentication gate ran.
-  if (previous === undefined && broker.clients.size >= broker.limits.maxConnections) {
-    broker.limitHit('maxConnections', 'connection refused: maxConnections reached', { remote: conn.remote, maxConnections: broker.limits.maxConnections });
-    refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxConnections reached');
-    return;
-  }
   if (previous !== undefined) previous.close('session-taken-over', `taken over by ${conn.remote}`);
 
   let session = broker.sessions.get(clientId);
@@ -145,6 +137,17 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
   const pending = conn.pending;
   conn.pending = null;
   if (pending !== null) for (const p of pending) broker.onPacket(conn, p);
+}
+
+/**
+ * Refuses the client with CONNACK "server unavailable" when maxConnections clients are connected.
+ * A takeover does not add a connection, so it is always allowed.
+ */
+function refusedAtConnectionLimit(broker: Broker, conn: Connection, clientId: string): boolean {
+  if (broker.clients.size < broker.limits.maxConnections || broker.clients.has(clientId)) return false;
+  broker.limitHit('maxConnections', 'connection refused: maxConnections reached', { remote: conn.remote, maxConnections: broker.limits.maxConnections });
+  refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxConnections reached');
+  return true;
 }
 
 /** Sends a refusing CONNACK [MQTT-3.2.2-5] and closes after it is flushed. */

@@ -2,7 +2,7 @@ import type { IPublishPacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeAck } from '../encode';
-import { decodedUtf8IsFaithful, topicNameError } from '../topic';
+import { topicNameError } from '../topic';
 import type { Message } from '../types';
 
 /**
@@ -26,13 +26,6 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     }
     conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`);
     return;
-  }
-  if (conn.protocolVersion !== 5 && topic.includes('\uFFFD')) {
-    const wireTopicLength = (packet.length ?? 0) - 2 - (qos > 0 ? 2 : 0) - payload.length;
-    if (!decodedUtf8IsFaithful(topic, wireTopicLength)) {
-      conn.close('malformed-packet', 'topic name is not valid UTF-8 [MQTT-1.5.3-1]');
-      return;
-    }
   }
 
   const message: Message = { topic, payload, qos, retain: packet.retain };

@@ -17,17 +17,6 @@ export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubsc
   if (session === null) return;
   const maxLevels = broker.limits.maxTopicLevels;
 
-  // mqtt-packet decodes strings leniently; if any filter held invalid UTF-8, the re-encoded
-  // lengths no longer add up to the packet length [MQTT-1.5.3-1].
-  if (conn.protocolVersion !== 5) {
-    let expected = 2;
-    for (const sub of packet.subscriptions) expected += 2 + Buffer.byteLength(sub.topic, 'utf8') + 1;
-    if (expected !== packet.length) {
-      conn.close('malformed-packet', 'topic filter is not valid UTF-8 [MQTT-1.5.3-1]');
-      return;
-    }
-  }
-
   const granted: number[] = [];
   const accepted: [string, SubscriptionOptions][] = [];
   for (const sub of packet.subscriptions) {
