@@ -57,11 +57,11 @@ export interface BridgeDeps {
   /** OPEN_TIMEOUT_MS in production; tests shorten it. */
   readonly openTimeoutMs: number;
   /**
-   * The write and status topics of every configured port: a reading that lands on one of them
-   * (a device printing `cmd=LED=1` where another port's write topic is sensors/a/cmd) would
-   * command another device or forge a status, so it is dropped.
+   * The write and status topics of every configured port, this one's included: a reading that
+   * lands on one of them (a device printing `cmd=LED=1` where a write topic is sensors/a/cmd)
+   * would loop back, command another device or forge a status, so it is dropped.
    */
-  readonly reservedTopics?: ReadonlySet<string>;
+  readonly reservedTopics: ReadonlySet<string>;
 }
 
 function errorCode(err: unknown): string {
@@ -277,14 +277,7 @@ export class PortBridge {
     this.openAttempts++;
     let port: PortHandle;
     try {
-      port = this.deps.opener({
-        path: this.options.path,
-        baudRate: this.options.baudRate,
-        dataBits: this.options.dataBits,
-        parity: this.options.parity,
-        stopBits: this.options.stopBits,
-        rtscts: this.options.rtscts,
-      });
+      port = this.deps.opener(this.options);
     } catch (err) {
       this.openFailed(gen, err);
       return;
@@ -328,8 +321,8 @@ export class PortBridge {
     this.splitter.reset();
     const attempts = this.attemptsThisOutage;
     const outageMs = this.deps.now() - this.outageStartedAt;
-    if (this.everOnline) this.reconnects++;
     if (this.everOnline) {
+      this.reconnects++;
       this.ctx.logger.info('serial port online again', { port: this.name, path: this.options.path, retries: attempts, outageMs });
     } else if (attempts > 0) {
       this.ctx.logger.info('serial port online', { port: this.name, path: this.options.path, baudRate: this.options.baudRate, retries: attempts, waitedMs: outageMs });
@@ -439,12 +432,7 @@ export class PortBridge {
     const topics: string[] = [];
     for (const reading of readings) {
       const topic = renderTopic(this.template, reading.key);
-      // A key that would land on a command or status topic (this port's or another's: a device
-      // printing `set=1` with write topic sensors/x/set) would loop back, command another device
-      // or forge a status.
-      if (topic === this.writeTopic || topic === this.statusTopic || this.deps.reservedTopics?.has(topic) === true) {
-        return this.drop('invalidTopic', `key maps to a reserved topic: ${topic}`);
-      }
+      if (this.deps.reservedTopics.has(topic)) return this.drop('invalidTopic', `key maps to a reserved topic: ${topic}`);
       // Checked for the whole line before anything is published (e.g. nested keys deeper than
       // limits.maxTopicLevels), so a line is published entirely or not at all.
       const invalid = this.ctx.topicError(topic);
@@ -459,14 +447,7 @@ export class PortBridge {
       // topic was checked above, so the reading that follows will be published.
       if (this.options.homeAssistant !== undefined && !this.discovered.has(reading.key)) this.discover(reading, topic);
       const payload = wrap ? `{"value":${reading.json},"ts":${this.arrivalTs}}` : reading.text;
-      try {
-        this.ctx.publish({ topic, payload: Buffer.from(payload, 'utf8'), qos, retain });
-      } catch (err) {
-        // Not expected after the check above; counted rather than thrown into the port's stream.
-        this.drop('invalidTopic', errorText(err));
-        continue;
-      }
-      this.messagesPublished++;
+      if (this.publish(topic, Buffer.from(payload, 'utf8'), qos, retain)) this.messagesPublished++;
     }
   }
 

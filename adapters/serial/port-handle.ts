@@ -4,7 +4,7 @@
  * injects its bindings).
  */
 import { SerialPort } from 'serialport';
-import type { Parity } from './options';
+import type { SerialPortOptions } from './options';
 
 export interface PortHandle {
   readonly isOpen: boolean;
@@ -19,14 +19,8 @@ export interface PortHandle {
   removeListener(event: 'error', listener: (err: Error) => void): unknown;
 }
 
-export interface OpenSpec {
-  readonly path: string;
-  readonly baudRate: number;
-  readonly dataBits: 5 | 6 | 7 | 8;
-  readonly parity: Parity;
-  readonly stopBits: 1 | 2;
-  readonly rtscts: boolean;
-}
+/** What opening a port needs: the line settings of the port's options. */
+export type OpenSpec = Pick<SerialPortOptions, 'path' | 'baudRate' | 'dataBits' | 'parity' | 'stopBits' | 'rtscts'>;
 
 /** Creates a port object without opening it (constructors have no side effects). */
 export type PortOpener = (spec: OpenSpec) => PortHandle;
