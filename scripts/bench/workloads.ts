@@ -128,6 +128,31 @@ function socketErrors(clients: RawClient[]): string[] {
   return [`${bad.length} client socket(s) errored/closed during the run (first: ${first})`];
 }
 
+/**
+ * Ends a windowed scenario: notes socket errors, closes every client and builds the result. The
+ * window (with its CPU and liveness) was taken before, so closing cannot affect the numbers.
+ */
+function finish(
+  cfg: LoadgenConfig,
+  w: { sec: number; cpu: CpuUsage; alive: boolean },
+  clients: RawClient[],
+  metrics: Record<string, number>,
+  notes: string[],
+  series?: Record<string, number[]>,
+): LoadgenResult {
+  const errors = socketErrors(clients);
+  closeAll(clients);
+  return {
+    scenario: cfg.scenario,
+    windowSec: w.sec,
+    cpu: w.cpu,
+    brokerAlive: w.alive,
+    metrics,
+    ...(series === undefined ? {} : { series }),
+    notes: [...notes, ...errors],
+  };
+}
+
 function payloadOf(cfg: LoadgenConfig): Buffer {
   return Buffer.alloc(cfg.payloadBytes, 0x61);
 }
@@ -177,20 +202,13 @@ export async function faninQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
   stopped = true;
   stopGuard();
   const lost = await settleLoss(() => sent - sub.delivered);
-  const errors = socketErrors(all);
-  closeAll(all);
-  return {
-    scenario: cfg.scenario,
-    windowSec: w.sec,
-    cpu: w.cpu,
-    brokerAlive: w.alive,
-    metrics: {
-      deliveredPerSec: (w.b.received - w.a.received) / w.sec,
-      sentPerSec: (w.b.sent - w.a.sent) / w.sec,
-      lost,
-    },
-    notes: [...lossNote(lost, sent, 'QoS 0 messages'), ...errors],
-  };
+  return finish(
+    cfg,
+    w,
+    all,
+    { deliveredPerSec: (w.b.received - w.a.received) / w.sec, sentPerSec: (w.b.sent - w.a.sent) / w.sec, lost },
+    lossNote(lost, sent, 'QoS 0 messages'),
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -261,23 +279,13 @@ export async function fanoutQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
   stopped = true;
   stopGuard();
   const lost = await settleLoss(() => sent * subs.length - total);
-  const errors = socketErrors([pub, ...subs]);
-  closeAll([pub, ...subs]);
-  return {
-    scenario: cfg.scenario,
-    windowSec: w.sec,
-    cpu: w.cpu,
-    brokerAlive: w.alive,
-    metrics: {
-      deliveriesPerSec: (w.b.total - w.a.total) / w.sec,
-      publishesPerSec: (w.b.sent - w.a.sent) / w.sec,
-      lost,
-    },
-    notes: [
-      ...lossNote(lost, sent * subs.length, 'QoS 0 deliveries'),
-      ...errors,
-    ],
-  };
+  return finish(
+    cfg,
+    w,
+    [pub, ...subs],
+    { deliveriesPerSec: (w.b.total - w.a.total) / w.sec, publishesPerSec: (w.b.sent - w.a.sent) / w.sec, lost },
+    lossNote(lost, sent * subs.length, 'QoS 0 deliveries'),
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -367,23 +375,13 @@ export async function faninQos1(cfg: LoadgenConfig): Promise<LoadgenResult> {
   stopped = true;
   stopGuard();
   const lost = await settleLoss(() => sent - sub.delivered);
-  const errors = socketErrors(all);
-  closeAll(all);
-  return {
-    scenario: cfg.scenario,
-    windowSec: w.sec,
-    cpu: w.cpu,
-    brokerAlive: w.alive,
-    metrics: {
-      deliveredPerSec: (w.b.delivered - w.a.delivered) / w.sec,
-      pubackedPerSec: (w.b.acked - w.a.acked) / w.sec,
-      lost,
-    },
-    notes: [
-      ...lossNote(lost, sent, 'QoS 1 messages'),
-      ...errors,
-    ],
-  };
+  return finish(
+    cfg,
+    w,
+    all,
+    { deliveredPerSec: (w.b.delivered - w.a.delivered) / w.sec, pubackedPerSec: (w.b.acked - w.a.acked) / w.sec, lost },
+    lossNote(lost, sent, 'QoS 1 messages'),
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -450,31 +448,18 @@ export async function latency(cfg: LoadgenConfig): Promise<LoadgenResult> {
   winEnd = process.hrtime.bigint();
   clearInterval(timer);
   await sleep(500); // grace period for in-flight messages
-  const errors = socketErrors([sub, pub]);
-  closeAll([sub, pub]);
   const s = summarize(lat.subarray(0, nLat));
   const missing = sentInWindow - nLat;
-  return {
-    scenario: cfg.scenario,
-    windowSec: w.sec,
-    cpu: w.cpu,
-    brokerAlive: w.alive,
-    metrics: {
-      p50Ms: s.p50,
-      p90Ms: s.p90,
-      p99Ms: s.p99,
-      maxMs: s.max,
-      meanMs: s.mean,
-      sentPerSec: (w.b.sent - w.a.sent) / w.sec,
-      samples: nLat,
-      missing,
-    },
-    notes: [
+  return finish(
+    cfg,
+    w,
+    [sub, pub],
+    { p50Ms: s.p50, p90Ms: s.p90, p99Ms: s.p99, maxMs: s.max, meanMs: s.mean, sentPerSec: (w.b.sent - w.a.sent) / w.sec, samples: nLat, missing },
+    [
       ...(missing > 0 ? [`${missing} of ${sentInWindow} messages not received within 500 ms grace`] : []),
       ...(skipped > 0 ? [`sender fell behind schedule by ${skipped} messages (load generator stalled)`] : []),
-      ...errors,
     ],
-  };
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -549,8 +534,6 @@ export async function overload(cfg: LoadgenConfig): Promise<LoadgenResult> {
   stopped = true;
   clearInterval(sampler);
   rss.push(rssKb(cfg.brokerPid));
-  const errors = socketErrors(all);
-  closeAll(all);
 
   const valid = rss.filter((v) => !Number.isNaN(v));
   const startKb = valid[0] ?? Number.NaN;
@@ -564,12 +547,11 @@ export async function overload(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const trendKbPerSec = linearSlope(tail) * (1000 / RSS_SAMPLE_MS);
   const bounded = trendKbPerSec <= Math.max(1024, 0.02 * peakKb);
   const delivered = (w.b.received - w.a.received) / w.sec;
-  return {
-    scenario: cfg.scenario,
-    windowSec: w.sec,
-    cpu: w.cpu,
-    brokerAlive: w.alive,
-    metrics: {
+  return finish(
+    cfg,
+    w,
+    all,
+    {
       deliveredPerSec: delivered,
       rssStartMB: startKb / 1024,
       rssPeakMB: peakKb / 1024,
@@ -578,13 +560,12 @@ export async function overload(cfg: LoadgenConfig): Promise<LoadgenResult> {
       rssBounded: bounded ? 1 : 0,
       rssTrendMBps: trendKbPerSec / 1024,
     },
-    series: { rssMB: valid.map((kb) => Math.round(kb / 102.4) / 10) },
-    notes: [
+    [
       // Publishers fill their kernel socket buffers (MBs each on loopback) at
       // once, so "messages written" says little about the offered rate; what
       // matters is whether the broker reads it all (RSS grows) or pushes back.
       `publishers wrote ${sent} messages in total (incl. what sits in socket buffers); RSS trend over the 2nd half ${(trendKbPerSec / 1024).toFixed(1)} MB/s${bounded ? '' : ' (still growing)'}`,
-      ...errors,
     ],
-  };
+    { rssMB: valid.map((kb) => Math.round(kb / 102.4) / 10) },
+  );
 }

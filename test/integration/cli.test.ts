@@ -2,31 +2,19 @@
  * The real `edgeway` command (dist/gateway/main.js) as a child process: exit codes, messages on
  * stderr, a round trip with the Mosquitto command-line clients, and SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
 
 // dist/test/integration → dist/gateway/main.js
 const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const EXIT_CONFIG = 78;
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-cli-test-'));
-const children = new Set<ChildProcess>();
-t.teardown(() => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 let fileCounter = 0;
 function writeConfig(text: string): string {
@@ -35,43 +23,12 @@ function writeConfig(text: string): string {
   return path;
 }
 
-interface Running {
-  readonly child: ChildProcess;
-  stdout: string;
-  stderr: string;
-  /** Resolves with the exit code (or the signal name) when the process ends. */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** Starts a command; it is killed (by PID) after `timeoutMs` or in the file's teardown. */
+/**
+ * Starts a command, killed by PID after `timeoutMs` or when the file ends; run in the test folder,
+ * where a gateway without storage.path creates its ./data.
+ */
 function start(command: string, args: string[], timeoutMs: number): Running {
-  // cwd: the test's folder, where a gateway without storage.path creates ./data.
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
-  children.add(child);
-  const running: Running = {
-    child,
-    stdout: '',
-    stderr: '',
-    exited: new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-        try {
-          process.kill(child.pid, 'SIGKILL');
-        } catch {
-          // exited meanwhile
-        }
-      }, timeoutMs);
-      // 'close', not 'exit': it comes after the process ended and its output pipes are drained.
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        children.delete(child);
-        resolve({ code, signal });
-      });
-    }),
-  };
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => (running.stdout += s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (running.stderr += s));
-  return running;
+  return startProcess(t, command, args, timeoutMs, dir);
 }
 
 /** Runs edgeway to completion and returns its exit code and output. */
@@ -79,24 +36,6 @@ async function runEdgeway(args: string[], timeoutMs = 10_000) {
   const r = start(process.execPath, [MAIN, ...args], timeoutMs);
   const { code, signal } = await r.exited;
   return { code, signal, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Waits until `get()` matches `re`, or fails after `timeoutMs`. */
-async function waitForOutput(get: () => string, re: RegExp, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!re.test(get())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output so far:\n${get()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** A port that was free a moment ago (bind to port 0, read it, close). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const noStackTrace = (stderr: string): boolean => !stderr.includes('    at ');
