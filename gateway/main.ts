@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
 import { SqliteRetainedStore } from '../adapters/sqlite';
-import { Broker, EdgewayError, type Logger } from './broker';
+import { Broker, EdgewayError, errorMessage, type Logger } from './broker';
 import { createConsoleLogger } from './console-logger';
 
 /** sysexits.h EX_CONFIG: systemd units use it to avoid restart loops on a broken config. */
@@ -157,7 +157,7 @@ function openRetainedStore(config: Config, logger: Logger): SqliteRetainedStore 
   } catch (err) {
     logger.error('storage unavailable; running without persistence (retained messages will not survive a restart)', {
       path: config.storage.path,
-      error: err instanceof Error ? err.message : String(err),
+      error: errorMessage(err),
     });
     return undefined;
   }

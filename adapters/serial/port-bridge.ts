@@ -4,7 +4,7 @@
  * that is published retained and read by metrics.
  */
 import { isUtf8 } from 'node:buffer';
-import { RateLimitedLog, type GatewayContext, type LogFields, type Message } from '../../gateway/broker';
+import { errorMessage, RateLimitedLog, type GatewayContext, type LogFields, type Message } from '../../gateway/broker';
 import { backoffDelay } from './backoff';
 import { BoundedQueue } from './bounded-queue';
 import { discoveryMessage } from './discovery';
@@ -76,10 +76,6 @@ function errorCode(err: unknown): string {
     }
   }
   return 'EUNKNOWN';
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 const noop = (): void => {};
@@ -262,7 +258,7 @@ export class PortBridge {
       this.ctx.publish({ topic, payload, qos, retain });
       return true;
     } catch (err) {
-      this.rateLimited('publish', 'warn', 'publish refused by the broker', { topic, error: errorText(err) });
+      this.rateLimited('publish', 'warn', 'publish refused by the broker', { topic, error: errorMessage(err) });
       return false;
     }
   }
@@ -343,7 +339,7 @@ export class PortBridge {
     this.abandonPort();
     this.recordError(err);
     const code = errorCode(err);
-    const fields = { port: this.name, path: this.options.path, error: errorText(err), code };
+    const fields = { port: this.name, path: this.options.path, error: errorMessage(err), code };
     if (!this.loggedCodes.has(code)) {
       // Once per outage and kind of error (ENOENT → EACCES is worth a line), never per attempt.
       this.loggedCodes.add(code);
@@ -370,7 +366,7 @@ export class PortBridge {
     this.loggedCodes.add(errorCode(err));
     // The device path vanishing is the expected next failure after an unplug; not worth a second line.
     this.loggedCodes.add('ENOENT');
-    this.ctx.logger.warn('serial port lost; reopening with back-off', { port: this.name, path: this.options.path, error: errorText(err) });
+    this.ctx.logger.warn('serial port lost; reopening with back-off', { port: this.name, path: this.options.path, error: errorMessage(err) });
     this.setPhase('waiting');
     this.publishStatus(true);
     this.scheduleRetry();
@@ -398,7 +394,7 @@ export class PortBridge {
   }
 
   private recordError(err: unknown): void {
-    this.lastError = errorText(err);
+    this.lastError = errorMessage(err);
     this.lastErrorAt = this.deps.now();
   }
 

@@ -1,7 +1,7 @@
 import { accessSync, constants, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { OutboxError, type Logger } from '../../gateway/broker';
+import { errorMessage, OutboxError, type Logger } from '../../gateway/broker';
 import { APPLICATION_ID, SCHEMA_VERSION, migrate } from './migrations';
 
 export type SyncMode = 'normal' | 'full';
@@ -169,7 +169,7 @@ function moveAside(path: string, kind: Unusable, now: Date): string {
 /** A clear reason for the log: the errno / SQLite code in words, then the raw message. */
 export function describeStorageError(err: unknown): string {
   const code = String((err as { code?: unknown } | null)?.code ?? '');
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorMessage(err);
   const words =
     code === 'SQLITE_FULL' || code === 'ENOSPC'
       ? 'disk full'

@@ -1,4 +1,5 @@
 import {
+  errorMessage,
   OutboxError,
   RateLimitedLog,
   outboxEntryBytes,
@@ -132,7 +133,7 @@ export class SqliteOutbox implements Outbox {
       });
       this.db = db;
     } catch (err) {
-      this.logger.error('storage: cannot open the outbox', { path: this.options.path, error: err instanceof Error ? err.message : String(err) });
+      this.logger.error('storage: cannot open the outbox', { path: this.options.path, error: errorMessage(err) });
       throw err;
     }
     this.stmts = prepare(this.db);

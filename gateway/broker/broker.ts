@@ -3,7 +3,7 @@ import type { Packet } from 'mqtt-packet';
 import { Connection, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
-import { EdgewayError, ReasonCode } from './errors';
+import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
@@ -365,7 +365,7 @@ export class Broker implements ConnectionHost {
     try {
       handler(msg);
     } catch (err) {
-      this.logger.error('in-process subscriber failed', { topic: msg.topic, error: err instanceof Error ? err.message : String(err) });
+      this.logger.error('in-process subscriber failed', { topic: msg.topic, error: errorMessage(err) });
     }
   }
 

@@ -26,6 +26,11 @@ export class EdgewayError extends Error {
   }
 }
 
+/** The message of anything thrown, for a log field. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** MQTT 5 reason codes used by the core (MQTT 5.0 section 2.4). */
 export const ReasonCode = {
   Success: 0x00,

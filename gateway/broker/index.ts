@@ -1,6 +1,6 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
 export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
-export { EdgewayError, ReasonCode, type EdgewayErrorCode } from './errors';
+export { EdgewayError, ReasonCode, errorMessage, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';

@@ -3,7 +3,7 @@ import type { IConnectPacket } from 'mqtt-packet';
 import { clientInfo, type Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeConnackV4, encodePacket } from '../encode';
-import { connackReturnCodeV4, ReasonCode } from '../errors';
+import { connackReturnCodeV4, errorMessage, ReasonCode } from '../errors';
 import type { Credentials } from '../hooks';
 import { NEVER_EXPIRES } from '../session';
 import { topicNameError } from '../topic';
@@ -78,7 +78,7 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
       else refuse(broker, conn, ReasonCode.NotAuthorized, 'not authorized');
     },
     (err: unknown) => {
-      broker.logger.error('authentication hook failed', { clientId, error: err instanceof Error ? err.message : String(err) });
+      broker.logger.error('authentication hook failed', { clientId, error: errorMessage(err) });
       if (conn.state === 'authenticating') refuse(broker, conn, ReasonCode.ServerUnavailable, 'authentication failed');
     },
   );
