@@ -9,13 +9,12 @@
  * (scripts/bench, issue 2 note). A Pi has more CPU to spare than memory.
  */
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
-import { SqliteRetainedStore } from '../adapters/sqlite';
-import { Broker, EdgewayError, errorMessage, type Logger } from './broker';
+import { Gateway, loadSerial } from './app';
+import { EdgewayError, type Logger } from './broker';
 import { createConsoleLogger } from './console-logger';
 
 /** sysexits.h EX_CONFIG: systemd units use it to avoid restart loops on a broken config. */
@@ -37,16 +36,6 @@ Options:
   -v, --version       print the version
       --json          (serial list) print JSON
 `;
-
-type SerialModule = typeof import('../adapters/serial');
-
-/**
- * Loaded only when a serial port is configured or listed: `serialport` loads a native addon,
- * which a gateway without serial sensors should neither pay for at start nor depend on.
- */
-function loadSerial(): SerialModule {
-  return require('../adapters/serial') as SerialModule;
-}
 
 async function serialList(json: boolean): Promise<void> {
   const { listSerialPorts, formatPortTable } = loadSerial();
@@ -106,61 +95,34 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const logger = createConsoleLogger(config.log.level);
-  const retainedStore = openRetainedStore(config, logger);
-  const broker = new Broker({ limits: config.limits, sysInterval: config.sys.interval, version, retainedStore }, logger);
+  let gateway: Gateway;
   try {
-    await broker.start(config.listeners);
+    gateway = await Gateway.start({ config, version, logger });
   } catch (err) {
     if (err instanceof EdgewayError) fail(err.message, EXIT_LISTEN);
     throw err;
   }
-  // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
-  let serial: InstanceType<SerialModule['SerialAdapter']> | undefined;
-  if (config.serial.length > 0) {
-    const { SerialAdapter } = loadSerial();
-    serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: hostname(), version });
-    // Resolves after each port's first open attempt; missing ports are retried in the background.
-    await serial.start();
-  }
   logger.info('edgeway started', { version, config: options.config ?? 'built-in defaults', serialPorts: config.serial.length });
+  stopOnSignals(gateway, logger);
+}
 
+/** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
+function stopOnSignals(gateway: Gateway, logger: Logger): void {
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     logger.info('stopping', { signal });
-    // Serial first: its ports publish `offline` while the broker still routes.
-    (serial?.stop(2000) ?? Promise.resolve())
-      .then(() => broker.stop())
-      .then(() => retainedStore?.close()) // writes what is pending before exit
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error('error while stopping', { error: String(err) });
-          process.exit(1);
-        },
-      );
+    gateway.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error('error while stopping', { error: String(err) });
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
-}
-
-/**
- * Storage for retained messages. A database that cannot be opened (read-only file system,
- * permissions) is logged and the gateway runs without persistence: live routing matters more.
- */
-function openRetainedStore(config: Config, logger: Logger): SqliteRetainedStore | undefined {
-  const store = new SqliteRetainedStore({ ...config.storage, logger });
-  try {
-    store.open();
-    return store;
-  } catch (err) {
-    logger.error('storage unavailable; running without persistence (retained messages will not survive a restart)', {
-      path: config.storage.path,
-      error: errorMessage(err),
-    });
-    return undefined;
-  }
 }
 
 function parseCli(argv: string[]) {

@@ -255,7 +255,7 @@ export class PortBridge {
 
   private publish(topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean): boolean {
     try {
-      this.ctx.publish({ topic, payload, qos, retain });
+      this.ctx.publish({ topic, payload, qos, retain }, `serial:${this.name}`);
       return true;
     } catch (err) {
       this.rateLimited('publish', 'warn', 'publish refused by the broker', { topic, error: errorMessage(err) });

@@ -1,8 +1,11 @@
 /**
  * Public API of the SQLite storage adapter (adapters/sqlite). It implements ports of the broker
- * core and imports from gateway/broker's public index only; gateway/main.ts will wire it.
+ * core and imports from gateway/broker's public index only; gateway/main.ts wires it.
  */
-export { SqliteOutbox, type SqliteOutboxOptions } from './outbox-store';
-export { SqliteRetainedStore, type SqliteRetainedStoreOptions } from './retained-store';
+export { SqliteStorage, type SqliteStorageOptions, type StoragePart } from './storage';
+export { SqliteOutbox } from './outbox-store';
+export { SqliteRetainedStore } from './retained-store';
+export { SqliteSessionStore } from './session-store';
+export { DiskWriteMeter, readWriteBytes } from './disk-write-meter';
 export { JOURNAL_SIZE_LIMIT, describeStorageError, openDatabase, type OpenDatabaseOptions, type OpenedDatabase, type SyncMode } from './database';
 export { APPLICATION_ID, SCHEMA_VERSION } from './migrations';

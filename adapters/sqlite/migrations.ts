@@ -5,8 +5,8 @@ export const APPLICATION_ID = 0x45475759;
 
 /**
  * Schema migrations, versioned with `PRAGMA user_version`: MIGRATIONS[n] takes a database from
- * version n to n + 1. Append only; never edit a released step. Later steps (retained messages,
- * sessions — issue 4, later increments) go after the outbox.
+ * version n to n + 1. Append only; never edit a released step: a new table or column is a new
+ * step at the end.
  */
 const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
   // 1: the outbox. AUTOINCREMENT keeps the highest seq ever used in sqlite_sequence, so seqs never
@@ -31,6 +31,48 @@ const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
       properties TEXT,
       payload BLOB NOT NULL
     ) STRICT, WITHOUT ROWID`),
+  // 3: persistent sessions (issue 4). Every child row is keyed by client_id first, so deleting a
+  // session is one range delete per table. `disconnected_at` is NULL while the client is connected.
+  // Subscription options other than qos are JSON: new MQTT 5 options need no migration.
+  // Messages: `qos`/`retain` are how the message goes out to this client, `message_qos`/
+  // `message_retain` what the publisher sent (a Message keeps both). `state` 0 queued, 1 publish
+  // (waiting for PUBACK/PUBREC), 2 pubrel; `expires_at` NULL = never. It keeps its rowid: rows
+  // carry payload blobs, which a WITHOUT ROWID b-tree stores badly.
+  (db) =>
+    db.exec(`
+      CREATE TABLE sessions (
+        client_id TEXT PRIMARY KEY,
+        expiry_interval INTEGER NOT NULL,
+        disconnected_at INTEGER
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE session_subscriptions (
+        client_id TEXT NOT NULL,
+        filter TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        options TEXT NOT NULL,
+        PRIMARY KEY (client_id, filter)
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE session_messages (
+        client_id TEXT NOT NULL,
+        ord INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        packet_id INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        message_qos INTEGER NOT NULL,
+        message_retain INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        properties TEXT,
+        expires_at INTEGER,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (client_id, ord)
+      ) STRICT;
+      CREATE TABLE session_incoming_qos2 (
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)
+      ) STRICT, WITHOUT ROWID;
+    `),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

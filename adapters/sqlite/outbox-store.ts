@@ -1,30 +1,15 @@
 import {
-  errorMessage,
   OutboxError,
   RateLimitedLog,
   outboxEntryBytes,
-  silentLogger,
-  type Logger,
   type Outbox,
   type OutboxEntry,
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
 } from '../../gateway/broker';
-import { describeStorageError, openDatabase, type SqliteDatabase, type SyncMode } from './database';
-
-export interface SqliteOutboxOptions {
-  readonly path: string;
-  readonly sync: SyncMode;
-  /** Group-commit window in ms; 0 commits each append in its own transaction. */
-  readonly flushInterval: number;
-  readonly limits: OutboxLimits;
-  readonly logger?: Logger;
-  /** For the name of a file moved aside; tests pin it. */
-  readonly now?: () => Date;
-  /** How long a commit waits for a lock held by another process; default 2000 ms. */
-  readonly busyTimeoutMs?: number;
-}
+import type { SqliteDatabase } from './database';
+import type { SqliteStorage, StoragePart } from './storage';
 
 interface Pending {
   readonly input: OutboxInput;
@@ -70,113 +55,135 @@ function prepare(db: SqliteDatabase) {
 }
 
 /**
- * The outbox port on SQLite (issue 4). Group commit: appends and acks are buffered and written in
- * ONE transaction per `flushInterval` (convention 10: an SD card wears per write, not per
- * message); the timer only runs while something is pending, so an idle gateway writes nothing.
- * An `append` resolves after the commit that contains it, so "resolved" means "survives kill -9"
- * (and a power cut with sync: full).
+ * The outbox port on SQLite (issue 4), a part of the gateway's `SqliteStorage`: appends and acks
+ * are buffered and written in the storage's group commit, together with every other change of the
+ * window. An `append` resolves after the commit that contains it, so "resolved" means "survives
+ * kill -9" (and a power cut with sync: full).
  *
  * Bounds: `drop-new` is decided at append time against stored + pending entries; `drop-oldest`
  * deletes the oldest rows inside the commit that would exceed a bound, so after every commit the
- * table is within both bounds. A failed commit (disk full, read-only file system) is logged at a
- * bounded rate, rejects the appends it contained (counted in `failed`), rolls back, and the next
+ * table is within both bounds. A failed commit (disk full, read-only file system) rejects the
+ * appends it contained (counted in `failed`; the storage logs it at a bounded rate) and the next
  * commit tries again: the process never crashes on a storage error.
+ *
+ * `open()` and `close()` open and close the whole storage: an outbox on its own storage (tests,
+ * the benchmark) needs nothing else; in the gateway they are idempotent calls on a storage the
+ * composition root opened already.
  */
-export class SqliteOutbox implements Outbox {
-  private state: 'new' | 'open' | 'closed' = 'new';
-  private db: SqliteDatabase | undefined;
+export class SqliteOutbox implements Outbox, StoragePart {
   private stmts: Statements | undefined;
-  private commitTx: ((batch: Pending[], ackUpTo: number) => CommitDelta) | undefined;
+  private closed_ = false;
   private pending: Pending[] = [];
   private pendingBytes = 0;
   private appendWaiters: Waiter[] = [];
   private ackUpTo = 0;
   private ackWaiters: Waiter[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  /** What the transaction in progress is writing, settled by committed() or failed(). */
+  private inCommit: { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[]; delta: CommitDelta } | undefined;
   private size = 0;
   private bytes = 0;
   private lastSeq = 0;
   private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, failed: 0, commits: 0 };
-  private readonly logger: Logger;
   private readonly dropLog: RateLimitedLog;
-  private readonly failLog: RateLimitedLog;
 
-  /** No side effects: no file is touched until open(). */
-  constructor(private readonly options: SqliteOutboxOptions) {
-    this.logger = options.logger ?? silentLogger;
-    this.dropLog = new RateLimitedLog((msg, fields) => this.logger.warn(msg, fields));
-    this.failLog = new RateLimitedLog((msg, fields) => this.logger.error(msg, fields));
+  constructor(
+    private readonly storage: SqliteStorage,
+    private readonly limits: OutboxLimits,
+  ) {
+    this.dropLog = new RateLimitedLog((msg, fields) => storage.logger.warn(msg, fields));
+    storage.attach(this);
   }
 
-  /** Opens (or creates) the database; rejects with EDGEWAY_ERR_OUTBOX_OPEN, logged. Idempotent. */
+  /** Opens the storage (if it is not open yet); rejects with EDGEWAY_ERR_OUTBOX_OPEN, logged. Idempotent. */
   async open(): Promise<void> {
-    if (this.state === 'open') return;
-    let size = 0;
-    let bytes = 0;
-    let lastSeq = 0;
-    try {
-      const { db } = openDatabase({
-        path: this.options.path,
-        sync: this.options.sync,
-        logger: this.logger,
-        now: this.options.now,
-        busyTimeoutMs: this.options.busyTimeoutMs,
-        verify: (db) => {
-          // A full scan of the row headers: the bounds need exact numbers (and corruption found
-          // here moves the file aside like a bad header does).
-          const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(seq), 0) AS m FROM outbox').get() as { n: number; b: number; m: number };
-          const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number | undefined;
-          size = totals.n;
-          bytes = totals.b;
-          lastSeq = Math.max(totals.m, sequence ?? 0);
-        },
-      });
-      this.db = db;
-    } catch (err) {
-      this.logger.error('storage: cannot open the outbox', { path: this.options.path, error: errorMessage(err) });
-      throw err;
-    }
-    this.stmts = prepare(this.db);
-    this.commitTx = this.db.transaction((batch: Pending[], ackUpTo: number) => this.write(batch, ackUpTo));
-    this.size = size;
-    this.bytes = bytes;
-    this.lastSeq = lastSeq;
-    this.state = 'open';
-    this.logger.info('storage: outbox open', { path: this.options.path, sync: this.options.sync, messages: size, bytes, lastSeq });
+    if (this.closed_) throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox was closed');
+    this.storage.open();
   }
 
-  /**
-   * Commits what is pending, then closes the database (SQLite checkpoints the WAL on close). The
-   * final commit waits for a lock at most `timeoutMs`; whatever could not be committed rejects.
-   */
+  /** Commits what is pending and closes the storage; whatever could not be committed rejects. */
   async close(timeoutMs = 2000): Promise<void> {
-    if (this.state !== 'open' || this.db === undefined) {
-      this.state = 'closed';
-      return;
-    }
-    const db = this.db;
-    this.cancelTimer();
-    try {
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(timeoutMs))}`);
-    } catch {
-      // closing anyway
-    }
-    this.flush();
-    this.state = 'closed';
-    this.rejectAll(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox was closed before this commit'));
-    try {
-      db.close();
-    } catch (err) {
-      this.logger.error('storage: error while closing the database', { error: describeStorageError(err) });
-    }
-    this.db = undefined;
-    this.stmts = undefined;
-    this.commitTx = undefined;
+    this.storage.close(timeoutMs);
+    this.closed();
   }
+
+  // ---- StoragePart ----
+
+  opened(db: SqliteDatabase): void {
+    // A full scan of the row headers: the bounds need exact numbers.
+    const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(seq), 0) AS m FROM outbox').get() as { n: number; b: number; m: number };
+    const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number | undefined;
+    this.size = totals.n;
+    this.bytes = totals.b;
+    this.lastSeq = Math.max(totals.m, sequence ?? 0);
+    this.stmts = prepare(db);
+    this.storage.logger.info('storage: outbox open', { path: this.storage.options.path, sync: this.storage.options.sync, messages: this.size, bytes: this.bytes, lastSeq: this.lastSeq });
+  }
+
+  hasPending(): boolean {
+    return this.pending.length > 0 || this.ackWaiters.length > 0;
+  }
+
+  write(): void {
+    const batch = this.pending;
+    const commit = { batch, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters, delta: this.writeRows(batch, this.ackUpTo) };
+    this.inCommit = commit;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.appendWaiters = [];
+    this.ackUpTo = 0;
+    this.ackWaiters = [];
+  }
+
+  committed(): void {
+    const commit = this.inCommit;
+    if (commit === undefined) return;
+    this.inCommit = undefined;
+    const { batch, delta } = commit;
+    this.counters.commits++;
+    this.counters.appended += batch.length;
+    this.counters.acknowledged += delta.acked;
+    this.size += delta.inserted - delta.acked - delta.evicted;
+    this.bytes += delta.insertedBytes - delta.ackedBytes - delta.evictedBytes;
+    const trimmed = batch.length - delta.inserted;
+    if (trimmed + delta.evicted > 0) this.countDrops(trimmed + delta.evicted, 0);
+    for (const w of commit.appendWaiters) w.resolve();
+    for (const w of commit.ackWaiters) w.resolve();
+  }
+
+  failed(error: OutboxError): void {
+    // write() may not have run (another part threw first): then what is pending failed with it.
+    const commit = this.inCommit ?? { batch: this.pending, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
+    this.inCommit = undefined;
+    if (commit.batch === this.pending) {
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.appendWaiters = [];
+      this.ackUpTo = 0;
+      this.ackWaiters = [];
+    }
+    this.counters.failed += commit.batch.length;
+    for (const w of commit.appendWaiters) w.reject(error);
+    for (const w of commit.ackWaiters) w.reject(error);
+  }
+
+  closed(): void {
+    this.closed_ = true;
+    this.stmts = undefined;
+    const waiters = [...this.appendWaiters, ...this.ackWaiters];
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.appendWaiters = [];
+    this.ackWaiters = [];
+    this.ackUpTo = 0;
+    const err = new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox was closed before this commit');
+    for (const w of waiters) w.reject(err);
+  }
+
+  // ---- Outbox ----
 
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
-    if (this.state !== 'open') return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
-    const { maxMessages, maxBytes, whenFull } = this.options.limits;
+    if (this.stmts === undefined) return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
+    const { maxMessages, maxBytes, whenFull } = this.limits;
     const result: (number | null)[] = [];
     let refused = 0;
     for (const input of entries) {
@@ -196,7 +203,7 @@ export class SqliteOutbox implements Outbox {
     if (refused === entries.length) return Promise.resolve(result);
     return new Promise<void>((resolve, reject) => {
       this.appendWaiters.push({ resolve, reject });
-      this.schedule();
+      this.storage.schedule();
     }).then(() => result);
   }
 
@@ -216,11 +223,11 @@ export class SqliteOutbox implements Outbox {
   }
 
   ack(upTo: number): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
+    if (this.stmts === undefined) return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
     this.ackUpTo = Math.max(this.ackUpTo, upTo);
     return new Promise<void>((resolve, reject) => {
       this.ackWaiters.push({ resolve, reject });
-      this.schedule();
+      this.storage.schedule();
     });
   }
 
@@ -228,63 +235,10 @@ export class SqliteOutbox implements Outbox {
     return { size: this.size, bytes: this.bytes, pending: this.pending.length, lastSeq: this.lastSeq, ...this.counters };
   }
 
-  private schedule(): void {
-    if (this.options.flushInterval === 0) {
-      this.flush();
-      return;
-    }
-    // One timer per window, armed by the first change: nothing runs (or writes) while idle.
-    this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      this.flush();
-    }, this.options.flushInterval);
-  }
-
-  private cancelTimer(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
-  /** One transaction for everything pending. Never throws: a failure rejects the waiters. */
-  private flush(): void {
-    this.cancelTimer();
-    if (this.commitTx === undefined || (this.pending.length === 0 && this.ackWaiters.length === 0)) return;
-    const batch = this.pending;
-    const appendWaiters = this.appendWaiters;
-    const ackUpTo = this.ackUpTo;
-    const ackWaiters = this.ackWaiters;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.appendWaiters = [];
-    this.ackUpTo = 0;
-    this.ackWaiters = [];
-    let delta: CommitDelta;
-    try {
-      delta = this.commitTx(batch, ackUpTo);
-    } catch (err) {
-      this.counters.failed += batch.length;
-      const reason = describeStorageError(err);
-      this.failLog.emit('storage: outbox commit failed, messages not stored', { path: this.options.path, error: reason, messages: batch.length });
-      const error = new OutboxError('EDGEWAY_ERR_OUTBOX_WRITE', `outbox commit failed: ${reason}`, { cause: err });
-      for (const w of appendWaiters) w.reject(error);
-      for (const w of ackWaiters) w.reject(error);
-      return;
-    }
-    this.counters.commits++;
-    this.counters.appended += batch.length;
-    this.counters.acknowledged += delta.acked;
-    this.size += delta.inserted - delta.acked - delta.evicted;
-    this.bytes += delta.insertedBytes - delta.ackedBytes - delta.evictedBytes;
-    const trimmed = batch.length - delta.inserted;
-    if (trimmed + delta.evicted > 0) this.countDrops(trimmed + delta.evicted, 0);
-    for (const w of appendWaiters) w.resolve();
-    for (const w of ackWaiters) w.resolve();
-  }
-
   /** Inside the transaction: insert, apply the ack, then evict the oldest rows beyond a bound. */
-  private write(batch: Pending[], ackUpTo: number): CommitDelta {
+  private writeRows(batch: Pending[], ackUpTo: number): CommitDelta {
     const stmts = this.stmts as Statements;
-    const { maxMessages, maxBytes } = this.options.limits;
+    const { maxMessages, maxBytes } = this.limits;
     const delta: CommitDelta = { inserted: 0, insertedBytes: 0, acked: 0, ackedBytes: 0, evicted: 0, evictedBytes: 0 };
     // drop-oldest within the batch itself: never insert rows only to delete them in the same commit.
     let start = 0;
@@ -325,17 +279,7 @@ export class SqliteOutbox implements Outbox {
   private countDrops(oldest: number, refused: number): void {
     this.counters.droppedOldest += oldest;
     this.counters.droppedNew += refused;
-    const { maxMessages, maxBytes, whenFull } = this.options.limits;
+    const { maxMessages, maxBytes, whenFull } = this.limits;
     this.dropLog.emit('storage: outbox full, messages dropped', { policy: whenFull, droppedOldest: oldest, droppedNew: refused, maxMessages, maxBytes });
-  }
-
-  private rejectAll(err: Error): void {
-    const waiters = [...this.appendWaiters, ...this.ackWaiters];
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.appendWaiters = [];
-    this.ackWaiters = [];
-    this.ackUpTo = 0;
-    for (const w of waiters) w.reject(err);
   }
 }

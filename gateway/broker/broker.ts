@@ -1,13 +1,15 @@
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Packet } from 'mqtt-packet';
-import { Connection, type CloseReason, type ConnectionHost } from './connection';
+import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
 import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
+import type { Outbox, OutboxInput } from './outbox';
 import { ParserPool } from './parser-pool';
+import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
 import { Session } from './session';
 import { SysPublisher } from './sys-topics';
@@ -40,8 +42,11 @@ export type InProcessHandler = (message: Message) => void;
 export interface GatewayContext {
   readonly logger: Logger;
   readonly hooks: Hooks;
-  /** Publishes as an in-process client. Throws EdgewayError EDGEWAY_ERR_INVALID_TOPIC on an invalid topic. */
-  publish(message: Message): void;
+  /**
+   * Publishes as an in-process client; `source` names it in the outbox (default: the adapter's
+   * name). Throws EdgewayError EDGEWAY_ERR_INVALID_TOPIC on an invalid topic.
+   */
+  publish(message: Message, source?: string): void;
   /** Subscribes an in-process handler; returns the function that unsubscribes it. */
   subscribe(filter: string, handler: InProcessHandler): () => void;
   /** Why `publish` would refuse this topic (the broker's rules and limits), or null if it would not. */
@@ -76,8 +81,22 @@ export class Broker implements ConnectionHost {
   private readonly connections = new Set<Connection>();
   private dirty: Connection[] = [];
   private flushScheduled = false;
-  private readonly sys: SysPublisher;
+  readonly sys: SysPublisher;
   private readonly limitLogs = new Map<LimitName, RateLimitedLog>();
+  /**
+   * Changes handed to storage (sessions, retained, outbox) so far. A PUBLISH handler compares it
+   * before and after routing to know whether its acknowledgement must wait for a commit.
+   */
+  storageChanges = 0;
+  /** The storage's session store, counting each change (see storageChanges); null without storage. */
+  private readonly sessionStore: SessionStore | null;
+  private readonly uplinkTopics: TopicTree<true> | null = null;
+  /** Messages for the outbox routed in this turn of the event loop, appended as one batch. */
+  private outboxBatch: OutboxInput[] = [];
+  private storageTickScheduled = false;
+  /** Settles the acknowledgements held in this turn (see durableBarrier). */
+  private turnBarrier: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | null = null;
+  private readonly storageFailLog: RateLimitedLog;
 
   constructor(
     readonly options: BrokerOptions,
@@ -86,6 +105,12 @@ export class Broker implements ConnectionHost {
     this.limits = options.limits;
     this.retained = new RetainedMessages(options.limits.maxRetained, options.limits.maxRetainedBytes);
     this.sys = new SysPublisher(this, options.sysInterval, options.version);
+    this.sessionStore = options.storage === undefined ? null : countingSessionStore(options.storage.sessions, this);
+    if (options.uplink !== undefined) {
+      this.uplinkTopics = new TopicTree<true>();
+      for (const filter of options.uplink.topics) this.uplinkTopics.set(filter, filter, true);
+    }
+    this.storageFailLog = new RateLimitedLog((m, f) => this.logger.error(m, f));
   }
 
   get maxPacketSize(): number {
@@ -106,6 +131,7 @@ export class Broker implements ConnectionHost {
     if (this.state !== 'idle') throw new EdgewayError('EDGEWAY_ERR_STOPPED', 'broker was stopped; create a new one');
     this.state = 'running';
     this.loadRetained();
+    this.loadSessions();
     try {
       for (const spec of listeners) await this.listen(spec);
     } catch (err) {
@@ -118,7 +144,7 @@ export class Broker implements ConnectionHost {
 
   /** Restores the stored retained messages before any client can subscribe. */
   private loadRetained(): void {
-    const store = this.options.retainedStore;
+    const store = this.options.storage?.retained;
     if (store === undefined) return;
     let loaded = 0;
     for (const msg of store.load()) {
@@ -127,6 +153,38 @@ export class Broker implements ConnectionHost {
       else this.limitHit(stored, 'stored retained message not restored: limit reached', { topic: msg.topic });
     }
     this.logger.info('retained messages restored', { count: loaded });
+  }
+
+  /**
+   * Restores the stored persistent sessions (subscriptions, queued and inflight messages, incoming
+   * QoS 2 ids) before any client can connect. Beyond limits.maxSessions the most recently used
+   * are kept; the others are deleted from the store and their messages counted as dropped.
+   */
+  private loadSessions(): void {
+    const store = this.sessionStore;
+    if (store === null || this.options.storage === undefined) return;
+    const stored = this.options.storage.sessions.load();
+    // Connected when the gateway stopped (null) counts as the most recent.
+    stored.sort((a, b) => (b.disconnectedAt ?? Infinity) - (a.disconnectedAt ?? Infinity));
+    let messages = 0;
+    for (const s of stored) {
+      if (this.sessions.size >= this.limits.maxSessions) {
+        this.metrics.publishDropped += s.messages.length;
+        this.limitHit('maxSessions', 'stored session not restored: maxSessions reached', { clientId: s.clientId, droppedMessages: s.messages.length, maxSessions: this.limits.maxSessions });
+        store.sessionDeleted(s.clientId);
+        continue;
+      }
+      const session = new Session(s.clientId, s.expiryInterval, this.limits.maxQueued, this.limits.maxQueuedBytes, store);
+      const dropped = session.restore(s);
+      if (dropped > 0) {
+        this.metrics.publishDropped += dropped;
+        this.limitHit('maxQueued', 'stored queued messages beyond the queue limits not restored', { clientId: s.clientId, dropped, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
+      }
+      this.sessions.set(s.clientId, session);
+      for (const [filter, options] of session.subscriptions) this.subscriptions.set(filter, s.clientId, { session, options });
+      messages += session.queue.length + session.inflight.size;
+    }
+    this.logger.info('persistent sessions restored', { count: this.sessions.size, messages });
   }
 
   addresses(): AddressInfo[] {
@@ -212,9 +270,8 @@ export class Broker implements ConnectionHost {
     this.clients.delete(conn.clientId);
     const session = conn.session;
     if (session !== null && session.owner === conn.generation) {
-      session.owner = null;
-      session.disconnectedAt = Date.now();
       if (session.expiryInterval === 0) this.destroySession(session);
+      else session.setOwner(null);
     }
     const level = reason === 'client-disconnect' || reason === 'socket-closed' || reason === 'server-shutdown' ? 'info' : 'warn';
     this.logger[level]('client disconnected', { clientId: conn.clientId, remote: conn.remote, reason, detail });
@@ -222,7 +279,7 @@ export class Broker implements ConnectionHost {
     // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it).
     const will = conn.will;
     conn.will = null;
-    if (will !== null) this.publish(will, null);
+    if (will !== null) this.publish(will, null, conn.clientId);
     const info = clientInfo(conn);
     for (const hook of this.hooks.clientDisconnected) hook(info);
   }
@@ -246,6 +303,10 @@ export class Broker implements ConnectionHost {
 
   onBackpressureTimeout(conn: Connection): void {
     this.limitHit('backpressureTimeouts', 'a subscriber did not drain in time; resuming its publisher', { clientId: conn.clientId, timeoutMs: this.limits.backpressureTimeout });
+  }
+
+  onHeldAckLimit(conn: Connection): void {
+    this.limitHit('heldAcks', 'client holds too many acknowledgements waiting for storage; reading it paused', { clientId: conn.clientId, limit: MAX_HELD_ACKS });
   }
 
   countBytesReceived(n: number): void {
@@ -274,9 +335,7 @@ export class Broker implements ConnectionHost {
 
   destroySession(session: Session): void {
     for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
-    session.subscriptions.clear();
-    session.inflight.clear();
-    session.clearQueue();
+    session.clear();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
   }
 
@@ -297,7 +356,8 @@ export class Broker implements ConnectionHost {
       this.limitHit('maxSessions', 'session store full; the longest-offline session was discarded', { evictedClientId: oldest.clientId, droppedMessages: lost, maxSessions: this.limits.maxSessions });
       this.destroySession(oldest);
     }
-    const session = new Session(clientId, expiryInterval, this.limits.maxQueued, this.limits.maxQueuedBytes);
+    const session = new Session(clientId, 0, this.limits.maxQueued, this.limits.maxQueuedBytes, this.sessionStore);
+    session.setExpiryInterval(expiryInterval);
     this.sessions.set(clientId, session);
     return session;
   }
@@ -314,9 +374,10 @@ export class Broker implements ConnectionHost {
   /**
    * Routes an accepted message: retained store, then every matching session once, at the highest
    * granted QoS of its overlapping subscriptions (3.1.1 section 3.3.5). `origin` is the publishing
-   * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS).
+   * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS), then
+   * named by `source` in the outbox.
    */
-  publish(msg: Message, origin: Connection | null): void {
+  publish(msg: Message, origin: Connection | null, source = 'gateway'): void {
     // Retained and QoS 1/2 messages may be kept (store, queues, inflight); QoS 0 is only copied
     // into outgoing packets, so only the former need a payload of their own.
     if (msg.retain || msg.qos > 0) msg = ownPayload(msg);
@@ -324,11 +385,13 @@ export class Broker implements ConnectionHost {
       const stored = this.retained.store(msg);
       if (stored !== 'ok') {
         this.limitHit(stored, 'retained message store full; retained copy not kept', { topic: msg.topic, maxRetained: this.limits.maxRetained, maxRetainedBytes: this.limits.maxRetainedBytes });
-      } else if (this.options.retainedStore !== undefined && !msg.topic.startsWith('$SYS/')) {
+      } else if (this.options.storage !== undefined && !msg.topic.startsWith('$SYS/')) {
         // $SYS values are regenerated at start; everything else survives a restart.
-        this.options.retainedStore.save(msg.topic, msg.payload.length === 0 ? null : msg);
+        this.options.storage.retained.save(msg.topic, msg.payload.length === 0 ? null : msg);
+        this.storageChanges++;
       }
     }
+    if (this.uplinkTopics !== null) this.toOutbox(msg, origin === null ? source : origin.clientId);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
       for (const hook of this.hooks.published) hook(msg, info);
@@ -361,6 +424,81 @@ export class Broker implements ConnectionHost {
     }
   }
 
+  // ---- storage: outbox and durable acknowledgements ----
+
+  /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
+  private toOutbox(msg: Message, source: string): void {
+    let selected = false;
+    this.uplinkTopics?.match(msg.topic, () => {
+      selected = true;
+    });
+    if (!selected) return;
+    const owned = ownPayload(msg);
+    this.outboxBatch.push({ topic: owned.topic, payload: owned.payload, qos: owned.qos, retain: owned.retain, arrivedAt: Date.now(), source });
+    this.storageChanges++;
+    this.scheduleStorageTick();
+  }
+
+  /**
+   * A promise that settles once everything stored in this turn of the event loop is durable: the
+   * outbox batch appended and the storage's commit done. One per turn, shared by every
+   * acknowledgement held in it.
+   */
+  durableBarrier(): Promise<void> {
+    if (this.turnBarrier === null) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.turnBarrier = { promise, resolve, reject };
+      this.scheduleStorageTick();
+    }
+    return this.turnBarrier.promise;
+  }
+
+  private scheduleStorageTick(): void {
+    if (this.storageTickScheduled) return;
+    this.storageTickScheduled = true;
+    // setImmediate: every message read in this turn goes into one append (one group commit).
+    setImmediate(this.storageTick);
+  }
+
+  private readonly storageTick = (): void => {
+    this.storageTickScheduled = false;
+    const barrier = this.turnBarrier;
+    this.turnBarrier = null;
+    const waits: Promise<unknown>[] = [];
+    if (this.outboxBatch.length > 0 && this.options.uplink !== undefined) {
+      const batch = this.outboxBatch;
+      this.outboxBatch = [];
+      waits.push(this.appendToOutbox(this.options.uplink.outbox, batch));
+    }
+    if (barrier === null) return;
+    if (this.options.storage !== undefined) waits.push(this.options.storage.durable());
+    Promise.all(waits).then(barrier.resolve, barrier.reject);
+  };
+
+  private appendToOutbox(outbox: Outbox, batch: OutboxInput[]): Promise<unknown> {
+    const appended = outbox.append(batch);
+    // The outbox counts and logs refusals (a full outbox under drop-new) and failed commits; a
+    // failure must not become an unhandled rejection when no acknowledgement waits for it.
+    appended.catch(() => undefined);
+    return appended;
+  }
+
+  /**
+   * A commit that acknowledgements of `conn` waited for failed (disk full, read-only file system):
+   * the messages are not durable, so they are not acknowledged. The connection is closed; the
+   * client keeps them and sends them again when it reconnects.
+   */
+  onStorageFailure(conn: Connection, err: unknown): void {
+    this.metrics.storageFailures++;
+    this.storageFailLog.emit('storage failed; unacknowledged messages will be re-sent by the client', { clientId: conn.clientId, error: errorMessage(err) });
+    conn.close('storage-failure', `storage commit failed: ${errorMessage(err)}`);
+  }
+
   private callInProcess(handler: InProcessHandler, msg: Message): void {
     try {
       handler(msg);
@@ -382,20 +520,20 @@ export class Broker implements ConnectionHost {
     return {
       logger,
       hooks: this.hooks,
-      publish: (message) => this.publishInProcess(message),
+      publish: (message, source) => this.publishInProcess(message, source ?? name),
       topicError: (topic) => topicNameError(topic, this.limits.maxTopicLevels)?.message ?? null,
       subscribe: (filter, handler) => this.subscribeInProcess(filter, handler),
     };
   }
 
   /** Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH. */
-  publishInProcess(message: Message): void {
+  publishInProcess(message: Message, source = 'gateway'): void {
     const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
     if (invalid !== null) {
       throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
     }
     this.metrics.publishReceived++;
-    this.publish(message, null);
+    this.publish(message, null, source);
   }
 
   subscribeInProcess(filter: string, handler: InProcessHandler): () => void {
@@ -445,15 +583,15 @@ export class Broker implements ConnectionHost {
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.enqueue({ message: msg, qos, retain })) {
+    if (!session.enqueue(msg, qos, retain)) {
       this.metrics.publishDropped++;
       this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
     }
   }
 
-  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean): void {
+  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
     const packetId = session.allocatePacketId();
-    session.inflight.set(packetId, { message: msg, qos, retain, state: 'publish' });
+    session.addInflight(packetId, msg, qos, retain, ord);
     conn.write(encodePublish(msg, qos, retain, false, packetId, conn.protocolVersion));
     this.metrics.publishSent++;
   }
@@ -465,8 +603,7 @@ export class Broker implements ConnectionHost {
     while (session.inflight.size < this.limits.maxInflight) {
       const next = session.dequeue();
       if (next === undefined) return;
-      if (next.qos === 0) this.writeQos0(conn, encodePublish(next.message, 0, next.retain, false, 0, conn.protocolVersion), null);
-      else this.sendInflight(session, conn, next.message, next.qos, next.retain);
+      this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord);
     }
   }
 
@@ -509,4 +646,18 @@ const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retain
 
 export function clientInfo(conn: Connection): ClientInfo {
   return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion };
+}
+
+/** Counts every change handed to the session store (Broker.storageChanges), then forwards it. */
+function countingSessionStore(store: SessionStore, broker: { storageChanges: number }): SessionStore {
+  return {
+    load: () => store.load(),
+    sessionSaved: (...a) => (broker.storageChanges++, store.sessionSaved(...a)),
+    sessionDeleted: (...a) => (broker.storageChanges++, store.sessionDeleted(...a)),
+    subscriptionSaved: (...a) => (broker.storageChanges++, store.subscriptionSaved(...a)),
+    messageAdded: (...a) => (broker.storageChanges++, store.messageAdded(...a)),
+    messageUpdated: (...a) => (broker.storageChanges++, store.messageUpdated(...a)),
+    messageRemoved: (...a) => (broker.storageChanges++, store.messageRemoved(...a)),
+    incomingQos2Saved: (...a) => (broker.storageChanges++, store.incomingQos2Saved(...a)),
+  };
 }

@@ -32,7 +32,9 @@ export type CloseReason =
   | 'packet-too-large'
   | 'session-taken-over'
   | 'connect-refused'
-  | 'server-shutdown';
+  | 'server-shutdown'
+  /** A commit that held acknowledgements failed: they are not sent, the client re-sends. */
+  | 'storage-failure';
 
 /** What the connection needs from the broker; keeps the connection testable and the broker's surface small. */
 export interface ConnectionHost {
@@ -42,6 +44,10 @@ export interface ConnectionHost {
   /** Called on the first write in a tick so the broker flushes this connection once per tick. */
   scheduleFlush(conn: Connection): void;
   onBackpressureTimeout(conn: Connection): void;
+  /** A commit that held acknowledgements of `conn` failed. */
+  onStorageFailure(conn: Connection, err: unknown): void;
+  /** `conn` holds MAX_HELD_ACKS acknowledgements; reading it pauses until a commit releases them. */
+  onHeldAckLimit(conn: Connection): void;
   countBytesReceived(n: number): void;
   countBytesSent(n: number): void;
   readonly maxPacketSize: number;
@@ -50,6 +56,22 @@ export interface ConnectionHost {
 }
 
 let generationCounter = 0;
+
+/**
+ * Acknowledgements one connection may hold while they wait for a commit: the QoS 1/2 packet id
+ * space. A well-behaved client cannot have more unacknowledged; one that reuses ids without
+ * waiting is paused (not read) until commits release some, so held acks stay bounded.
+ */
+export const MAX_HELD_ACKS = 65_535;
+
+/** Acknowledgements waiting for the same commit, plus the immediate ones queued behind them. */
+interface HeldAcks {
+  readonly barrier: Promise<void>;
+  readonly packets: Buffer[];
+  /** Incoming QoS 2 ids first held by these PUBLISHes: released again if the commit fails. */
+  readonly qos2Ids: number[];
+  committed: boolean;
+}
 
 /** Largest split packet the fast path keeps for the next chunk; bigger ones go to mqtt-packet. */
 const MAX_FAST_TAIL = 4096;
@@ -118,6 +140,11 @@ export class Connection implements ParserOwner, FastPacketSink {
   private deferred: Packet[] | null = null;
   /** The start of a common packet split across chunks, kept for the fast path (≤ MAX_FAST_TAIL). */
   private tail: Buffer | null = null;
+  /** Acknowledgements waiting for commits, oldest first (lazy; null when none are held). */
+  private held: HeldAcks[] | null = null;
+  private heldCount = 0;
+  /** Reading paused because MAX_HELD_ACKS are held. */
+  private heldPaused = false;
   private deferredNext = 0;
 
   constructor(
@@ -254,6 +281,71 @@ export class Connection implements ParserOwner, FastPacketSink {
     this.outBytes += buf.length;
   }
 
+  /**
+   * Sends an acknowledgement in order with the others [MQTT-4.6.0-2]: once `barrier` (a commit)
+   * resolves, or at once when null and nothing is held. `qos2Id`: the incoming QoS 2 id this
+   * PUBREC first held, released if the commit fails so the client's re-sent PUBLISH is routed.
+   */
+  sendAck(packet: Buffer, barrier: Promise<void> | null, qos2Id = 0): void {
+    if (this.state === 'closed') return;
+    let last = this.held === null ? undefined : this.held[this.held.length - 1];
+    if (barrier === null) {
+      if (last === undefined) {
+        this.write(packet);
+      } else {
+        last.packets.push(packet);
+        this.heldCount++;
+      }
+      return;
+    }
+    if (last === undefined || last.barrier !== barrier) {
+      const group: HeldAcks = { barrier, packets: [], qos2Ids: [], committed: false };
+      (this.held ??= []).push(group);
+      barrier.then(
+        () => this.releaseHeld(group),
+        (err: unknown) => this.failHeld(err),
+      );
+      last = group;
+    }
+    last.packets.push(packet);
+    if (qos2Id !== 0) last.qos2Ids.push(qos2Id);
+    if (++this.heldCount >= MAX_HELD_ACKS && !this.heldPaused) {
+      this.heldPaused = true;
+      this.socket.pause();
+      this.host.onHeldAckLimit(this);
+    }
+  }
+
+  /** Sends the acknowledgements of every committed group at the head, in order. */
+  private releaseHeld(group: HeldAcks): void {
+    group.committed = true;
+    const held = this.held;
+    if (held === null || this.state === 'closed') return;
+    while (held.length > 0 && (held[0] as HeldAcks).committed) {
+      const next = held.shift() as HeldAcks;
+      for (const packet of next.packets) this.write(packet);
+      this.heldCount -= next.packets.length;
+    }
+    if (held.length === 0) {
+      this.held = null;
+      this.heldCount = 0;
+    }
+    if (this.heldPaused && this.heldCount < MAX_HELD_ACKS) {
+      this.heldPaused = false;
+      if (this.waitingFor === null && this.isOpen) this.socket.resume();
+    }
+  }
+
+  private failHeld(err: unknown): void {
+    const held = this.held;
+    this.held = null;
+    this.heldCount = 0;
+    if (held !== null && this.session !== null) {
+      for (const group of held) for (const id of group.qos2Ids) this.session.releaseIncomingQos2(id);
+    }
+    if (held !== null && this.state !== 'closed') this.host.onStorageFailure(this, err);
+  }
+
   /** Hands this tick's packets to the socket in one write. Called by the broker once per tick. */
   flushOutput(): void {
     if (this.outBytes === 0) return;
@@ -331,7 +423,7 @@ export class Connection implements ParserOwner, FastPacketSink {
       this.deferred = null;
       this.deferredNext = 0;
     }
-    if (this.isOpen && this.waitingFor === null) this.socket.resume();
+    if (this.isOpen && this.waitingFor === null && !this.heldPaused) this.socket.resume();
   }
 
   onDrain(): void {
@@ -353,6 +445,10 @@ export class Connection implements ParserOwner, FastPacketSink {
     this.keepaliveTimer = null;
     this.deferred = null;
     this.tail = null;
+    // Held acknowledgements are not sent: the client re-sends those messages on its next
+    // connection (a persistent session keeps the QoS 2 ids, whose messages were routed already).
+    this.held = null;
+    this.heldCount = 0;
     if (this.parser !== null) {
       // Possibly mid-parse (a handler closed us): detach it and let it go, never back to the pool.
       this.parser.owner = null;

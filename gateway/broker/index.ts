@@ -4,9 +4,9 @@ export { EdgewayError, ReasonCode, errorMessage, type EdgewayErrorCode } from '.
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';
-export type { RetainedStore } from './persistence';
+export type { BrokerStorage, RetainedStore, SessionMessageState, SessionStore, StoredSession, StoredSessionMessage } from './persistence';
 export { RingBuffer } from './ring-buffer';
-export type { BrokerLimits, BrokerOptions, Message, QoS } from './types';
+export type { BrokerLimits, BrokerOptions, Message, PublishProperties, QoS, SubscriptionOptions } from './types';
 export { MemoryOutbox } from './memory-outbox';
 export {
   OutboxError,

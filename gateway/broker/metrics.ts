@@ -14,6 +14,8 @@ export class BrokerMetrics {
   publishDropped = 0;
   connectionsAccepted = 0;
   clientsMaximum = 0;
+  /** Storage commits that acknowledgements waited for and that failed (their clients were disconnected). */
+  storageFailures = 0;
 
   /** One counter per limit (config/schema.ts `limits`), counted each time the limit is hit. */
   readonly limitHits = {
@@ -28,6 +30,8 @@ export class BrokerMetrics {
     maxTopicLevels: 0,
     backpressurePauses: 0,
     backpressureTimeouts: 0,
+    /** A connection held MAX_HELD_ACKS acknowledgements waiting for a commit and was paused. */
+    heldAcks: 0,
   };
 }
 

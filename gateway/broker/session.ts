@@ -1,24 +1,24 @@
+import type { SessionStore, StoredSession } from './persistence';
 import { RingBuffer } from './ring-buffer';
-import type { Message, QoS, SubscriptionOptions } from './types';
+import type { Message, SubscriptionOptions } from './types';
 
 /** Session Expiry Interval meaning "never expires" (MQTT 5 section 3.1.2.11.2). */
 export const NEVER_EXPIRES = 0xffffffff;
 
-/** An outgoing QoS 1/2 message that the client has not yet fully acknowledged. */
-export interface Inflight {
+/** A QoS 1/2 message waiting for a free inflight slot or for the client to come back. */
+export interface Queued {
+  /** Place in the session, in the order messages entered it (the store's key, persistence.ts). */
+  readonly ord: number;
   readonly message: Message;
   readonly qos: 1 | 2;
   /** Whether it goes out flagged retained (a retained message sent on SUBSCRIBE). */
   readonly retain: boolean;
-  /** 'publish': waiting for PUBACK/PUBREC; 'pubrel': PUBREL sent, waiting for PUBCOMP. */
-  state: 'publish' | 'pubrel';
 }
 
-/** A message waiting for a free inflight slot or for the client to come back. */
-export interface Queued {
-  readonly message: Message;
-  readonly qos: QoS;
-  readonly retain: boolean;
+/** An outgoing QoS 1/2 message that the client has not yet fully acknowledged. */
+export interface Inflight extends Queued {
+  /** 'publish': waiting for PUBACK/PUBREC; 'pubrel': PUBREL sent, waiting for PUBCOMP. */
+  state: 'publish' | 'pubrel';
 }
 
 /**
@@ -26,6 +26,9 @@ export interface Queued {
  * has an expiry interval; 3.1.1's clean session 1 is expiry 0 and clean session 0 is "never".
  * The session outlives its connections; the connection that currently owns it is recorded with
  * its generation so that a superseded connection cannot touch it (DESIGN.md convention 9).
+ *
+ * The collections are read freely but changed only through the methods below, which report each
+ * change to the session store while the session is persistent (expiry > 0) and storage is on.
  */
 export class Session {
   readonly subscriptions = new Map<string, SubscriptionOptions>();
@@ -34,7 +37,7 @@ export class Session {
   readonly queue: RingBuffer<Queued>;
   /** Incoming QoS 2 packet identifiers received and PUBREC'd but not yet released (method A, 4.3.3). */
   readonly incomingQos2 = new Set<number>();
-  expiryInterval: number;
+  private expiry: number;
   /** Generation of the connection that owns the session, or null while the client is away. */
   owner: number | null = null;
   /** When the session was left without a connection (ms), for expiry and eviction. */
@@ -42,6 +45,9 @@ export class Session {
   /** Payload bytes of the messages in `queue` (bounded by limits.maxQueuedBytes). */
   queuedBytes = 0;
   private nextPacketId = 1;
+  private nextOrd = 1;
+  /** Where changes are reported: set while the session is persistent and storage is on. */
+  private store: SessionStore | null = null;
 
   constructor(
     readonly clientId: string,
@@ -49,28 +55,115 @@ export class Session {
     maxQueued: number,
     /** limits.maxQueuedBytes: the same queue, bounded by payload bytes. */
     private readonly maxQueuedBytes: number,
+    /** The broker's session store, if storage is on; used only while the session is persistent. */
+    private readonly storage: SessionStore | null = null,
   ) {
-    this.expiryInterval = expiryInterval;
+    this.expiry = expiryInterval;
     this.queue = new RingBuffer(maxQueued);
   }
 
-  /** Queues a message unless the queue is full by count or by payload bytes. */
-  enqueue(item: Queued): boolean {
-    if (this.queuedBytes + item.message.payload.length > this.maxQueuedBytes) return false;
-    if (!this.queue.push(item)) return false;
-    this.queuedBytes += item.message.payload.length;
+  get expiryInterval(): number {
+    return this.expiry;
+  }
+
+  /**
+   * Sets the expiry interval. A session that becomes persistent is written whole; one that stops
+   * being persistent is deleted from the store (it ends with its connection).
+   */
+  setExpiryInterval(interval: number): void {
+    this.expiry = interval;
+    if (interval > 0 && this.storage !== null && this.store === null) {
+      this.store = this.storage;
+      this.writeWhole();
+    } else if (interval === 0 && this.store !== null) {
+      this.store.sessionDeleted(this.clientId);
+      this.store = null;
+    }
+  }
+
+  /** The client connected (owner set) or left (owner null): recorded for expiry across a restart. */
+  setOwner(generation: number | null): void {
+    this.owner = generation;
+    if (generation === null) this.disconnectedAt = Date.now();
+    this.store?.sessionSaved(this.clientId, this.expiry, generation === null ? this.disconnectedAt : null);
+  }
+
+  setSubscription(filter: string, options: SubscriptionOptions): void {
+    this.subscriptions.set(filter, options);
+    this.store?.subscriptionSaved(this.clientId, filter, options);
+  }
+
+  removeSubscription(filter: string): boolean {
+    if (!this.subscriptions.delete(filter)) return false;
+    this.store?.subscriptionSaved(this.clientId, filter, null);
     return true;
   }
 
+  /** Queues a message unless the queue is full by count or by payload bytes. */
+  enqueue(message: Message, qos: 1 | 2, retain: boolean): boolean {
+    if (this.queuedBytes + message.payload.length > this.maxQueuedBytes) return false;
+    const item: Queued = { ord: this.nextOrd, message, qos, retain };
+    if (!this.queue.push(item)) return false;
+    this.nextOrd++;
+    this.queuedBytes += message.payload.length;
+    this.store?.messageAdded(this.clientId, { ...item, state: 'queued', packetId: 0 });
+    return true;
+  }
+
+  /** Takes the oldest queued message; the caller sends it with `addInflight`. */
   dequeue(): Queued | undefined {
     const item = this.queue.shift();
     if (item !== undefined) this.queuedBytes -= item.message.payload.length;
     return item;
   }
 
-  clearQueue(): void {
+  /**
+   * Records a message as sent with `packetId`: one from `dequeue()` (it keeps its place), or a new
+   * one (`ord` undefined) sent at once.
+   */
+  addInflight(packetId: number, message: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
+    const entry: Inflight = { ord: ord ?? this.nextOrd++, message, qos, retain, state: 'publish' };
+    this.inflight.set(packetId, entry);
+    if (this.store === null) return;
+    if (ord === undefined) this.store.messageAdded(this.clientId, { ...entry, packetId });
+    else this.store.messageUpdated(this.clientId, ord, 'publish', packetId);
+  }
+
+  /** PUBREC received for an outgoing QoS 2 message: from now on only PUBREL is re-sent. */
+  markReleased(packetId: number): void {
+    const entry = this.inflight.get(packetId);
+    if (entry === undefined || entry.qos !== 2 || entry.state === 'pubrel') return;
+    entry.state = 'pubrel';
+    this.store?.messageUpdated(this.clientId, entry.ord, 'pubrel', packetId);
+  }
+
+  /** PUBACK / PUBCOMP: the delivery is complete and its packet identifier free. */
+  completeInflight(packetId: number): void {
+    const entry = this.inflight.get(packetId);
+    if (entry === undefined) return;
+    this.inflight.delete(packetId);
+    this.store?.messageRemoved(this.clientId, entry.ord);
+  }
+
+  holdIncomingQos2(packetId: number): void {
+    this.incomingQos2.add(packetId);
+    this.store?.incomingQos2Saved(this.clientId, packetId, true);
+  }
+
+  releaseIncomingQos2(packetId: number): void {
+    if (!this.incomingQos2.delete(packetId)) return;
+    this.store?.incomingQos2Saved(this.clientId, packetId, false);
+  }
+
+  /** Empties the session (it ends); removes it from the store. */
+  clear(): void {
+    this.subscriptions.clear();
+    this.inflight.clear();
     this.queue.clear();
     this.queuedBytes = 0;
+    this.incomingQos2.clear();
+    this.store?.sessionDeleted(this.clientId);
+    this.store = null;
   }
 
   /** Allocates a packet identifier not currently inflight, or 0 when all 65535 are in use. */
@@ -81,5 +174,47 @@ export class Session {
       if (!this.inflight.has(id)) return id;
     }
     return 0;
+  }
+
+  /**
+   * Fills a new session from its stored form (at start, before any client connects). Messages
+   * beyond the queue's bounds are dropped and removed from the store; returns how many.
+   */
+  restore(stored: StoredSession): number {
+    for (const [filter, options] of stored.subscriptions) this.subscriptions.set(filter, options);
+    let dropped = 0;
+    let lastPacketId = 0;
+    for (const m of stored.messages) {
+      this.nextOrd = Math.max(this.nextOrd, m.ord + 1);
+      if (m.state === 'queued') {
+        if (this.queuedBytes + m.message.payload.length <= this.maxQueuedBytes && this.queue.push({ ord: m.ord, message: m.message, qos: m.qos, retain: m.retain })) {
+          this.queuedBytes += m.message.payload.length;
+        } else {
+          dropped++;
+          this.storage?.messageRemoved(this.clientId, m.ord);
+        }
+      } else {
+        this.inflight.set(m.packetId, { ord: m.ord, message: m.message, qos: m.qos, retain: m.retain, state: m.state });
+        lastPacketId = m.packetId;
+      }
+    }
+    for (const id of stored.incomingQos2) this.incomingQos2.add(id);
+    this.nextPacketId = lastPacketId === 65_535 ? 1 : lastPacketId + 1;
+    this.disconnectedAt = stored.disconnectedAt ?? Date.now();
+    this.store = this.expiry > 0 ? this.storage : null;
+    // A session that was connected when the gateway stopped is offline now.
+    if (stored.disconnectedAt === null) this.store?.sessionSaved(this.clientId, this.expiry, this.disconnectedAt);
+    return dropped;
+  }
+
+  /** Writes the whole session to the store (it just became persistent). */
+  private writeWhole(): void {
+    const store = this.store;
+    if (store === null) return;
+    store.sessionSaved(this.clientId, this.expiry, this.owner === null ? this.disconnectedAt : null);
+    for (const [filter, options] of this.subscriptions) store.subscriptionSaved(this.clientId, filter, options);
+    for (const [packetId, e] of this.inflight) store.messageAdded(this.clientId, { ord: e.ord, state: e.state, packetId, qos: e.qos, retain: e.retain, message: e.message });
+    for (const q of this.queue) store.messageAdded(this.clientId, { ...q, state: 'queued', packetId: 0 });
+    for (const id of this.incomingQos2) store.incomingQos2Saved(this.clientId, id, true);
   }
 }

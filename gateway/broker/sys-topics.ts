@@ -8,6 +8,8 @@ import type { Broker } from './broker';
 export class SysPublisher {
   private timer: NodeJS.Timeout | null = null;
   private readonly last = new Map<string, string>();
+  /** Values of adapters (storage, outbox…), by topic under `$SYS/broker/`. */
+  private readonly extra: (() => Iterable<readonly [string, string]>)[] = [];
 
   constructor(
     private readonly broker: Broker,
@@ -25,6 +27,11 @@ export class SysPublisher {
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+  }
+
+  /** Adds values published with the broker's own; `read` returns [topic below $SYS/broker/, value] pairs. */
+  addValues(read: () => Iterable<readonly [string, string]>): void {
+    this.extra.push(read);
   }
 
   /** The current $SYS values, by topic. */
@@ -55,6 +62,7 @@ export class SysPublisher {
       ['$SYS/broker/heap/current', String(mem.heapUsed)],
       ['$SYS/broker/heap/maximum', String(mem.heapTotal)],
     ]);
+    for (const read of this.extra) for (const [name, value] of read()) values.set(`$SYS/broker/${name}`, value);
     return values;
   }
 

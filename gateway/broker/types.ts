@@ -1,5 +1,6 @@
 import type { IPublishPacket } from 'mqtt-packet';
-import type { RetainedStore } from './persistence';
+import type { Outbox } from './outbox';
+import type { BrokerStorage } from './persistence';
 
 export type QoS = 0 | 1 | 2;
 
@@ -60,6 +61,12 @@ export interface BrokerOptions {
   readonly sysInterval: number;
   /** Version string reported in $SYS/broker/version. */
   readonly version: string;
-  /** Where retained messages survive restarts; none = in memory only. */
-  readonly retainedStore?: RetainedStore;
+  /** Where retained messages and persistent sessions survive restarts; none = in memory only. */
+  readonly storage?: BrokerStorage;
+  /**
+   * The outbox of the uplink (issue 5) and the topic filters whose messages enter it, from
+   * network clients and in-process publishers alike. A QoS 1/2 PUBLISH that enters it is
+   * acknowledged only once the outbox has it durably.
+   */
+  readonly uplink?: { readonly outbox: Outbox; readonly topics: readonly string[] };
 }

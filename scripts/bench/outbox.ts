@@ -12,12 +12,12 @@
  * producer keeps at most --window messages unresolved (a broker is bounded the same way by its
  * clients' inflight windows).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { SqliteOutbox } from '../../adapters/sqlite';
+import { readWriteBytes, SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 import type { OutboxInput } from '../../gateway/broker';
 
 const { values } = parseArgs({
@@ -43,8 +43,7 @@ const SYNC = values.sync === 'full' ? 'full' : 'normal';
 const LIMITS = { maxMessages: 10_000_000, maxBytes: 4 * 1024 ** 3, whenFull: 'drop-oldest' } as const;
 
 function writeBytes(): number {
-  const m = /write_bytes:\s*(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
-  return m === null ? Number.NaN : Number(m[1]);
+  return readWriteBytes() ?? Number.NaN;
 }
 
 function message(i: number, payload: Buffer): OutboxInput {
@@ -64,7 +63,7 @@ interface Row {
 async function withOutbox<T>(flushInterval: number, fn: (o: SqliteOutbox) => Promise<T>): Promise<{ result: T; written: number; commits: number }> {
   const dir = mkdtempSync(join(values.dir ?? tmpdir(), 'edgeway-bench-outbox-'));
   try {
-    const outbox = new SqliteOutbox({ path: join(dir, 'edgeway.db'), sync: SYNC, flushInterval, limits: LIMITS });
+    const outbox = new SqliteOutbox(new SqliteStorage({ path: join(dir, 'edgeway.db'), sync: SYNC, flushInterval }), LIMITS);
     const before = writeBytes();
     await outbox.open();
     const result = await fn(outbox);

@@ -9,15 +9,14 @@
  *
  *   node outbox-writer-child.js <db path> <flushInterval ms>
  */
-import { SqliteOutbox } from '../../adapters/sqlite';
+import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 
 const [path, flush] = process.argv.slice(2);
 if (path === undefined) throw new Error('usage: outbox-writer-child <db path> [flushInterval]');
-const outbox = new SqliteOutbox({
-  path,
-  sync: 'normal',
-  flushInterval: Number(flush ?? '5'),
-  limits: { maxMessages: 10_000_000, maxBytes: 1024 ** 3, whenFull: 'drop-new' },
+const outbox = new SqliteOutbox(new SqliteStorage({ path, sync: 'normal', flushInterval: Number(flush ?? '5') }), {
+  maxMessages: 10_000_000,
+  maxBytes: 1024 ** 3,
+  whenFull: 'drop-new',
 });
 
 let next = 0;

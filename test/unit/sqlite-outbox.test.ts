@@ -3,8 +3,8 @@ import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
-import { APPLICATION_ID, JOURNAL_SIZE_LIMIT, SCHEMA_VERSION, SqliteOutbox, openDatabase, type SqliteOutboxOptions } from '../../adapters/sqlite';
-import { silentLogger } from '../../gateway/broker';
+import { APPLICATION_ID, JOURNAL_SIZE_LIMIT, SCHEMA_VERSION, SqliteOutbox, SqliteStorage, openDatabase, type SqliteStorageOptions } from '../../adapters/sqlite';
+import { silentLogger, type OutboxLimits } from '../../gateway/broker';
 import { startProcess, waitForOutput } from '../helpers/processes';
 import { recordingLogger, tempDir } from '../helpers/sqlite';
 import { sizedEntry } from '../helpers/outbox-contract';
@@ -12,8 +12,9 @@ import { sizedEntry } from '../helpers/outbox-contract';
 const LIMITS = { maxMessages: 1_000_000, maxBytes: 1024 ** 3, whenFull: 'drop-oldest' } as const;
 const FIXED_NOW = () => new Date('2024-05-20T10:15:00.123Z');
 
-function outboxAt(path: string, options: Partial<SqliteOutboxOptions> = {}): SqliteOutbox {
-  return new SqliteOutbox({ path, sync: 'normal', flushInterval: 20, limits: LIMITS, now: FIXED_NOW, ...options });
+function outboxAt(path: string, options: Partial<SqliteStorageOptions> & { limits?: OutboxLimits } = {}): SqliteOutbox {
+  const { limits = LIMITS, ...storage } = options;
+  return new SqliteOutbox(new SqliteStorage({ path, sync: 'normal', flushInterval: 20, now: FIXED_NOW, ...storage }), limits);
 }
 
 const isRoot = process.getuid?.() === 0;
@@ -173,7 +174,7 @@ t.test('a read-only folder: open rejects with a clear, logged error; nothing mov
     const logger = recordingLogger();
     const outbox = outboxAt(join(dir, 'edgeway.db'), { logger });
     await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_OUTBOX_OPEN', message: /cannot open/ });
-    t.match(logger.lines.find((l) => l.level === 'error'), { msg: /cannot open the outbox/ });
+    t.match(logger.lines.find((l) => l.level === 'error'), { msg: /cannot open the database/ });
     await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' }, 'appends reject, nothing throws');
     await outbox.close();
   } finally {
@@ -217,7 +218,7 @@ t.test('a commit that fails (database locked) rejects, is logged and counted; th
   locker.exec('BEGIN EXCLUSIVE');
   await t.rejects(outbox.append([sizedEntry(1), sizedEntry(2)]), { code: 'EDGEWAY_ERR_OUTBOX_WRITE', message: /locked/ });
   t.match(outbox.stats(), { failed: 2, size: 0, commits: 0 });
-  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { messages: 2 } });
+  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { failedCommits: 1, error: /locked/ } });
   locker.exec('ROLLBACK');
   const [seq] = await outbox.append([sizedEntry(3)]);
   t.ok(typeof seq === 'number', 'works again once the lock is gone');

@@ -118,8 +118,8 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
     }
     session = created;
   }
-  session.expiryInterval = clean ? 0 : NEVER_EXPIRES;
-  session.owner = conn.generation;
+  session.setExpiryInterval(clean ? 0 : NEVER_EXPIRES);
+  session.setOwner(conn.generation);
   conn.session = session;
   conn.keepalive = keepalive;
   conn.will = will;

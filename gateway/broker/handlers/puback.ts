@@ -10,6 +10,6 @@ export function handlePuback(broker: Broker, conn: Connection, packet: IPubackPa
   const entry = session.inflight.get(id);
   // An unknown or mismatched id is ignored: it may be a duplicate after a resend.
   if (entry === undefined || entry.qos !== 1) return;
-  session.inflight.delete(id);
+  session.completeInflight(id);
   broker.pump(session);
 }

@@ -9,6 +9,6 @@ export function handlePubcomp(broker: Broker, conn: Connection, packet: IPubcomp
   if (session === null) return;
   const entry = session.inflight.get(id);
   if (entry === undefined || entry.qos !== 2 || entry.state !== 'pubrel') return;
-  session.inflight.delete(id);
+  session.completeInflight(id);
   broker.pump(session);
 }

@@ -9,6 +9,10 @@ import type { Message } from '../types';
  * Incoming PUBLISH (3.1.1 section 3.3). QoS 1 is acknowledged after routing; QoS 2 uses
  * "method A" (4.3.3): route on first receipt, remember the packet id until PUBREL, and answer a
  * re-sent PUBLISH with the same id by PUBREC alone, so it is delivered exactly once.
+ *
+ * Acknowledged means durable (issue 4): when routing changed stored state (the outbox, a
+ * persistent session's queue, a retained message, the held QoS 2 id), PUBACK/PUBREC waits for the
+ * commit that contains the change. Routing to live subscribers does not wait.
  */
 export function handlePublish(broker: Broker, conn: Connection, packet: IPublishPacket): void {
   broker.metrics.publishReceived++;
@@ -30,16 +34,24 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
 
   const message: Message = { topic, payload, qos, retain: packet.retain };
   const id = packet.messageId ?? 0;
+  const changesBefore = broker.storageChanges;
   if (qos === 2) {
     const session = conn.session;
     if (session === null) return;
+    let held = 0;
     if (!session.incomingQos2.has(id)) {
-      session.incomingQos2.add(id);
+      session.holdIncomingQos2(id);
       broker.publish(message, conn);
+      held = id;
     }
-    conn.write(encodeAck('pubrec', id, 0, conn.protocolVersion));
+    conn.sendAck(encodeAck('pubrec', id, 0, conn.protocolVersion), durability(broker, changesBefore), held);
     return;
   }
   broker.publish(message, conn);
-  if (qos === 1) conn.write(encodeAck('puback', id, 0, conn.protocolVersion));
+  if (qos === 1) conn.sendAck(encodeAck('puback', id, 0, conn.protocolVersion), durability(broker, changesBefore));
+}
+
+/** The commit an acknowledgement must wait for, or null when nothing stored changed since `before`. */
+export function durability(broker: Broker, before: number): Promise<void> | null {
+  return broker.storageChanges === before ? null : broker.durableBarrier();
 }

@@ -11,8 +11,7 @@ export function handlePubrec(_broker: Broker, conn: Connection, packet: IPubrecP
   const session = conn.session;
   const id = packet.messageId ?? 0;
   if (session === null) return;
-  const entry = session.inflight.get(id);
-  if (entry !== undefined && entry.qos === 2) entry.state = 'pubrel';
+  session.markReleased(id);
   // Answer even an unknown id: a client that lost our PUBREL would otherwise wait forever, and
   // the PUBCOMP it returns for an unknown id is ignored.
   conn.write(encodeAck('pubrel', id, 0, conn.protocolVersion));

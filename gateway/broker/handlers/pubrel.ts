@@ -10,6 +10,8 @@ import { encodeAck } from '../encode';
  */
 export function handlePubrel(_broker: Broker, conn: Connection, packet: IPubrelPacket): void {
   const id = packet.messageId ?? 0;
-  conn.session?.incomingQos2.delete(id);
-  conn.write(encodeAck('pubcomp', id, 0, conn.protocolVersion));
+  conn.session?.releaseIncomingQos2(id);
+  // Behind any acknowledgement still waiting for a commit [MQTT-4.6.0-2], but not waiting itself:
+  // a release lost to a crash only means the client's re-sent PUBREL finds the id still held.
+  conn.sendAck(encodeAck('pubcomp', id, 0, conn.protocolVersion), null);
 }

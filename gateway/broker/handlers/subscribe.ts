@@ -3,6 +3,7 @@ import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodePacket } from '../encode';
 import { topicFilterError } from '../topic';
+import { durability } from './publish';
 import type { QoS, SubscriptionOptions } from '../types';
 
 const SUBACK_FAILURE = 0x80;
@@ -16,6 +17,7 @@ export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubsc
   const session = conn.session;
   if (session === null) return;
   const maxLevels = broker.limits.maxTopicLevels;
+  const changesBefore = broker.storageChanges;
 
   const granted: number[] = [];
   const accepted: [string, SubscriptionOptions][] = [];
@@ -39,11 +41,12 @@ export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubsc
       retainAsPublished: sub.rap ?? false,
       retainHandling: (sub.rh ?? 0) as 0 | 1 | 2,
     };
-    session.subscriptions.set(sub.topic, options);
+    session.setSubscription(sub.topic, options);
     broker.subscriptions.set(sub.topic, session.clientId, { session, options });
     granted.push(options.qos);
     accepted.push([sub.topic, options]);
   }
-  conn.write(encodePacket({ cmd: 'suback', messageId: packet.messageId ?? 0, granted }, conn.protocolVersion));
+  // A persistent session's subscriptions are acknowledged once stored (publish.ts `durability`).
+  conn.sendAck(encodePacket({ cmd: 'suback', messageId: packet.messageId ?? 0, granted }, conn.protocolVersion), durability(broker, changesBefore));
   for (const [filter, options] of accepted) broker.sendRetained(session, filter, options);
 }

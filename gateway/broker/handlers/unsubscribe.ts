@@ -2,6 +2,7 @@ import type { IUnsubscribePacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodePacket } from '../encode';
+import { durability } from './publish';
 
 /**
  * UNSUBSCRIBE (3.1.1 section 3.10): filters are compared character by character [MQTT-3.10.4-1];
@@ -11,8 +12,9 @@ import { encodePacket } from '../encode';
 export function handleUnsubscribe(broker: Broker, conn: Connection, packet: IUnsubscribePacket): void {
   const session = conn.session;
   if (session === null) return;
+  const changesBefore = broker.storageChanges;
   for (const filter of packet.unsubscriptions) {
-    if (session.subscriptions.delete(filter)) broker.subscriptions.delete(filter, session.clientId);
+    if (session.removeSubscription(filter)) broker.subscriptions.delete(filter, session.clientId);
   }
-  conn.write(encodePacket({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] }, conn.protocolVersion));
+  conn.sendAck(encodePacket({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] }, conn.protocolVersion), durability(broker, changesBefore));
 }

@@ -1,0 +1,212 @@
+import { errorMessage, OutboxError, RateLimitedLog, silentLogger, type Logger } from '../../gateway/broker';
+import { describeStorageError, openDatabase, type SqliteDatabase, type SyncMode } from './database';
+import { DiskWriteMeter } from './disk-write-meter';
+
+export interface SqliteStorageOptions {
+  readonly path: string;
+  readonly sync: SyncMode;
+  /** Group-commit window in ms: every change within it shares one transaction. 0 = commit at once. */
+  readonly flushInterval: number;
+  readonly logger?: Logger;
+  /** For the name of a file moved aside; tests pin it. */
+  readonly now?: () => Date;
+  /** How long a commit waits for a lock held by another process; default 2000 ms. */
+  readonly busyTimeoutMs?: number;
+}
+
+/**
+ * One kind of state kept in the database (outbox, retained messages, sessions). Parts buffer
+ * their changes in memory and write them when the storage commits; they never open transactions
+ * of their own, so one flush costs one transaction (one WAL sync) whatever changed.
+ */
+export interface StoragePart {
+  /**
+   * The database was opened: prepare statements, read what the part needs to know at start.
+   * Runs inside the quarantine guard of `openDatabase`, so corruption found here moves the file
+   * aside like a bad header does.
+   */
+  opened(db: SqliteDatabase): void;
+  hasPending(): boolean;
+  /** Writes the pending changes; runs inside the commit's transaction. Throwing aborts the commit. */
+  write(): void;
+  /** The transaction that contained the last `write` committed. */
+  committed(): void;
+  /** It rolled back (disk full, read-only…): the part keeps or rejects its changes, as its contract says. */
+  failed(error: OutboxError): void;
+  /** The database is closing; nothing pending will be written any more. */
+  closed(): void;
+}
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** A failed commit is retried no sooner than this (ms): a full disk does not empty itself in 50 ms. */
+const RETRY_AFTER_FAILURE_MS = 1000;
+
+/**
+ * The SQLite database of one gateway and its group commit (issue 4, DESIGN.md convention 10).
+ * Every part's changes within `flushInterval` go into ONE transaction: an SD card wears per write,
+ * not per message. The timer only runs while something is pending, so an idle gateway writes
+ * nothing. `durable()` lets a caller wait for the commit that contains what was changed so far —
+ * how a PUBACK waits until the message it acknowledges survives `kill -9` (and a power cut with
+ * `sync: full`).
+ */
+export class SqliteStorage {
+  private db: SqliteDatabase | undefined;
+  private state: 'new' | 'open' | 'closed' = 'new';
+  private readonly parts: StoragePart[] = [];
+  private commitTx: (() => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private waiters: Waiter[] = [];
+  private readonly failLog: RateLimitedLog;
+  readonly logger: Logger;
+  readonly counters = { commits: 0, failedCommits: 0 };
+  readonly diskWrites = new DiskWriteMeter();
+
+  /** No side effects: no file is touched until open(). */
+  constructor(readonly options: SqliteStorageOptions) {
+    this.logger = options.logger ?? silentLogger;
+    this.failLog = new RateLimitedLog((msg, fields) => this.logger.error(msg, fields));
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** Adds a part; parts attached before `open()` read their state inside the quarantine guard. */
+  attach(part: StoragePart): void {
+    this.parts.push(part);
+    if (this.db !== undefined) part.opened(this.db);
+  }
+
+  /**
+   * Opens (or creates) and migrates the database. Throws an `OutboxError` EDGEWAY_ERR_OUTBOX_OPEN
+   * (after logging it) when it cannot. Idempotent; a closed storage is not reopened.
+   */
+  open(): void {
+    if (this.state === 'open') return;
+    if (this.state === 'closed') throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the storage was closed');
+    try {
+      const { db } = openDatabase({
+        path: this.options.path,
+        sync: this.options.sync,
+        logger: this.logger,
+        now: this.options.now,
+        busyTimeoutMs: this.options.busyTimeoutMs,
+        verify: (db) => {
+          for (const part of this.parts) part.opened(db);
+        },
+      });
+      this.db = db;
+    } catch (err) {
+      this.logger.error('storage: cannot open the database', { path: this.options.path, error: errorMessage(err) });
+      throw err;
+    }
+    this.commitTx = this.db.transaction(() => {
+      for (const part of this.parts) if (part.hasPending()) part.write();
+    });
+    this.state = 'open';
+    this.diskWrites.start();
+  }
+
+  /** Called by a part that has new pending changes: arms the group-commit timer. */
+  schedule(): void {
+    if (this.state !== 'open') return;
+    if (this.options.flushInterval === 0) {
+      this.flush();
+      return;
+    }
+    // One timer per window, armed by the first change: nothing runs (or writes) while idle.
+    this.timer ??= setTimeout(this.onTimer, this.options.flushInterval);
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.flush();
+  };
+
+  /**
+   * Resolves once every change handed to the parts before this call is committed; rejects with
+   * an `OutboxError` EDGEWAY_ERR_OUTBOX_WRITE if that commit fails (or _CLOSED if the storage
+   * closes first). Resolves at once when nothing is pending.
+   */
+  durable(): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the storage is not open'));
+    if (!this.parts.some((p) => p.hasPending())) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** One transaction for everything pending. Never throws: a failure is logged, counted and retried. */
+  flush(): void {
+    this.cancelTimer();
+    if (this.commitTx === undefined) return;
+    const waiters = this.waiters;
+    this.waiters = [];
+    if (!this.parts.some((p) => p.hasPending())) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    try {
+      this.commitTx();
+    } catch (err) {
+      this.counters.failedCommits++;
+      const reason = describeStorageError(err);
+      this.failLog.emit('storage: commit failed; changes not stored', { path: this.options.path, error: reason, failedCommits: this.counters.failedCommits });
+      const error = new OutboxError('EDGEWAY_ERR_OUTBOX_WRITE', `storage commit failed: ${reason}`, { cause: err });
+      for (const part of this.parts) part.failed(error);
+      for (const w of waiters) w.reject(error);
+      // Parts that keep their changes (retained, sessions) get another try; bounded by their own
+      // size (one pending change per stored row), so the retries cannot pile up memory.
+      if (this.state === 'open' && this.parts.some((p) => p.hasPending())) {
+        this.timer ??= setTimeout(this.onTimer, Math.max(this.options.flushInterval, RETRY_AFTER_FAILURE_MS));
+      }
+      return;
+    }
+    this.counters.commits++;
+    for (const part of this.parts) part.committed();
+    for (const w of waiters) w.resolve();
+  }
+
+  /**
+   * Commits what is pending, then closes the database (SQLite checkpoints the WAL on close). The
+   * final commit waits for a lock at most `timeoutMs`. Idempotent.
+   */
+  close(timeoutMs = 2000): void {
+    if (this.state !== 'open' || this.db === undefined) {
+      this.state = 'closed';
+      return;
+    }
+    const db = this.db;
+    this.cancelTimer();
+    try {
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(timeoutMs))}`);
+    } catch {
+      // closing anyway
+    }
+    this.flush();
+    this.cancelTimer(); // a failed final flush re-armed it
+    this.state = 'closed';
+    this.diskWrites.stop();
+    const closed = new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the storage was closed before this commit');
+    for (const w of this.waiters) w.reject(closed);
+    this.waiters = [];
+    for (const part of this.parts) part.closed();
+    try {
+      db.close();
+    } catch (err) {
+      this.logger.error('storage: error while closing the database', { error: describeStorageError(err) });
+    }
+    this.db = undefined;
+    this.commitTx = undefined;
+  }
+
+  private cancelTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * "Acknowledged means durable" (issue 4, item 4): the real gateway in a child process, with the
+ * outbox taking `sensors/#`. mqtt.js clients publish QoS 1 as fast as the gateway acknowledges
+ * while the gateway is killed with SIGKILL; afterwards every PUBACKed message must be in the
+ * outbox, once, in publish order per client.
+ */
+import { join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import t, { type Test } from 'tap';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
+import type { OutboxEntry } from '../../gateway/broker';
+import { within } from '../helpers/mqtt-client';
+import { RawClient } from '../helpers/raw-client';
+import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+
+const CHILD = join(__dirname, '..', 'helpers', 'gateway-child.js');
+const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Started {
+  readonly gw: Running;
+  readonly url: string;
+}
+
+async function startGateway(t: Test, name: string, port: number, flushInterval: number): Promise<Started> {
+  const config = join(dir, `${name}.yaml`);
+  writeFileSync(
+    config,
+    `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
+  );
+  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
+  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
+  return { gw, url: `mqtt://127.0.0.1:${port}` };
+}
+
+/** Everything in the outbox of database `name` (the gateway must be stopped). */
+async function outboxContents(name: string): Promise<OutboxEntry[]> {
+  const outbox = new SqliteOutbox(new SqliteStorage({ path: join(dir, `${name}.db`), sync: 'normal', flushInterval: 0 }), {
+    maxMessages: 10_000_000,
+    maxBytes: 1024 ** 3,
+    whenFull: 'drop-oldest',
+  });
+  await outbox.open();
+  const all: OutboxEntry[] = [];
+  for (let batch = outbox.read(0, 1000); batch.length > 0; batch = outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1000)) all.push(...batch);
+  await outbox.close();
+  return all;
+}
+
+async function client(t: Test, url: string, clientId: string): Promise<MqttClient> {
+  const c = await connectAsync(url, { clientId, reconnectPeriod: 0, connectTimeout: 3000 }, false);
+  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
+  c.on('error', () => undefined); // the gateway is killed under it
+  return c;
+}
+
+t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in order', async (t) => {
+  const port = await freePort();
+  const { gw, url } = await startGateway(t, 'kill', port, 20);
+  const CLIENTS = 3;
+  const WINDOW = 50; // publishes outstanding per client
+  const acked: Set<number>[] = [];
+  let stop = false;
+  for (let k = 0; k < CLIENTS; k++) {
+    const c = await client(t, url, `pub-${k}`);
+    const mine = new Set<number>();
+    acked.push(mine);
+    let next = 0;
+    // Each worker publishes one message after another; WINDOW workers per client keep the
+    // connection full. A publish that is not acknowledged (the gateway died) just ends the worker.
+    const worker = async (): Promise<void> => {
+      while (!stop) {
+        const i = next++;
+        try {
+          await c.publishAsync(`sensors/c${k}/v`, `c${k}:${i}`, { qos: 1 });
+        } catch {
+          return;
+        }
+        mine.add(i);
+      }
+    };
+    for (let w = 0; w < WINDOW; w++) void worker();
+  }
+  const total = () => acked.reduce((n, s) => n + s.size, 0);
+  // Kill in the middle of the stream, once a few thousand messages are acknowledged.
+  const deadline = Date.now() + 20_000;
+  while (total() < 3000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.ok(total() >= 3000, `published and acknowledged ${total()} messages before the kill`);
+  // At a random point of the commit cycle: acknowledgements are released a commit at a time.
+  await new Promise((r) => setTimeout(r, Math.random() * 40));
+  gw.child.kill('SIGKILL');
+  await gw.exited;
+  // No acknowledgement can arrive any more. The workers' last publishes stay pending in mqtt.js
+  // (it keeps unacknowledged QoS 1 for a reconnect), so they are not awaited.
+  stop = true;
+  const ackedTotal = total();
+
+  const entries = await outboxContents('kill');
+  const seen = new Map<string, number>();
+  let duplicates = 0;
+  let outOfOrder = 0;
+  const lastIndex = new Map<string, number>();
+  let lastSeq = 0;
+  let wrongSource = 0;
+  for (const e of entries) {
+    if (e.source !== e.topic.split('/')[1]?.replace('c', 'pub-')) wrongSource++;
+    if (e.seq <= lastSeq) outOfOrder++;
+    lastSeq = e.seq;
+    const text = e.payload.toString();
+    seen.set(text, (seen.get(text) ?? 0) + 1);
+    if ((seen.get(text) ?? 0) > 1) duplicates++;
+    const [who, index] = text.split(':') as [string, string];
+    const prev = lastIndex.get(who) ?? -1;
+    if (Number(index) <= prev) outOfOrder++;
+    lastIndex.set(who, Number(index));
+  }
+  let missing = 0;
+  acked.forEach((set, k) => {
+    for (const i of set) if (!seen.has(`c${k}:${i}`)) missing++;
+  });
+  t.equal(missing, 0, `all ${ackedTotal} acknowledged messages are in the outbox`);
+  t.equal(duplicates, 0, 'none twice');
+  t.equal(wrongSource, 0, 'each entry names its publishing client as source');
+  t.equal(outOfOrder, 0, 'seq ascending, and each client in its publish order');
+  t.ok(entries.length >= ackedTotal, `outbox holds ${entries.length} (≥ acknowledged; the rest were committed but their PUBACK was not sent yet)`);
+
+  // The gateway starts again on the same database and continues the sequence.
+  const again = await startGateway(t, 'kill', port, 20);
+  const c = await client(t, again.url, 'after-restart');
+  await c.publishAsync('sensors/after', 'after', { qos: 1 });
+  await c.endAsync();
+  again.gw.child.kill('SIGTERM');
+  await again.gw.exited;
+  const after = await outboxContents('kill');
+  const last = after[after.length - 1];
+  t.equal(last?.payload.toString(), 'after', 'the new message is the last entry');
+  t.ok((last?.seq ?? 0) > lastSeq, 'with a seq above every seq before the kill');
+});
+
+t.test('acknowledgements of outbox messages wait for the commit, and all acknowledgements stay in order', async (t) => {
+  const port = await freePort();
+  // A long window, so that "before the commit" is long enough to look at.
+  const { gw } = await startGateway(t, 'order', port, 1500);
+  const raw = await RawClient.connect(port, { clientId: 'orderly' });
+  const publish = (messageId: number, topic: string) => raw.send({ cmd: 'publish', topic, payload: Buffer.from(String(messageId)), qos: 1, messageId, retain: false, dup: false });
+  publish(1, 'other/x'); // not for the outbox: acknowledged at once
+  t.equal((await raw.next('puback')).messageId, 1, 'a message that changes nothing stored is acknowledged at once');
+  publish(2, 'sensors/x'); // for the outbox
+  publish(3, 'other/y'); // behind it: must not overtake [MQTT-4.6.0-2]
+  const early = await raw.collect('puback', 500);
+  t.same(early.map((p) => p.messageId), [], 'no PUBACK before the commit, not even for the message behind it');
+  const second = await raw.next('puback', 5000);
+  const third = await raw.next('puback', 5000);
+  t.same([second.messageId, third.messageId], [2, 3], 'after the commit both, in the order received');
+  raw.disconnect();
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+});
+
+t.test('what enters the outbox: matching topics at any QoS, with source and arrival time; nothing else', async (t) => {
+  const port = await freePort();
+  const { gw, url } = await startGateway(t, 'select', port, 20);
+  const before = Date.now();
+  const c = await client(t, url, 'selector');
+  await c.publishAsync('sensors/a', 'q0', { qos: 0 });
+  await c.publishAsync('other/b', 'not selected', { qos: 1 });
+  await c.publishAsync('sensors/b/c', Buffer.from([0, 255, 1]), { qos: 2, retain: true });
+  await c.endAsync();
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+  const entries = await outboxContents('select');
+  t.same(
+    entries.map((e) => [e.topic, e.qos, e.retain, e.source]),
+    [
+      ['sensors/a', 0, false, 'selector'],
+      ['sensors/b/c', 2, true, 'selector'],
+    ],
+    'only the matching topics, in order, with QoS, retain flag and source',
+  );
+  t.same(entries[1]?.payload, Buffer.from([0, 255, 1]), 'binary payload kept');
+  t.ok(entries.every((e) => e.arrivedAt >= before && e.arrivedAt <= Date.now()), 'arrival time in ms');
+});
