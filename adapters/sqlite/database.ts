@@ -1,7 +1,7 @@
 import { accessSync, constants, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { errorMessage, OutboxError, type Logger } from '../../gateway/broker';
+import { errorMessage, StorageError, type Logger } from '../../gateway/broker';
 import { APPLICATION_ID, SCHEMA_VERSION, migrate } from './migrations';
 
 export type SyncMode = 'normal' | 'full';
@@ -52,7 +52,7 @@ class UnusableDatabase extends Error {
  * file that is not an edgeway database, or one written by a newer edgeway (higher user_version)
  * is moved aside — renamed with a timestamp, never deleted, so nothing is lost to a downgrade or a
  * bad guess — and a fresh database is started. Anything else (permissions, read-only file system,
- * I/O errors) is an `OutboxError` with code EDGEWAY_ERR_OUTBOX_OPEN: moving a file aside would not
+ * I/O errors) is a `StorageError` with code EDGEWAY_ERR_STORAGE_OPEN: moving a file aside would not
  * help, and the caller keeps live routing running without storage.
  */
 export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
@@ -185,7 +185,7 @@ export function describeStorageError(err: unknown): string {
   return words === undefined ? `${message}${code ? ` (${code})` : ''}` : `${words}: ${message} (${code})`;
 }
 
-function openError(path: string, err: unknown, prefix?: string): OutboxError {
+function openError(path: string, err: unknown, prefix?: string): StorageError {
   const reason = describeStorageError(err);
-  return new OutboxError('EDGEWAY_ERR_OUTBOX_OPEN', `cannot open the database ${path}: ${prefix ? `${prefix}: ` : ''}${reason}`, { cause: err });
+  return new StorageError('EDGEWAY_ERR_STORAGE_OPEN', `cannot open the database ${path}: ${prefix ? `${prefix}: ` : ''}${reason}`, { cause: err });
 }

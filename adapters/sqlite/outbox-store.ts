@@ -1,5 +1,5 @@
 import {
-  OutboxError,
+  StorageError,
   RateLimitedLog,
   outboxEntryBytes,
   type Outbox,
@@ -94,9 +94,9 @@ export class SqliteOutbox implements Outbox, StoragePart {
     storage.attach(this);
   }
 
-  /** Opens the storage (if it is not open yet); rejects with EDGEWAY_ERR_OUTBOX_OPEN, logged. Idempotent. */
+  /** Opens the storage (if it is not open yet); rejects with EDGEWAY_ERR_STORAGE_OPEN, logged. Idempotent. */
   async open(): Promise<void> {
-    if (this.closed_) throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox was closed');
+    if (this.closed_) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox was closed');
     this.storage.open();
   }
 
@@ -150,7 +150,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
     for (const w of commit.ackWaiters) w.resolve();
   }
 
-  failed(error: OutboxError): void {
+  failed(error: StorageError): void {
     // write() may not have run (another part threw first): then what is pending failed with it.
     const commit = this.inCommit ?? { batch: this.pending, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
     this.inCommit = undefined;
@@ -175,14 +175,14 @@ export class SqliteOutbox implements Outbox, StoragePart {
     this.appendWaiters = [];
     this.ackWaiters = [];
     this.ackUpTo = 0;
-    const err = new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox was closed before this commit');
+    const err = new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox was closed before this commit');
     for (const w of waiters) w.reject(err);
   }
 
   // ---- Outbox ----
 
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
-    if (this.stmts === undefined) return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
+    if (this.stmts === undefined) return Promise.reject(new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open'));
     const { maxMessages, maxBytes, whenFull } = this.limits;
     const result: (number | null)[] = [];
     let refused = 0;
@@ -203,12 +203,12 @@ export class SqliteOutbox implements Outbox, StoragePart {
     if (refused === entries.length) return Promise.resolve(result);
     return new Promise<void>((resolve, reject) => {
       this.appendWaiters.push({ resolve, reject });
-      this.storage.schedule();
+      this.storage.schedule(entries.length - refused);
     }).then(() => result);
   }
 
   read(after: number, limit: number): OutboxEntry[] {
-    if (this.stmts === undefined) throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open');
+    if (this.stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
     if (limit <= 0) return [];
     const rows = this.stmts.read.all(after, Math.floor(limit)) as Row[];
     return rows.map((r) => ({
@@ -223,7 +223,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
   }
 
   ack(upTo: number): Promise<void> {
-    if (this.stmts === undefined) return Promise.reject(new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open'));
+    if (this.stmts === undefined) return Promise.reject(new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open'));
     this.ackUpTo = Math.max(this.ackUpTo, upTo);
     return new Promise<void>((resolve, reject) => {
       this.ackWaiters.push({ resolve, reject });

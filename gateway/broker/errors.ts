@@ -11,18 +11,32 @@ export type EdgewayErrorCode =
   | 'EDGEWAY_ERR_PACKET_TOO_LARGE'
   | 'EDGEWAY_ERR_INVALID_TOPIC'
   | 'EDGEWAY_ERR_LIMIT'
-  | 'EDGEWAY_ERR_STOPPED';
+  | 'EDGEWAY_ERR_STOPPED'
+  /** Storage (database, outbox) not opened yet, closing or closed. */
+  | 'EDGEWAY_ERR_STORAGE_CLOSED'
+  /** The storage could not be opened (read-only directory, permissions, I/O error). */
+  | 'EDGEWAY_ERR_STORAGE_OPEN'
+  /** A commit failed; `cause` says why (disk full, read-only file system, I/O error). */
+  | 'EDGEWAY_ERR_STORAGE_WRITE';
 
 export class EdgewayError extends Error {
   readonly code: EdgewayErrorCode;
   /** MQTT 5 reason code, when the error is a protocol failure. */
   readonly reasonCode: number | undefined;
 
-  constructor(code: EdgewayErrorCode, message: string, reasonCode?: number) {
-    super(message);
+  constructor(code: EdgewayErrorCode, message: string, reasonCode?: number, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'EdgewayError';
     this.code = code;
     this.reasonCode = reasonCode;
+  }
+}
+
+/** A storage fault (the ports of persistence.ts and outbox.ts); `cause` holds the underlying error. */
+export class StorageError extends EdgewayError {
+  constructor(code: Extract<EdgewayErrorCode, `EDGEWAY_ERR_STORAGE_${string}`>, message: string, options?: { cause?: unknown }) {
+    super(code, message, undefined, options);
+    this.name = 'StorageError';
   }
 }
 

@@ -1,6 +1,6 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
 export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
-export { EdgewayError, ReasonCode, errorMessage, type EdgewayErrorCode } from './errors';
+export { EdgewayError, ReasonCode, StorageError, errorMessage, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { BrokerMetrics } from './metrics';
@@ -9,11 +9,9 @@ export { RingBuffer } from './ring-buffer';
 export type { BrokerLimits, BrokerOptions, Message, PublishProperties, QoS, SubscriptionOptions } from './types';
 export { MemoryOutbox } from './memory-outbox';
 export {
-  OutboxError,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
-  type OutboxErrorCode,
   type OutboxFullPolicy,
   type OutboxInput,
   type OutboxLimits,

@@ -1,6 +1,6 @@
 import { RateLimitedLog, type Logger, silentLogger } from './logger';
+import { StorageError } from './errors';
 import {
-  OutboxError,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
@@ -46,7 +46,7 @@ export class MemoryOutbox implements Outbox {
   }
 
   async append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
-    if (this.state !== 'open') throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open');
+    if (this.state !== 'open') throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
     const result: (number | null)[] = [];
     let droppedOldest = 0;
     let droppedNew = 0;
@@ -92,7 +92,7 @@ export class MemoryOutbox implements Outbox {
   }
 
   async ack(upTo: number): Promise<void> {
-    if (this.state !== 'open') throw new OutboxError('EDGEWAY_ERR_OUTBOX_CLOSED', 'the outbox is not open');
+    if (this.state !== 'open') throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
     for (let head = this.ring.peek(); head !== undefined && head.entry.seq <= upTo; head = this.ring.peek()) {
       this.ring.shift();
       this.bytes -= head.bytes;

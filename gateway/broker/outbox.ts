@@ -85,17 +85,17 @@ export interface OutboxStats {
 }
 
 export interface Outbox {
-  /** Opens the storage (files, timers). Idempotent. Rejects with an `OutboxError` if it cannot. */
+  /** Opens the storage (files, timers). Idempotent. Rejects with a `StorageError` if it cannot. */
   open(): Promise<void>;
   /**
    * Commits what is pending (bounded by `timeoutMs`), then releases files and timers. Appends still
-   * pending after that reject with `EDGEWAY_ERR_OUTBOX_CLOSED`. Idempotent.
+   * pending after that reject with `EDGEWAY_ERR_STORAGE_CLOSED`. Idempotent.
    */
   close(timeoutMs?: number): Promise<void>;
   /**
    * Appends a batch, in order. Resolves once the batch is durable (after the group commit that
    * contains it), with one result per input: its seq, or `null` if it was refused (`drop-new`, or
-   * larger than `maxBytes`). Rejects with an `OutboxError` if the commit failed or the outbox is
+   * larger than `maxBytes`). Rejects with a `StorageError` if the commit failed or the outbox is
    * closed; nothing of the batch is stored then.
    */
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]>;
@@ -107,29 +107,6 @@ export interface Outbox {
    */
   ack(upTo: number): Promise<void>;
   stats(): OutboxStats;
-}
-
-export type OutboxErrorCode =
-  /** Not opened yet, closing or closed. */
-  | 'EDGEWAY_ERR_OUTBOX_CLOSED'
-  /** The storage could not be opened (read-only directory, permissions, I/O error). */
-  | 'EDGEWAY_ERR_OUTBOX_OPEN'
-  /** A commit failed; `cause` says why (disk full, read-only file system, I/O error). */
-  | 'EDGEWAY_ERR_OUTBOX_WRITE';
-
-/**
- * Errors of the outbox port, with stable codes (DESIGN.md convention 3). Kept beside the port
- * rather than in `EdgewayErrorCode` so the port is one self-contained file.
- */
-export class OutboxError extends Error {
-  constructor(
-    readonly code: OutboxErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'OutboxError';
-  }
 }
 
 /**

@@ -165,11 +165,11 @@ export function outboxContract(t: Test, name: string, factory: OutboxFactory): v
 
     t.test('closed: append and ack reject with a stable code; close is idempotent', async (t) => {
       const { outbox } = await make(t);
-      await t.rejects(factory(t, UNBOUNDED).outbox.append([sizedEntry(0)]), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' }, 'before open');
+      await t.rejects(factory(t, UNBOUNDED).outbox.append([sizedEntry(0)]), { code: 'EDGEWAY_ERR_STORAGE_CLOSED' }, 'before open');
       await outbox.close();
       await outbox.close();
-      await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' }, 'after close');
-      await t.rejects(outbox.ack(1), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' });
+      await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_STORAGE_CLOSED' }, 'after close');
+      await t.rejects(outbox.ack(1), { code: 'EDGEWAY_ERR_STORAGE_CLOSED' });
     });
 
     t.test('restart: entries, order, counters and seqs survive', async (t) => {

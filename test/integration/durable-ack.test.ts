@@ -5,7 +5,8 @@
  * outbox, once, in publish order per client.
  */
 import { join } from 'node:path';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import t, { type Test } from 'tap';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -15,7 +16,7 @@ import { within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
 import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
 
-const CHILD = join(__dirname, '..', 'helpers', 'gateway-child.js');
+const CHILD = join(__dirname, '..', '..', 'scripts', 'gateway-child.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -24,11 +25,11 @@ interface Started {
   readonly url: string;
 }
 
-async function startGateway(t: Test, name: string, port: number, flushInterval: number): Promise<Started> {
+async function startGateway(t: Test, name: string, port: number, flushInterval: number, sysInterval = 0): Promise<Started> {
   const config = join(dir, `${name}.yaml`);
   writeFileSync(
     config,
-    `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
+    `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: ${sysInterval}\nlog:\n  level: warn\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
   );
   const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
   await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
@@ -181,4 +182,72 @@ t.test('what enters the outbox: matching topics at any QoS, with source and arri
   );
   t.same(entries[1]?.payload, Buffer.from([0, 255, 1]), 'binary payload kept');
   t.ok(entries.every((e) => e.arrivedAt >= before && e.arrivedAt <= Date.now()), 'arrival time in ms');
+});
+
+t.test('$SYS reports storage and outbox counters', async (t) => {
+  const port = await freePort();
+  const { gw, url } = await startGateway(t, 'sys', port, 20, 1);
+  const c = await client(t, url, 'sys-reader');
+  await c.publishAsync('sensors/one', '1', { qos: 1 });
+  await c.publishAsync('sensors/two', '2', { qos: 1 });
+  const values = new Map<string, string>();
+  c.on('message', (topic, payload) => values.set(topic, payload.toString()));
+  await c.subscribeAsync(['$SYS/broker/storage/#', '$SYS/broker/outbox/#']);
+  const deadline = Date.now() + 5000;
+  while (values.get('$SYS/broker/outbox/messages') !== '2' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.equal(values.get('$SYS/broker/outbox/messages'), '2', 'outbox size');
+  t.equal(values.get('$SYS/broker/outbox/dropped'), '0');
+  t.equal(values.get('$SYS/broker/outbox/failed'), '0');
+  t.ok(Number(values.get('$SYS/broker/outbox/bytes')) > 0, 'outbox bytes');
+  t.ok(Number(values.get('$SYS/broker/storage/commits')) >= 1, 'commits counted');
+  t.equal(values.get('$SYS/broker/storage/commits failed'), '0');
+  t.match(values.get('$SYS/broker/storage/bytes written/hour'), /^\d+$/, 'bytes written in the last hour');
+  await c.endAsync();
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+});
+
+t.test('disk full: the message is not acknowledged, its client is disconnected, everyone else is served, and it recovers', async (t) => {
+  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to mount a small tmpfs');
+  const mount = join(dir, 'small');
+  mkdirSync(mount);
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]).status !== 0) return t.plan(0, 'cannot mount tmpfs here');
+  t.teardown(() => void spawnSync('umount', ['-l', mount]));
+  const port = await freePort();
+  const config = join(dir, 'full.yaml');
+  writeFileSync(
+    config,
+    `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\nstorage:\n  path: ${join(mount, 'edgeway.db')}\n  flushInterval: 20\n`,
+  );
+  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
+  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
+  const url = `mqtt://127.0.0.1:${port}`;
+  const watcher = await client(t, url, 'watcher');
+  const live: string[] = [];
+  watcher.on('message', (_topic, payload) => live.push(payload.toString()));
+  await watcher.subscribeAsync('other/#', { qos: 0 });
+  const other = await client(t, url, 'other-publisher');
+
+  // Fill the file system.
+  const filler = join(mount, 'filler');
+  spawnSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' });
+
+  const raw = await RawClient.connect(port, { clientId: 'victim' });
+  raw.send({ cmd: 'publish', topic: 'sensors/big', payload: Buffer.alloc(256 * 1024, 7), qos: 1, messageId: 1, retain: false, dup: false });
+  await raw.waitClosed(5000);
+  t.same(raw.received.filter((p) => p.cmd === 'puback'), [], 'no PUBACK for a message that could not be stored');
+  await waitForOutput(() => gw.stderr, /commit failed/, 5000, 'the error line');
+  t.match(gw.stderr, /disk full/, 'the log says why');
+  await other.publishAsync('other/ping', 'still routing', { qos: 0 });
+  const deadline = Date.now() + 3000;
+  while (!live.includes('still routing') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.ok(live.includes('still routing'), 'other clients are still served');
+
+  rmSync(filler);
+  const again = await RawClient.connect(port, { clientId: 'victim' });
+  again.send({ cmd: 'publish', topic: 'sensors/big', payload: Buffer.alloc(256 * 1024, 7), qos: 1, messageId: 1, retain: false, dup: false });
+  t.equal((await again.next('puback', 5000)).messageId, 1, 'with space again, the re-sent message is stored and acknowledged');
+  again.disconnect();
+  gw.child.kill('SIGTERM');
+  t.same(await gw.exited, { code: 0, signal: null }, 'and the gateway stops cleanly');
 });

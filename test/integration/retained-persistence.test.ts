@@ -4,11 +4,10 @@
  * is there). Clients are real MQTT clients over TCP.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { waitFor } from '../helpers/broker';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
@@ -111,4 +110,18 @@ t.test('a storage folder that cannot be used: logged, and the gateway still rout
   await publishRetained(port, [['keep/live', 'routed']]);
   const got = await retainedAfterRestart(port, 1);
   t.equal(got.get('keep/live'), 'routed', 'retained messages still work in memory');
+});
+
+t.test('a corrupt database file is moved aside, kept, and the gateway starts with a fresh one', async (t) => {
+  const port = await freePort();
+  const garbage = randomBytes(64 * 1024);
+  writeFileSync(join(dir, 'corrupt.db'), garbage);
+  const gw = await startGateway(t, 'corrupt', port, 20);
+  t.match(gw.stderr, /database unusable, moved aside and starting a fresh one/, 'one clear error line');
+  const aside = readdirSync(dir).filter((f) => f.startsWith('corrupt.db.corrupt-'));
+  t.equal(aside.length, 1, 'moved aside under a new name');
+  t.same(readFileSync(join(dir, aside[0] as string)), garbage, 'its bytes untouched');
+  await publishRetained(port, [['keep/fresh', 'stored']]);
+  const got = await retainedAfterRestart(port, 1);
+  t.equal(got.get('keep/fresh'), 'stored', 'the fresh database works');
 });

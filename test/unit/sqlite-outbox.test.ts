@@ -173,9 +173,9 @@ t.test('a read-only folder: open rejects with a clear, logged error; nothing mov
   try {
     const logger = recordingLogger();
     const outbox = outboxAt(join(dir, 'edgeway.db'), { logger });
-    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_OUTBOX_OPEN', message: /cannot open/ });
+    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_STORAGE_OPEN', message: /cannot open/ });
     t.match(logger.lines.find((l) => l.level === 'error'), { msg: /cannot open the database/ });
-    await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_OUTBOX_CLOSED' }, 'appends reject, nothing throws');
+    await t.rejects(outbox.append([sizedEntry(1)]), { code: 'EDGEWAY_ERR_STORAGE_CLOSED' }, 'appends reject, nothing throws');
     await outbox.close();
   } finally {
     undo();
@@ -195,7 +195,7 @@ t.test('a read-only database file: open rejects, the file is not moved aside', a
   try {
     const logger = recordingLogger();
     const outbox = outboxAt(path, { logger });
-    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_OUTBOX_OPEN' });
+    await t.rejects(outbox.open(), { code: 'EDGEWAY_ERR_STORAGE_OPEN' });
     t.match(logger.lines.find((l) => l.level === 'error'), { fields: { error: /read-only|cannot open/ } });
     await outbox.close();
   } finally {
@@ -216,7 +216,7 @@ t.test('a commit that fails (database locked) rejects, is logged and counted; th
   const locker = new Database(path);
   t.teardown(() => locker.close());
   locker.exec('BEGIN EXCLUSIVE');
-  await t.rejects(outbox.append([sizedEntry(1), sizedEntry(2)]), { code: 'EDGEWAY_ERR_OUTBOX_WRITE', message: /locked/ });
+  await t.rejects(outbox.append([sizedEntry(1), sizedEntry(2)]), { code: 'EDGEWAY_ERR_STORAGE_WRITE', message: /locked/ });
   t.match(outbox.stats(), { failed: 2, size: 0, commits: 0 });
   t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { failedCommits: 1, error: /locked/ } });
   locker.exec('ROLLBACK');
@@ -238,7 +238,7 @@ t.test('disk full on a real (tmpfs) file system: rejected, logged, no crash, rec
     for (let i = 0; i < 2000 && failure === undefined; i++) {
       await outbox.append(Array.from({ length: 20 }, (_, k) => sizedEntry(i * 20 + k, 1024))).catch((err: unknown) => (failure = err));
     }
-    t.match(failure, { code: 'EDGEWAY_ERR_OUTBOX_WRITE', message: /disk full/ }, 'the append rejects with a clear reason');
+    t.match(failure, { code: 'EDGEWAY_ERR_STORAGE_WRITE', message: /disk full/ }, 'the append rejects with a clear reason');
     t.ok(outbox.stats().failed >= 20, 'the failed messages are counted');
     t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { error: /disk full/ } });
     const stored = outbox.stats().size;

@@ -235,7 +235,7 @@ t.test('a failed commit keeps every change pending; a later commit writes the fi
   const durable = storage.durable();
   t.equal(storage.counters.failedCommits, 0);
   storage.flush();
-  await t.rejects(durable, { code: 'EDGEWAY_ERR_OUTBOX_WRITE' }, 'durable() rejects');
+  await t.rejects(durable, { code: 'EDGEWAY_ERR_STORAGE_WRITE' }, 'durable() rejects');
   t.equal(storage.counters.failedCommits, 1, 'the commit failed');
   t.ok(store.hasPending(), 'changes kept');
   t.equal(store.counters.rowsWritten, 0, 'nothing counted as written');
