@@ -63,19 +63,19 @@ export class Gateway {
     };
     const broker = new Broker(brokerOptions, logger);
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
+    let serial: InstanceType<SerialModule['SerialAdapter']> | undefined;
     try {
       await broker.start(config.listeners);
+      // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
+      if (config.serial.length > 0) {
+        const { SerialAdapter } = loadSerial();
+        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: hostname(), version });
+        // Resolves after each port's first open attempt; missing ports are retried in the background.
+        await serial.start();
+      }
     } catch (err) {
-      stored?.storage.close();
+      await new Gateway(broker, stored, serial).stop();
       throw err;
-    }
-    // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
-    let serial: InstanceType<SerialModule['SerialAdapter']> | undefined;
-    if (config.serial.length > 0) {
-      const { SerialAdapter } = loadSerial();
-      serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: hostname(), version });
-      // Resolves after each port's first open attempt; missing ports are retried in the background.
-      await serial.start();
     }
     return new Gateway(broker, stored, serial);
   }
@@ -86,9 +86,13 @@ export class Gateway {
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      await this.serial?.stop(2000);
-      await this.broker.stop();
-      this.storage?.storage.close();
+      try {
+        await this.serial?.stop(2000);
+        await this.broker.stop();
+      } finally {
+        // Whatever failed above, what is pending is still written.
+        this.storage?.storage.close();
+      }
     })();
     return this.stopping;
   }
@@ -103,7 +107,8 @@ function openStorage(config: Config, logger: Logger, withOutbox: boolean): Opene
   const storage = new SqliteStorage({ path, sync, flushInterval, logger });
   const retained = new SqliteRetainedStore(storage);
   const sessions = new SqliteSessionStore(storage);
-  const outbox = withOutbox ? new SqliteOutbox(storage, limits) : undefined;
+  // The storage is closed by Gateway.stop(), not by whoever drains the outbox.
+  const outbox = withOutbox ? new SqliteOutbox(storage, limits, { ownsStorage: false }) : undefined;
   try {
     storage.open();
     return { storage, retained, sessions, outbox };

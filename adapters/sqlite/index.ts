@@ -5,6 +5,7 @@
 export { SqliteStorage, type SqliteStorageOptions, type StoragePart } from './storage';
 export { SqliteOutbox } from './outbox-store';
 export { SqliteRetainedStore } from './retained-store';
+export { SqliteStateStore } from './state-store';
 export { SqliteSessionStore } from './session-store';
 export { DiskWriteMeter, readWriteBytes } from './disk-write-meter';
 export { JOURNAL_SIZE_LIMIT, describeStorageError, openDatabase, type OpenDatabaseOptions, type OpenedDatabase, type SyncMode } from './database';

@@ -73,6 +73,9 @@ const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
         PRIMARY KEY (client_id, packet_id)
       ) STRICT, WITHOUT ROWID;
     `),
+  // 4: small named values of adapters (the uplink's stream-id epoch, the downlink's last entry id),
+  // written in the same group commit as everything else.
+  (db) => db.exec(`CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT ROWID`),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

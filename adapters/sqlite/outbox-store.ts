@@ -1,4 +1,5 @@
 import {
+  OutboxWatchers,
   StorageError,
   RateLimitedLog,
   outboxEntryBytes,
@@ -62,9 +63,10 @@ function prepare(db: SqliteDatabase) {
  *
  * Bounds: `drop-new` is decided at append time against stored + pending entries; `drop-oldest`
  * deletes the oldest rows inside the commit that would exceed a bound, so after every commit the
- * table is within both bounds. A failed commit (disk full, read-only file system) rejects the
- * appends it contained (counted in `failed`; the storage logs it at a bounded rate) and the next
- * commit tries again: the process never crashes on a storage error.
+ * table is within both bounds. A failed commit (disk full, read-only file system) keeps its
+ * entries pending and their appends waiting (counted in `failed`; the storage logs it at a bounded
+ * rate and retries): nothing accepted is given up while the process runs, and the pending entries
+ * stay within the same bounds (under `drop-oldest` the oldest pending ones make room).
  *
  * `open()` and `close()` open and close the whole storage: an outbox on its own storage (tests,
  * the benchmark) needs nothing else; in the gateway they are idempotent calls on a storage the
@@ -79,16 +81,23 @@ export class SqliteOutbox implements Outbox, StoragePart {
   private ackUpTo = 0;
   private ackWaiters: Waiter[] = [];
   /** What the transaction in progress is writing, settled by committed() or failed(). */
-  private inCommit: { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[]; delta: CommitDelta } | undefined;
+  private inCommit: { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[]; ackUpTo: number; delta: CommitDelta } | undefined;
   private size = 0;
   private bytes = 0;
   private lastSeq = 0;
   private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, failed: 0, commits: 0 };
   private readonly dropLog: RateLimitedLog;
+  private readonly watchers = new OutboxWatchers();
 
+  /**
+   * `ownsStorage` (default true): `open()` / `close()` open and close the storage itself — an
+   * outbox on a storage of its own (tests, benchmarks). The gateway passes false: its storage
+   * also holds sessions and retained messages, and only the composition root closes it.
+   */
   constructor(
     private readonly storage: SqliteStorage,
     private readonly limits: OutboxLimits,
+    private readonly options: { readonly ownsStorage?: boolean } = {},
   ) {
     this.dropLog = new RateLimitedLog((msg, fields) => storage.logger.warn(msg, fields));
     storage.attach(this);
@@ -100,9 +109,13 @@ export class SqliteOutbox implements Outbox, StoragePart {
     this.storage.open();
   }
 
-  /** Commits what is pending and closes the storage; whatever could not be committed rejects. */
+  /**
+   * Commits what is pending; closes the storage if this outbox owns it. Whatever could not be
+   * committed rejects. Afterwards this outbox refuses appends and reads.
+   */
   async close(timeoutMs = 2000): Promise<void> {
-    this.storage.close(timeoutMs);
+    if (this.options.ownsStorage ?? true) this.storage.close(timeoutMs);
+    else this.storage.flush();
     this.closed();
   }
 
@@ -125,7 +138,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
 
   write(): void {
     const batch = this.pending;
-    const commit = { batch, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters, delta: this.writeRows(batch, this.ackUpTo) };
+    const commit = { batch, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters, ackUpTo: this.ackUpTo, delta: this.writeRows(batch, this.ackUpTo) };
     this.inCommit = commit;
     this.pending = [];
     this.pendingBytes = 0;
@@ -148,22 +161,30 @@ export class SqliteOutbox implements Outbox, StoragePart {
     if (trimmed + delta.evicted > 0) this.countDrops(trimmed + delta.evicted, 0);
     for (const w of commit.appendWaiters) w.resolve();
     for (const w of commit.ackWaiters) w.resolve();
+    if (delta.inserted > 0) this.watchers.notify();
   }
 
-  failed(error: StorageError): void {
-    // write() may not have run (another part threw first): then what is pending failed with it.
-    const commit = this.inCommit ?? { batch: this.pending, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
+  watch(listener: () => void): () => void {
+    return this.watchers.add(listener);
+  }
+
+  failed(): void {
+    // Nothing is given up: what this commit held goes back in front of what is pending (nothing
+    // can have been appended meanwhile — the transaction ran synchronously) and the storage
+    // retries. The appends keep waiting, so their PUBACKs stay withheld until the data is stored.
+    const commit = this.inCommit;
     this.inCommit = undefined;
-    if (commit.batch === this.pending) {
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.appendWaiters = [];
-      this.ackUpTo = 0;
-      this.ackWaiters = [];
+    if (commit === undefined) {
+      // write() did not finish (it threw, or another part did first): everything is still pending.
+      if (this.pending.length > 0) this.counters.failed++;
+      return;
     }
-    this.counters.failed += commit.batch.length;
-    for (const w of commit.appendWaiters) w.reject(error);
-    for (const w of commit.ackWaiters) w.reject(error);
+    this.pending = commit.batch;
+    for (const p of commit.batch) this.pendingBytes += p.bytes;
+    this.appendWaiters = commit.appendWaiters;
+    this.ackWaiters = commit.ackWaiters;
+    this.ackUpTo = Math.max(this.ackUpTo, commit.ackUpTo);
+    this.counters.failed++;
   }
 
   closed(): void {
@@ -198,6 +219,16 @@ export class SqliteOutbox implements Outbox, StoragePart {
       this.pending.push({ input, seq, bytes });
       this.pendingBytes += bytes;
       result.push(seq);
+    }
+    // Pending entries alone beyond a bound (commits failing for a while): the oldest make room.
+    let trimmed = 0;
+    while (this.pending.length > maxMessages || this.pendingBytes > maxBytes) {
+      this.pendingBytes -= (this.pending.shift() as Pending).bytes;
+      trimmed++;
+    }
+    if (trimmed > 0) {
+      this.counters.appended += trimmed; // accepted, then made room for newer ones
+      this.countDrops(trimmed, 0);
     }
     if (refused > 0) this.countDrops(0, refused);
     if (refused === entries.length) return Promise.resolve(result);

@@ -1,7 +1,20 @@
-import type { Message, QoS, RetainedStore } from '../../gateway/broker';
+import { errorMessage, RateLimitedLog, type Message, type QoS, type RetainedStore } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
 import { decodeProperties, encodeProperties } from './properties-json';
 import type { SqliteStorage, StoragePart } from './storage';
+
+/** A retained message as the row stores it, checked before it is queued for the commit. */
+interface EncodedRow {
+  readonly qos: number;
+  readonly properties: string | null;
+  readonly payload: Buffer;
+}
+
+function encodeRow(msg: Message): EncodedRow {
+  if (!Buffer.isBuffer(msg.payload)) throw new Error('payload is not a Buffer');
+  if (msg.qos !== 0 && msg.qos !== 1 && msg.qos !== 2) throw new Error(`invalid QoS ${String(msg.qos)}`);
+  return { qos: msg.qos, properties: msg.properties === undefined ? null : encodeProperties(msg.properties), payload: msg.payload };
+}
 
 interface Row {
   topic: string;
@@ -18,14 +31,16 @@ interface Row {
  * pending and the storage tries again, so nothing accepted is forgotten while the process lives.
  */
 export class SqliteRetainedStore implements RetainedStore, StoragePart {
-  private upsert: ((topic: string, msg: Message) => void) | undefined;
+  private upsert: ((topic: string, row: EncodedRow) => void) | undefined;
   private remove: ((topic: string) => void) | undefined;
   private selectAll: (() => Row[]) | undefined;
-  private readonly pending = new Map<string, Message | null>();
+  private readonly pending = new Map<string, EncodedRow | null>();
   private written = 0;
-  readonly counters = { rowsWritten: 0 };
+  private readonly refusedLog: RateLimitedLog;
+  readonly counters = { rowsWritten: 0, refused: 0 };
 
   constructor(private readonly storage: SqliteStorage) {
+    this.refusedLog = new RateLimitedLog((msg, fields) => storage.logger.error(msg, fields));
     storage.attach(this);
   }
 
@@ -33,7 +48,7 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
     const upsert = db.prepare('INSERT INTO retained (topic, qos, properties, payload) VALUES (?, ?, ?, ?) ON CONFLICT(topic) DO UPDATE SET qos = excluded.qos, properties = excluded.properties, payload = excluded.payload');
     const remove = db.prepare('DELETE FROM retained WHERE topic = ?');
     const all = db.prepare('SELECT topic, qos, properties, payload FROM retained');
-    this.upsert = (topic, msg) => upsert.run(topic, msg.qos, msg.properties === undefined ? null : encodeProperties(msg.properties), msg.payload);
+    this.upsert = (topic, row) => upsert.run(topic, row.qos, row.properties, row.payload);
     this.remove = (topic) => remove.run(topic);
     this.selectAll = () => all.all() as Row[];
   }
@@ -51,7 +66,19 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
 
   save(topic: string, message: Message | null): void {
     if (this.upsert === undefined) return;
-    this.pending.set(topic, message);
+    let row: EncodedRow | null = null;
+    if (message !== null) {
+      // Encoded and checked here, not in write(): a value SQLite refuses would otherwise fail
+      // this commit and every retry, holding up everything else the storage writes.
+      try {
+        row = encodeRow(message);
+      } catch (err) {
+        this.counters.refused++;
+        this.refusedLog.emit('storage: retained message cannot be stored; kept in memory only', { topic, error: errorMessage(err), refused: this.counters.refused });
+        return;
+      }
+    }
+    this.pending.set(topic, row);
     this.storage.schedule();
   }
 
@@ -60,9 +87,9 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
   }
 
   write(): void {
-    for (const [topic, msg] of this.pending) {
-      if (msg === null) this.remove?.(topic);
-      else this.upsert?.(topic, msg);
+    for (const [topic, row] of this.pending) {
+      if (row === null) this.remove?.(topic);
+      else this.upsert?.(topic, row);
     }
     this.written = this.pending.size;
   }

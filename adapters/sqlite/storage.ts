@@ -31,7 +31,7 @@ export interface StoragePart {
   write(): void;
   /** The transaction that contained the last `write` committed. */
   committed(): void;
-  /** It rolled back (disk full, read-only…): the part keeps or rejects its changes, as its contract says. */
+  /** It rolled back (disk full, read-only…): the part keeps its changes for the retry. */
   failed(error: StorageError): void;
   /** The database is closing; nothing pending will be written any more. */
   closed(): void;
@@ -71,6 +71,8 @@ export class SqliteStorage {
   private immediate: NodeJS.Immediate | undefined;
   /** Changes reported through schedule() since the last commit. */
   private changes = 0;
+  /** After a failed commit: no commit before this time (ms), 0 otherwise. */
+  private retryAt = 0;
   private waiters: Waiter[] = [];
   private readonly failLog: RateLimitedLog;
   readonly logger: Logger;
@@ -129,11 +131,13 @@ export class SqliteStorage {
    */
   schedule(changes = 1): void {
     if (this.state !== 'open') return;
+    this.changes += changes;
+    // After a failure the retry timer decides: a full disk is not retried at the pace of arrivals.
+    if (Date.now() < this.retryAt) return;
     if (this.options.flushInterval === 0) {
       this.flush();
       return;
     }
-    this.changes += changes;
     if (this.changes >= EARLY_COMMIT_CHANGES) {
       this.immediate ??= setImmediate(this.onTimer);
       return;
@@ -148,9 +152,10 @@ export class SqliteStorage {
   };
 
   /**
-   * Resolves once every change handed to the parts before this call is committed; rejects with
-   * a `StorageError` EDGEWAY_ERR_STORAGE_WRITE if that commit fails (or _CLOSED if the storage
-   * closes first). Resolves at once when nothing is pending.
+   * Resolves once every change handed to the parts before this call is committed — after retries,
+   * if commits fail meanwhile (disk full): nothing is given up while the process runs. Rejects
+   * with a `StorageError` EDGEWAY_ERR_STORAGE_CLOSED only if the storage closes first. Resolves
+   * at once when nothing is pending.
    */
   durable(): Promise<void> {
     if (this.state !== 'open') return Promise.reject(new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the storage is not open'));
@@ -161,14 +166,19 @@ export class SqliteStorage {
     });
   }
 
-  /** One transaction for everything pending. Never throws: a failure is logged, counted and retried. */
+  /**
+   * One transaction for everything pending. Never throws. A failure (disk full, read-only file
+   * system, I/O error) is logged at a bounded rate and counted; every part keeps its changes and
+   * the commit is retried no sooner than RETRY_AFTER_FAILURE_MS, while whoever waits for it
+   * (acknowledgements, appends) keeps waiting. Memory stays bounded by the parts' own bounds.
+   */
   flush(): void {
     this.cancelTimer();
     if (this.commitTx === undefined) return;
-    const waiters = this.waiters;
-    this.waiters = [];
     this.changes = 0;
     if (!this.parts.some((p) => p.hasPending())) {
+      const waiters = this.waiters;
+      this.waiters = [];
       for (const w of waiters) w.resolve();
       return;
     }
@@ -177,18 +187,16 @@ export class SqliteStorage {
     } catch (err) {
       this.counters.failedCommits++;
       const reason = describeStorageError(err);
-      this.failLog.emit('storage: commit failed; changes not stored', { path: this.options.path, error: reason, failedCommits: this.counters.failedCommits });
-      const error = new StorageError('EDGEWAY_ERR_STORAGE_WRITE', `storage commit failed: ${reason}`, { cause: err });
-      for (const part of this.parts) part.failed(error);
-      for (const w of waiters) w.reject(error);
-      // Parts that keep their changes (retained, sessions) get another try; bounded by their own
-      // size (one pending change per stored row), so the retries cannot pile up memory.
-      if (this.state === 'open' && this.parts.some((p) => p.hasPending())) {
-        this.timer ??= setTimeout(this.onTimer, Math.max(this.options.flushInterval, RETRY_AFTER_FAILURE_MS));
-      }
+      this.failLog.emit('storage: commit failed; changes kept in memory and retried', { path: this.options.path, error: reason, failedCommits: this.counters.failedCommits });
+      for (const part of this.parts) part.failed(new StorageError('EDGEWAY_ERR_STORAGE_WRITE', `storage commit failed: ${reason}`, { cause: err }));
+      this.retryAt = Date.now() + Math.max(this.options.flushInterval, RETRY_AFTER_FAILURE_MS);
+      if (this.state === 'open') this.timer ??= setTimeout(this.onTimer, this.retryAt - Date.now());
       return;
     }
+    this.retryAt = 0;
     this.counters.commits++;
+    const waiters = this.waiters;
+    this.waiters = [];
     for (const part of this.parts) part.committed();
     for (const w of waiters) w.resolve();
   }

@@ -394,7 +394,8 @@ export class Broker implements ConnectionHost {
     if (this.uplinkTopics !== null) this.toOutbox(msg, origin === null ? source : origin.clientId);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
-      for (const hook of this.hooks.published) hook(msg, info);
+      const from = origin === null ? source : origin.clientId;
+      for (const hook of this.hooks.published) hook(msg, info, from);
     }
     const targets = new Map<string, Subscriber>();
     this.subscriptions.match(msg.topic, (clientId, sub) => {
@@ -452,6 +453,9 @@ export class Broker implements ConnectionHost {
         resolve = res;
         reject = rej;
       });
+      // Handled here too: should every acknowledgement waiting for it be dropped (their
+      // connections closed), a rejection must not become an unhandled one.
+      promise.catch(() => undefined);
       this.turnBarrier = { promise, resolve, reject };
       this.scheduleStorageTick();
     }

@@ -68,8 +68,6 @@ export const MAX_HELD_ACKS = 65_535;
 interface HeldAcks {
   readonly barrier: Promise<void>;
   readonly packets: Buffer[];
-  /** Incoming QoS 2 ids first held by these PUBLISHes: released again if the commit fails. */
-  readonly qos2Ids: number[];
   committed: boolean;
 }
 
@@ -282,24 +280,18 @@ export class Connection implements ParserOwner, FastPacketSink {
   }
 
   /**
-   * Sends an acknowledgement in order with the others [MQTT-4.6.0-2]: once `barrier` (a commit)
-   * resolves, or at once when null and nothing is held. `qos2Id`: the incoming QoS 2 id this
-   * PUBREC first held, released if the commit fails so the client's re-sent PUBLISH is routed.
+   * Sends an acknowledgement in order with the others [MQTT-4.6.0-2], [MQTT-4.6.0-4]: once
+   * `barrier` (a commit) resolves, or at once when null and nothing is held.
    */
-  sendAck(packet: Buffer, barrier: Promise<void> | null, qos2Id = 0): void {
+  sendAck(packet: Buffer, barrier: Promise<void> | null): void {
     if (this.state === 'closed') return;
     let last = this.held === null ? undefined : this.held[this.held.length - 1];
-    if (barrier === null) {
-      if (last === undefined) {
-        this.write(packet);
-      } else {
-        last.packets.push(packet);
-        this.heldCount++;
-      }
+    if (barrier === null && last === undefined) {
+      this.write(packet);
       return;
     }
-    if (last === undefined || last.barrier !== barrier) {
-      const group: HeldAcks = { barrier, packets: [], qos2Ids: [], committed: false };
+    if (barrier !== null && (last === undefined || last.barrier !== barrier)) {
+      const group: HeldAcks = { barrier, packets: [], committed: false };
       (this.held ??= []).push(group);
       barrier.then(
         () => this.releaseHeld(group),
@@ -307,8 +299,7 @@ export class Connection implements ParserOwner, FastPacketSink {
       );
       last = group;
     }
-    last.packets.push(packet);
-    if (qos2Id !== 0) last.qos2Ids.push(qos2Id);
+    (last as HeldAcks).packets.push(packet);
     if (++this.heldCount >= MAX_HELD_ACKS && !this.heldPaused) {
       this.heldPaused = true;
       this.socket.pause();
@@ -336,13 +327,11 @@ export class Connection implements ParserOwner, FastPacketSink {
     }
   }
 
+  /** The storage closed before the commit (shutdown): these acknowledgements are never sent. */
   private failHeld(err: unknown): void {
     const held = this.held;
     this.held = null;
     this.heldCount = 0;
-    if (held !== null && this.session !== null) {
-      for (const group of held) for (const id of group.qos2Ids) this.session.releaseIncomingQos2(id);
-    }
     if (held !== null && this.state !== 'closed') this.host.onStorageFailure(this, err);
   }
 
@@ -446,7 +435,7 @@ export class Connection implements ParserOwner, FastPacketSink {
     this.deferred = null;
     this.tail = null;
     // Held acknowledgements are not sent: the client re-sends those messages on its next
-    // connection (a persistent session keeps the QoS 2 ids, whose messages were routed already).
+    // connection; a re-sent QoS 2 id still held waits for the same commit (handlers/publish.ts).
     this.held = null;
     this.heldCount = 0;
     if (this.parser !== null) {

@@ -20,8 +20,12 @@ export interface Credentials {
 
 /** Gate: resolve true to allow, false to refuse with "not authorized". */
 export type AuthenticateHook = (client: ClientInfo, credentials: Credentials) => boolean | Promise<boolean>;
-/** Notify: a message was accepted for routing. `origin` is null for in-process publishers. */
-export type PublishedHook = (message: Message, origin: ClientInfo | null) => void;
+/**
+ * Notify: a message was accepted for routing. `origin` is null for in-process publishers;
+ * `source` names the publisher either way (a client id, or what an adapter passed, e.g.
+ * `serial:<port>`), so an adapter can recognise — and not echo — its own messages.
+ */
+export type PublishedHook = (message: Message, origin: ClientInfo | null, source: string) => void;
 export type ClientHook = (client: ClientInfo) => void;
 
 export class Hooks {

@@ -9,6 +9,7 @@ export { RingBuffer } from './ring-buffer';
 export type { BrokerLimits, BrokerOptions, Message, PublishProperties, QoS, SubscriptionOptions } from './types';
 export { MemoryOutbox } from './memory-outbox';
 export {
+  OutboxWatchers,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,

@@ -1,6 +1,7 @@
 import { RateLimitedLog, type Logger, silentLogger } from './logger';
 import { StorageError } from './errors';
 import {
+  OutboxWatchers,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
@@ -28,6 +29,7 @@ export class MemoryOutbox implements Outbox {
   private bytes = 0;
   private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, commits: 0 };
   private readonly dropLog: RateLimitedLog;
+  private readonly watchers = new OutboxWatchers();
 
   constructor(
     private readonly limits: OutboxLimits,
@@ -77,7 +79,12 @@ export class MemoryOutbox implements Outbox {
       this.counters.droppedNew += droppedNew;
       this.dropLog.emit('outbox full: messages dropped', { policy: whenFull, droppedOldest, droppedNew, maxMessages, maxBytes });
     }
+    if (droppedNew < entries.length) this.watchers.notify();
     return result;
+  }
+
+  watch(listener: () => void): () => void {
+    return this.watchers.add(listener);
   }
 
   read(after: number, limit: number): OutboxEntry[] {

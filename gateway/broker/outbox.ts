@@ -78,7 +78,7 @@ export interface OutboxStats {
   readonly droppedOldest: number;
   /** Entries refused: full under `drop-new`, or larger than `maxBytes`. */
   readonly droppedNew: number;
-  /** Entries whose commit failed (disk full, read-only…): their `append` promise rejected. */
+  /** Commits of entries that failed (disk full, read-only…); the entries stayed pending and were retried. */
   readonly failed: number;
   /** Transactions committed (group commits); what an SD card pays for. */
   readonly commits: number;
@@ -95,8 +95,8 @@ export interface Outbox {
   /**
    * Appends a batch, in order. Resolves once the batch is durable (after the group commit that
    * contains it), with one result per input: its seq, or `null` if it was refused (`drop-new`, or
-   * larger than `maxBytes`). Rejects with a `StorageError` if the commit failed or the outbox is
-   * closed; nothing of the batch is stored then.
+   * larger than `maxBytes`). A commit that fails (disk full) is retried and the promise keeps
+   * waiting; it rejects with a `StorageError` only if the outbox closes before the batch is stored.
    */
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]>;
   /** Up to `limit` durable entries with `seq > after`, in ascending seq order. */
@@ -107,6 +107,33 @@ export interface Outbox {
    */
   ack(upTo: number): Promise<void>;
   stats(): OutboxStats;
+  /**
+   * Calls `listener` whenever new entries have become readable (after the commit that holds them),
+   * so a reader can wait instead of polling. Returns the function that removes the listener.
+   */
+  watch(listener: () => void): () => void;
+}
+
+/** The listeners of `Outbox.watch`, for implementations. A listener that throws is skipped, not fatal. */
+export class OutboxWatchers {
+  private readonly listeners = new Set<() => void>();
+
+  add(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  notify(): void {
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch {
+        // a reader's bug must not break the writer's commit path
+      }
+    }
+  }
 }
 
 /**

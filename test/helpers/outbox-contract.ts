@@ -163,6 +163,22 @@ export function outboxContract(t: Test, name: string, factory: OutboxFactory): v
       });
     }
 
+    t.test('watch: called once new entries are readable; not for refused ones; removable', async (t) => {
+      const { outbox } = await make(t, { maxMessages: 2, maxBytes: 1024 ** 2, whenFull: 'drop-new' });
+      const readable: number[] = [];
+      const stop = outbox.watch(() => readable.push(outbox.read(0, 10).length));
+      await outbox.append([sizedEntry(1)]);
+      t.same(readable, [1], 'notified once, with the entry already readable');
+      await outbox.append([sizedEntry(2), sizedEntry(3)]); // the third is refused
+      t.same(readable, [1, 2], 'notified for the batch that stored something');
+      await outbox.append([sizedEntry(4)]); // full: refused
+      t.same(readable, [1, 2], 'not notified when nothing was stored');
+      stop();
+      await outbox.ack(outbox.stats().lastSeq);
+      await outbox.append([sizedEntry(5)]);
+      t.same(readable, [1, 2], 'not after the listener was removed');
+    });
+
     t.test('closed: append and ack reject with a stable code; close is idempotent', async (t) => {
       const { outbox } = await make(t);
       await t.rejects(factory(t, UNBOUNDED).outbox.append([sizedEntry(0)]), { code: 'EDGEWAY_ERR_STORAGE_CLOSED' }, 'before open');

@@ -207,7 +207,7 @@ t.test('a read-only database file: open rejects, the file is not moved aside', a
   );
 });
 
-t.test('a commit that fails (database locked) rejects, is logged and counted; the next one succeeds', async (t) => {
+t.test('a commit that fails (database locked) is logged, counted and retried; the append waits for it', async (t) => {
   const path = join(tempDir(t), 'edgeway.db');
   const logger = recordingLogger();
   const outbox = outboxAt(path, { logger, busyTimeoutMs: 50, flushInterval: 5 });
@@ -216,16 +216,21 @@ t.test('a commit that fails (database locked) rejects, is logged and counted; th
   const locker = new Database(path);
   t.teardown(() => locker.close());
   locker.exec('BEGIN EXCLUSIVE');
-  await t.rejects(outbox.append([sizedEntry(1), sizedEntry(2)]), { code: 'EDGEWAY_ERR_STORAGE_WRITE', message: /locked/ });
-  t.match(outbox.stats(), { failed: 2, size: 0, commits: 0 });
-  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { failedCommits: 1, error: /locked/ } });
+  let settled = false;
+  const appended = outbox.append([sizedEntry(1), sizedEntry(2)]).finally(() => (settled = true));
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk(settled, 'the append neither resolves nor rejects while the commit fails');
+  t.match(outbox.stats(), { size: 0, commits: 0, pending: 2 });
+  t.ok(outbox.stats().failed >= 1, 'the failed commit is counted');
+  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed; changes kept in memory and retried/, fields: { failedCommits: 1, error: /locked/ } });
+  const more = outbox.append([sizedEntry(3)]); // arrives while failing: queued behind
   locker.exec('ROLLBACK');
-  const [seq] = await outbox.append([sizedEntry(3)]);
-  t.ok(typeof seq === 'number', 'works again once the lock is gone');
-  t.same(outbox.read(0, 10).map((e) => e.seq), [seq], 'only the committed entry is stored');
+  const seqs = [...(await appended), ...(await more)];
+  t.equal(seqs.length, 3, 'both appends resolve once a retry commits');
+  t.same(outbox.read(0, 10).map((e) => e.seq), seqs, 'every entry stored once, in order');
 });
 
-t.test('disk full on a real (tmpfs) file system: rejected, logged, no crash, recovers', async (t) => {
+t.test('disk full on a real (tmpfs) file system: logged, retried, no crash, nothing lost once space is free', async (t) => {
   if (!isRoot) return t.plan(0, 'needs root to mount a small tmpfs');
   const dir = tempDir(t);
   if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]).status !== 0) return t.plan(0, 'cannot mount tmpfs here');
@@ -234,19 +239,23 @@ t.test('disk full on a real (tmpfs) file system: rejected, logged, no crash, rec
   try {
     await outbox.open();
     writeFileSync(join(dir, 'filler'), Buffer.alloc(600 * 1024));
-    let failure: unknown;
-    for (let i = 0; i < 2000 && failure === undefined; i++) {
-      await outbox.append(Array.from({ length: 20 }, (_, k) => sizedEntry(i * 20 + k, 1024))).catch((err: unknown) => (failure = err));
+    // Append until a commit fails; the append that hit it keeps waiting.
+    let waiting: Promise<(number | null)[]> | undefined;
+    let appended = 0;
+    for (let i = 0; i < 2000 && waiting === undefined; i++) {
+      const batch = outbox.append(Array.from({ length: 20 }, (_, k) => sizedEntry(i * 20 + k, 1024)));
+      appended += 20;
+      const done = await Promise.race([batch.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 200))]);
+      if (!done) waiting = batch;
     }
-    t.match(failure, { code: 'EDGEWAY_ERR_STORAGE_WRITE', message: /disk full/ }, 'the append rejects with a clear reason');
-    t.ok(outbox.stats().failed >= 20, 'the failed messages are counted');
+    t.ok(waiting !== undefined, 'the disk filled up');
+    t.ok(outbox.stats().failed >= 1, 'the failed commit is counted');
     t.match(logger.lines.find((l) => l.level === 'error'), { msg: /commit failed/, fields: { error: /disk full/ } });
-    const stored = outbox.stats().size;
     rmSync(join(dir, 'filler'));
-    const seqs = await outbox.append([sizedEntry(1, 100)]);
-    t.ok(typeof seqs[0] === 'number', 'appends work again once space is free');
-    t.equal(outbox.stats().size, stored + 1);
-    t.equal(outbox.read(0, 100_000).length, stored + 1, 'what was committed before the fault is intact');
+    const seqs = await (waiting as Promise<(number | null)[]>);
+    t.ok(seqs.every((s) => typeof s === 'number'), 'the waiting append resolves once space is free');
+    t.equal(outbox.stats().size, appended, 'every entry appended is stored: nothing was given up');
+    t.equal(outbox.read(0, 100_000).length, appended);
   } finally {
     await outbox.close();
     spawnSync('umount', [dir]);

@@ -38,13 +38,17 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
   if (qos === 2) {
     const session = conn.session;
     if (session === null) return;
-    let held = 0;
+    let barrier: Promise<void> | null;
     if (!session.incomingQos2.has(id)) {
       session.holdIncomingQos2(id);
       broker.publish(message, conn);
-      held = id;
+      barrier = durability(broker, changesBefore);
+    } else {
+      // A re-sent id (perhaps on a new connection, the first one's PUBREC never seen): the first
+      // copy may not be committed yet, so this PUBREC waits for whatever is pending too.
+      barrier = broker.options.storage === undefined ? null : broker.durableBarrier();
     }
-    conn.sendAck(encodeAck('pubrec', id, 0, conn.protocolVersion), durability(broker, changesBefore), held);
+    conn.sendAck(encodeAck('pubrec', id, 0, conn.protocolVersion), barrier);
     return;
   }
   broker.publish(message, conn);

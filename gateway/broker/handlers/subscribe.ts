@@ -11,7 +11,9 @@ const SUBACK_FAILURE = 0x80;
 /**
  * SUBSCRIBE (3.1.1 section 3.8). The granted QoS is the requested one [MQTT-3.8.4-6]; a filter
  * already subscribed is replaced and its retained messages are sent again [MQTT-3.8.4-3].
- * SUBACK goes out before the retained messages.
+ * SUBACK goes out before the retained messages, except for a persistent session with storage on:
+ * its SUBACK waits for the commit of the subscription, and the retained messages may come first
+ * (the server may send matching PUBLISHes before the SUBACK, section 3.8.4).
  */
 export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubscribePacket): void {
   const session = conn.session;
