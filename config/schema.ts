@@ -2,6 +2,7 @@ import { z } from 'zod';
 // Types, defaults and pure validation helpers only: importing these does not load `serialport`.
 import { BAUD_RATES, SERIAL_DEFAULTS, publishesPerKey, type SerialPortOptions } from '../adapters/serial/options';
 import { PORT_NAME_PATTERN, isSafeKey, templateError } from '../adapters/serial/topics';
+import { redisSchema } from './redis';
 
 /**
  * The one configuration schema: the TypeScript type (`Config`) and the validation both come from
@@ -221,6 +222,8 @@ export const configSchema = z
     log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
     serial: serialSchema,
     storage: storageSchema.prefault({}),
+    /** Optional: without it nothing about Redis runs. */
+    redis: redisSchema.optional(),
   })
   .superRefine((config, ctx) => {
     // Across sections: a serial topic deeper than limits.maxTopicLevels would be refused by the
@@ -247,3 +250,4 @@ export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type SerialPortConfig = z.output<typeof serialPortSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
+export type { RedisConfig } from './redis';

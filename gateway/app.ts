@@ -1,15 +1,17 @@
 /**
  * The composition root: builds storage, broker and adapters from a validated config, starts them,
- * and stops them in the right order. gateway/main.ts (the CLI) runs it; tests that need the real
- * gateway with settings the config does not offer yet (the outbox's topics before the uplink
- * exists) run it as a child process too.
+ * and stops them in the right order. gateway/main.ts (the CLI) runs it; tests and benchmarks that
+ * need the outbox without a Redis (scripts/gateway-child.ts) run it too.
  */
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema';
-import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStorage } from '../adapters/sqlite';
-import { Broker, errorMessage, type BrokerOptions, type Logger } from './broker';
+import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
+import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
 
 type SerialModule = typeof import('../adapters/serial');
+type RedisModule = typeof import('../adapters/redis');
+type SerialAdapter = InstanceType<SerialModule['SerialAdapter']>;
+type RedisAdapter = InstanceType<RedisModule['RedisAdapter']>;
 
 /**
  * Loaded only when a serial port is configured or listed: `serialport` loads a native addon,
@@ -19,13 +21,19 @@ export function loadSerial(): SerialModule {
   return require('../adapters/serial') as SerialModule;
 }
 
+/** Loaded only with a `redis` section: a gateway without Redis does not load ioredis at all. */
+function loadRedis(): RedisModule {
+  return require('../adapters/redis') as RedisModule;
+}
+
 export interface GatewayOptions {
   readonly config: Config;
   readonly version: string;
   readonly logger: Logger;
   /**
-   * Topic filters whose messages enter the outbox: the uplink's choice (issue 5). Without them no
-   * outbox is kept and nothing waits for it.
+   * Topic filters whose messages enter the outbox. Default: the Redis uplink's `redis.uplink.topics`
+   * (none without a `redis` section). Given explicitly, an outbox is kept without any Redis — for
+   * tests and benchmarks of the store-and-forward path alone.
    */
   readonly uplinkTopics?: readonly string[];
 }
@@ -34,6 +42,7 @@ interface OpenedStorage {
   readonly storage: SqliteStorage;
   readonly retained: SqliteRetainedStore;
   readonly sessions: SqliteSessionStore;
+  readonly state: SqliteStateStore;
   readonly outbox: SqliteOutbox | undefined;
 }
 
@@ -43,27 +52,34 @@ export class Gateway {
   private constructor(
     readonly broker: Broker,
     readonly storage: OpenedStorage | undefined,
-    private readonly serial: InstanceType<SerialModule['SerialAdapter']> | undefined,
+    private readonly serial: SerialAdapter | undefined,
+    readonly redis: RedisAdapter | undefined,
   ) {}
 
-  /** Opens storage, starts the broker's listeners and the serial ports. Rejects if a listener cannot open. */
+  /** Opens storage, starts the broker's listeners, serial ports and Redis. Rejects if a listener cannot open. */
   static async start(options: GatewayOptions): Promise<Gateway> {
     const { config, version, logger } = options;
-    const stored = openStorage(config, logger, (options.uplinkTopics?.length ?? 0) > 0);
+    const uplinkTopics = options.uplinkTopics ?? config.redis?.uplink.topics ?? [];
+    const stored = openStorage(config, logger, uplinkTopics.length > 0);
+    // Without storage the uplink still buffers, in memory and within the same bounds, and says so.
+    let outbox: Outbox | undefined = stored?.outbox;
+    if (outbox === undefined && uplinkTopics.length > 0) {
+      logger.warn('outbox kept in memory only: messages waiting for the uplink are lost on restart', { maxMessages: config.storage.outbox.maxMessages });
+      const memory = new MemoryOutbox(config.storage.outbox, logger);
+      await memory.open();
+      outbox = memory;
+    }
     const brokerOptions: BrokerOptions = {
       limits: config.limits,
       sysInterval: config.sys.interval,
       version,
-      ...(stored === undefined
-        ? {}
-        : {
-            storage: { retained: stored.retained, sessions: stored.sessions, durable: () => stored.storage.durable() },
-            ...(stored.outbox === undefined ? {} : { uplink: { outbox: stored.outbox, topics: options.uplinkTopics ?? [] } }),
-          }),
+      ...(stored === undefined ? {} : { storage: { retained: stored.retained, sessions: stored.sessions, durable: () => stored.storage.durable() } }),
+      ...(outbox === undefined ? {} : { uplink: { outbox, topics: uplinkTopics, skipSource: skipClusterSource } }),
     };
     const broker = new Broker(brokerOptions, logger);
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
-    let serial: InstanceType<SerialModule['SerialAdapter']> | undefined;
+    let serial: SerialAdapter | undefined;
+    let redis: RedisAdapter | undefined;
     try {
       await broker.start(config.listeners);
       // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
@@ -73,20 +89,30 @@ export class Gateway {
         // Resolves after each port's first open attempt; missing ports are retried in the background.
         await serial.start();
       }
+      if (config.redis !== undefined && outbox !== undefined) {
+        const { RedisAdapter, resolveRedisSettings } = loadRedis();
+        const settings = resolveRedisSettings(config.redis, hostname());
+        redis = new RedisAdapter(broker.context('redis'), outbox, stored?.state ?? new Map<string, string>(), settings);
+        const adapter = redis;
+        broker.sys.addValues(() => redisSysValues(adapter));
+        redis.start(); // connects in the background: Redis is never waited for
+      }
     } catch (err) {
-      await new Gateway(broker, stored, serial).stop();
+      await new Gateway(broker, stored, serial, redis).stop();
       throw err;
     }
-    return new Gateway(broker, stored, serial);
+    return new Gateway(broker, stored, serial, redis);
   }
 
   /**
-   * Serial first (its ports publish `offline` while the broker still routes), then the broker,
-   * then storage, which commits what is pending before it closes. Idempotent.
+   * Redis first (the batch in flight is confirmed and acknowledged), then serial (its ports
+   * publish `offline` while the broker still routes), then the broker, then storage, which commits
+   * what is pending before it closes. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       try {
+        await this.redis?.stop();
         await this.serial?.stop(2000);
         await this.broker.stop();
       } finally {
@@ -98,6 +124,11 @@ export class Gateway {
   }
 }
 
+/** Messages that came from another gateway of the cluster went up through that gateway. */
+function skipClusterSource(source: string): boolean {
+  return source.startsWith('cluster:');
+}
+
 /**
  * The database with its parts. One that cannot be opened (read-only file system, permissions) is
  * logged and the gateway runs without persistence: live routing matters more.
@@ -107,11 +138,12 @@ function openStorage(config: Config, logger: Logger, withOutbox: boolean): Opene
   const storage = new SqliteStorage({ path, sync, flushInterval, logger });
   const retained = new SqliteRetainedStore(storage);
   const sessions = new SqliteSessionStore(storage);
+  const state = new SqliteStateStore(storage);
   // The storage is closed by Gateway.stop(), not by whoever drains the outbox.
   const outbox = withOutbox ? new SqliteOutbox(storage, limits, { ownsStorage: false }) : undefined;
   try {
     storage.open();
-    return { storage, retained, sessions, outbox };
+    return { storage, retained, sessions, state, outbox };
   } catch (err) {
     logger.error('storage unavailable; running without persistence (retained messages and sessions will not survive a restart)', {
       path,
@@ -137,5 +169,19 @@ function storageSysValues({ storage, outbox }: OpenedStorage): [string, string][
       ['outbox/failed', String(s.failed)],
     );
   }
+  return values;
+}
+
+function redisSysValues(redis: RedisAdapter): [string, string][] {
+  const { uplink, downlink, cluster } = redis.stats();
+  const values: [string, string][] = [
+    ['uplink/state', uplink.state],
+    ['uplink/backlog', String(uplink.backlog)],
+    ['uplink/oldest age ms', String(uplink.oldestAgeMs)],
+    ['uplink/delivered', String(uplink.delivered)],
+    ['uplink/failures', String(uplink.failures)],
+  ];
+  if (downlink !== undefined) values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)]);
+  if (cluster !== undefined) values.push(['cluster/sent', String(cluster.sent)], ['cluster/received', String(cluster.received)], ['cluster/dropped', String(cluster.dropped)]);
   return values;
 }

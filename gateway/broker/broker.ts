@@ -391,7 +391,10 @@ export class Broker implements ConnectionHost {
         this.storageChanges++;
       }
     }
-    if (this.uplinkTopics !== null) this.toOutbox(msg, origin === null ? source : origin.clientId);
+    if (this.uplinkTopics !== null) {
+      const from = origin === null ? source : origin.clientId;
+      if (origin !== null || this.options.uplink?.skipSource?.(from) !== true) this.toOutbox(msg, from);
+    }
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
       const from = origin === null ? source : origin.clientId;

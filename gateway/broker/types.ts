@@ -68,5 +68,10 @@ export interface BrokerOptions {
    * network clients and in-process publishers alike. A QoS 1/2 PUBLISH that enters it is
    * acknowledged only once the outbox has it durably.
    */
-  readonly uplink?: { readonly outbox: Outbox; readonly topics: readonly string[] };
+  readonly uplink?: {
+    readonly outbox: Outbox;
+    readonly topics: readonly string[];
+    /** Publishers whose messages never enter it (messages that came from another gateway). */
+    readonly skipSource?: (source: string) => boolean;
+  };
 }

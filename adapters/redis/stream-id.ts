@@ -1,0 +1,57 @@
+import type Redis from 'ioredis';
+
+/**
+ * Redis stream entry ids are `<ms>-<seq>`, two unsigned 64-bit numbers compared in that order.
+ * The uplink writes `<epoch>-<outbox seq>`: never the wall clock (a Pi has no RTC), and strictly
+ * increasing, so that a re-sent entry is refused by Redis ("equal or smaller than the target
+ * stream top item") instead of being stored twice. The epoch only changes when the stream holds
+ * ids this gateway's database cannot have written (the database was replaced, e.g. a corrupt one
+ * moved aside): the new epoch is above them, so new entries are accepted again.
+ */
+export interface StreamId {
+  readonly ms: bigint;
+  readonly seq: bigint;
+}
+
+export function parseStreamId(text: string): StreamId | null {
+  const m = /^(\d+)-(\d+)$/.exec(text);
+  return m === null ? null : { ms: BigInt(m[1] as string), seq: BigInt(m[2] as string) };
+}
+
+export function formatStreamId(epoch: bigint, seq: number): string {
+  return `${epoch}-${seq}`;
+}
+
+/** The error Redis answers to an XADD whose explicit id is not above the stream's last id. */
+export function isIdNotGreater(err: unknown): boolean {
+  return /equal or smaller than the target stream top item/i.test(err instanceof Error ? err.message : String(err));
+}
+
+/**
+ * The last id the stream ever generated (kept by Redis even when the entries were trimmed or
+ * deleted), or null when the stream does not exist.
+ */
+export async function lastGeneratedId(redis: Redis, key: string): Promise<StreamId | null> {
+  let info: unknown;
+  try {
+    info = await redis.xinfo('STREAM', key);
+  } catch (err) {
+    if (/no such key/i.test(err instanceof Error ? err.message : String(err))) return null;
+    throw err;
+  }
+  if (!Array.isArray(info)) return null;
+  const at = info.indexOf('last-generated-id');
+  const value = at >= 0 ? info[at + 1] : undefined;
+  return typeof value === 'string' ? parseStreamId(value) : null;
+}
+
+/**
+ * The epoch for this gateway's next entries: `current`, unless the stream's last id is one this
+ * database cannot have produced (a higher epoch, or the same epoch with a seq beyond the highest
+ * seq the outbox ever assigned); then the epoch above it.
+ */
+export function epochFor(current: bigint, lastAssignedSeq: number, streamTop: StreamId | null): bigint {
+  if (streamTop === null) return current;
+  if (streamTop.ms > current || (streamTop.ms === current && streamTop.seq > BigInt(lastAssignedSeq))) return streamTop.ms + 1n;
+  return current;
+}

@@ -1,0 +1,262 @@
+import type Redis from 'ioredis';
+import { errorMessage, RateLimitedLog, type Logger, type Outbox, type OutboxEntry } from '../../gateway/broker';
+import { backoff, describeRedisError } from './connection';
+import type { RedisSettings } from './settings';
+import { epochFor, formatStreamId, isIdNotGreater, lastGeneratedId } from './stream-id';
+
+/** Small named values kept across restarts, written with the storage's group commit. */
+export interface StateStore {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
+
+export type UplinkState = 'disconnected' | 'connected' | 'draining';
+
+export interface UplinkStats {
+  readonly state: UplinkState;
+  /** Entries in the outbox not yet confirmed by Redis. */
+  readonly backlog: number;
+  /** Age of the oldest of them in ms (by arrival time), 0 when none. */
+  readonly oldestAgeMs: number;
+  /** Entries Redis confirmed since start (including ones it already had). */
+  readonly delivered: number;
+  /** Of those, entries Redis refused as already present (a re-send after a lost reply or a crash). */
+  readonly alreadyPresent: number;
+  /** Batches that failed (timeout, connection lost, error reply); each is retried. */
+  readonly failures: number;
+  readonly epoch: string;
+  readonly lastError: string | undefined;
+}
+
+const EPOCH_KEY = 'uplink.epoch';
+
+/**
+ * Drains the outbox into a Redis stream, in seq order, exactly once (issue 5, item 2).
+ *
+ * One loop: read the next batch after the cursor, XADD each entry with the explicit id
+ * `<epoch>-<seq>` in one pipeline, advance the cursor over the entries Redis confirmed — an
+ * "ID equal or smaller than the top item" reply also confirms: the entry is there already, from a
+ * batch whose reply was lost or a run that was killed before acknowledging — and acknowledge them
+ * in the outbox, which deletes them with the next group commit. On the first other error the rest
+ * of the batch is left for the next attempt, after a back-off. Live messages are never sent
+ * ahead of older ones: there is only the cursor.
+ */
+export class Uplink {
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private cursor = 0;
+  private epoch: bigint;
+  /** The stream's last id was checked against the epoch on this connection. */
+  private epochChecked = false;
+  private wakeUp: (() => void) | undefined;
+  private unwatch: (() => void) | undefined;
+  private state: UplinkState = 'disconnected';
+  private lastError: string | undefined;
+  private nextSendAt = 0;
+  private readonly counters = { delivered: 0, alreadyPresent: 0, failures: 0 };
+  private readonly errorLog: RateLimitedLog;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly outbox: Outbox,
+    private readonly store: StateStore,
+    private readonly settings: RedisSettings,
+    private readonly logger: Logger,
+    /** Called when the state changes (the adapter publishes the status topic). */
+    private readonly onStateChange: (state: UplinkState) => void,
+  ) {
+    this.epoch = BigInt(store.get(EPOCH_KEY) ?? '0');
+    this.errorLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unwatch = this.outbox.watch(() => this.wake());
+    this.redis.on('ready', this.onReady);
+    this.redis.on('close', this.onClose);
+    this.loop = this.run();
+  }
+
+  /** Stops after the batch in progress (its confirmations are still acknowledged). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unwatch?.();
+    this.redis.off('ready', this.onReady);
+    this.redis.off('close', this.onClose);
+    this.wake();
+    await this.loop;
+  }
+
+  stats(): UplinkStats {
+    const s = this.outbox.stats();
+    const oldest = this.outbox.read(this.cursor, 1)[0];
+    return {
+      state: this.state,
+      backlog: Math.max(0, s.size),
+      oldestAgeMs: oldest === undefined ? 0 : Math.max(0, Date.now() - oldest.arrivedAt),
+      ...this.counters,
+      epoch: this.epoch.toString(),
+      lastError: this.lastError,
+    };
+  }
+
+  private readonly onReady = (): void => {
+    this.epochChecked = false;
+    this.wake();
+  };
+
+  private readonly onClose = (): void => {
+    this.setState('disconnected');
+    this.wake();
+  };
+
+  private wake(): void {
+    const wake = this.wakeUp;
+    this.wakeUp = undefined;
+    wake?.();
+  }
+
+  /** Waits for new entries, a (re)connection, stop, or `ms` if given. */
+  private sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(() => this.wake(), ms);
+      this.wakeUp = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private setState(state: UplinkState): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.onStateChange(state);
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (this.running) {
+      if (this.redis.status !== 'ready') {
+        this.setState('disconnected');
+        await this.sleep();
+        continue;
+      }
+      try {
+        if (!this.epochChecked) await this.checkEpoch();
+        const batch = this.outbox.read(this.cursor, this.batchLimit());
+        if (batch.length === 0) {
+          this.setState('connected');
+          await this.sleep();
+          continue;
+        }
+        this.setState(batch.length >= this.settings.uplink.batchSize || this.outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1).length > 0 ? 'draining' : 'connected');
+        await this.pace(batch.length);
+        if (!this.running) break;
+        await this.send(batch);
+        attempt = 0;
+        this.lastError = undefined;
+      } catch (err) {
+        attempt++;
+        this.counters.failures++;
+        this.lastError = describeRedisError(err);
+        this.errorLog.emit('redis uplink: batch not confirmed; retrying', { stream: this.settings.uplink.stream, error: this.lastError, failures: this.counters.failures });
+        this.epochChecked = false;
+        const { initialDelay, maxDelay } = this.settings.reconnect;
+        await this.sleep(backoff(attempt, initialDelay, maxDelay));
+      }
+    }
+  }
+
+  /** With a replay rate, batches are small enough to be spread over the second. */
+  private batchLimit(): number {
+    const rate = this.settings.uplink.replayRate;
+    const size = this.settings.uplink.batchSize;
+    return rate > 0 ? Math.max(1, Math.min(size, Math.floor(rate / 10))) : size;
+  }
+
+  /** Holds the loop so that the average rate stays at most `replayRate` messages per second. */
+  private async pace(count: number): Promise<void> {
+    const rate = this.settings.uplink.replayRate;
+    if (rate <= 0) return;
+    const now = Date.now();
+    if (this.nextSendAt > now) await this.sleepUntil(this.nextSendAt);
+    this.nextSendAt = Math.max(this.nextSendAt, now) + (count * 1000) / rate;
+  }
+
+  private async sleepUntil(at: number): Promise<void> {
+    // Not woken by new entries (those only matter once the pace allows another batch).
+    while (this.running && Date.now() < at) await new Promise((r) => setTimeout(r, Math.min(at - Date.now(), 250)));
+  }
+
+  /**
+   * Makes sure this gateway's ids are above the stream's last id when the stream holds ids this
+   * database cannot have written (the database was replaced): see stream-id.ts.
+   */
+  private async checkEpoch(): Promise<void> {
+    const top = await lastGeneratedId(this.redis, this.settings.uplink.stream);
+    const epoch = epochFor(this.epoch, this.outbox.stats().lastSeq, top);
+    if (epoch !== this.epoch) {
+      this.logger.warn('redis uplink: the stream holds ids this gateway\'s database did not write (was the database replaced?); continuing with a higher id epoch', {
+        stream: this.settings.uplink.stream,
+        streamLastId: top === null ? 'none' : `${top.ms}-${top.seq}`,
+        epoch: epoch.toString(),
+      });
+      this.epoch = epoch;
+      this.store.set(EPOCH_KEY, epoch.toString());
+    }
+    this.epochChecked = true;
+  }
+
+  private async send(batch: readonly OutboxEntry[]): Promise<void> {
+    const { stream, maxLen } = this.settings.uplink;
+    const gateway = this.settings.gatewayId;
+    const pipeline = this.redis.pipeline();
+    for (const e of batch) {
+      pipeline.xadd(
+        stream,
+        'MAXLEN',
+        '~',
+        maxLen,
+        formatStreamId(this.epoch, e.seq),
+        'topic',
+        e.topic,
+        'payload',
+        e.payload,
+        'qos',
+        e.qos,
+        'retain',
+        e.retain ? 1 : 0,
+        'ts',
+        e.arrivedAt,
+        'seq',
+        e.seq,
+        'gateway',
+        gateway,
+        'source',
+        e.source,
+      );
+    }
+    const results = (await pipeline.exec()) ?? [];
+    let confirmed = 0;
+    let failure: unknown;
+    for (let i = 0; i < batch.length; i++) {
+      const err = results[i]?.[0] ?? (results[i] === undefined ? new Error('no reply') : null);
+      if (err === null || isIdNotGreater(err)) {
+        if (err !== null) this.counters.alreadyPresent++;
+        confirmed = (batch[i] as OutboxEntry).seq;
+        this.counters.delivered++;
+        continue;
+      }
+      failure = err;
+      break;
+    }
+    if (confirmed > 0) {
+      this.cursor = confirmed;
+      // Not awaited: the deletion rides on the next group commit, and the cursor already skips
+      // these entries. If the gateway dies first, they are sent again and Redis refuses them.
+      this.outbox.ack(confirmed).catch((err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
+    }
+    if (failure !== undefined) throw failure;
+  }
+}
