@@ -2,7 +2,7 @@
  * Public API of the SQLite storage adapter (adapters/sqlite). It implements ports of the broker
  * core and imports from gateway/broker's public index only; gateway/main.ts wires it.
  */
-export { SqliteStorage, type SqliteStorageOptions, type StoragePart } from './storage';
+export { EARLY_COMMIT_CHANGES, SqliteStorage, type SqliteStorageOptions, type StoragePart } from './storage';
 export { SqliteOutbox } from './outbox-store';
 export { SqliteRetainedStore } from './retained-store';
 export { SqliteStateStore } from './state-store';

@@ -1,0 +1,151 @@
+/**
+ * SqliteStorage's group commit under failure and load, and the retained store's guard against
+ * values SQLite refuses (review findings F and "poison row"):
+ * - after a failed commit, arriving changes — however many — do not trigger commit attempts
+ *   before the retry delay: a full disk (or a lock) is not hammered at the pace of arrivals;
+ * - `durable()` keeps waiting through the failure and resolves once the retry commits;
+ * - EARLY_COMMIT_CHANGES pending changes commit without waiting for the end of the window;
+ * - a retained message SQLite would refuse is refused at save(), so it cannot fail every later
+ *   commit of everything else.
+ */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import t, { type Test } from 'tap';
+import { EARLY_COMMIT_CHANGES, SqliteRetainedStore, SqliteStorage, type SqliteStorageOptions } from '../../adapters/sqlite';
+import type { Message } from '../../gateway/broker';
+import { within } from '../helpers/mqtt-client';
+import { recordingLogger, tempDir } from '../helpers/sqlite';
+
+/** The storage's documented retry delay after a failed commit (RETRY_AFTER_FAILURE_MS). */
+const RETRY_DELAY_MS = 1000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const turns = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+function retained(topic: string, payload = topic): Message {
+  return { topic, payload: Buffer.from(payload), qos: 1, retain: true };
+}
+
+/** A storage with a retained store attached, opened; closed when the test ends. */
+function openStore(t: Test, path: string, options: Partial<SqliteStorageOptions> = {}) {
+  const storage = new SqliteStorage({ path, sync: 'normal', flushInterval: 20, ...options });
+  const store = new SqliteRetainedStore(storage);
+  storage.open();
+  t.teardown(() => storage.close(200));
+  return { storage, store };
+}
+
+function rowsIn(path: string): string[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return (db.prepare('SELECT topic FROM retained ORDER BY topic').all() as { topic: string }[]).map((r) => r.topic);
+  } finally {
+    db.close();
+  }
+}
+
+t.test('after a failed commit, no commit is attempted before the retry delay, however many changes arrive; durable() waits and resolves after the retry', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const { storage, store } = openStore(t, path, { flushInterval: 20, busyTimeoutMs: 20 });
+  // Another connection holds the write lock: every commit fails with SQLITE_BUSY after 20 ms.
+  const locker = new Database(path);
+  t.teardown(() => {
+    if (locker.inTransaction) locker.exec('ROLLBACK');
+    locker.close();
+  });
+  locker.exec('BEGIN IMMEDIATE');
+
+  store.save('first', retained('first'));
+  let outcome: 'pending' | 'resolved' | 'rejected' = 'pending';
+  const durable = storage.durable().then(
+    () => void (outcome = 'resolved'),
+    (err: unknown) => {
+      outcome = 'rejected';
+      t.comment(`durable() rejected: ${String(err)}`);
+    },
+  );
+  const deadline = Date.now() + 2000;
+  while (storage.counters.failedCommits === 0 && Date.now() < deadline) await sleep(5);
+  const failedAt = Date.now();
+  t.equal(storage.counters.failedCommits, 1, 'the first commit failed (the database is locked)');
+
+  // Load: 300 changes every 10 ms for ~500 ms — each batch alone is over EARLY_COMMIT_CHANGES.
+  t.ok(300 >= EARLY_COMMIT_CHANGES, 'each batch is enough for an early commit');
+  while (Date.now() - failedAt < 500) {
+    for (let i = 0; i < 300; i++) store.save(`load/${i}`, retained(`load/${i}`, String(Date.now())));
+    await sleep(10);
+  }
+  const elapsed = Date.now() - failedAt;
+  t.ok(elapsed < RETRY_DELAY_MS, `the load window (${elapsed} ms) ended before the retry delay`);
+  t.equal(storage.counters.failedCommits, 1, 'no further commit attempt during the retry delay, despite the load');
+  t.equal(storage.counters.commits, 0, 'and no commit');
+  t.equal(outcome, 'pending', 'durable() neither resolved nor rejected: it waits for the retry');
+
+  locker.exec('ROLLBACK'); // the lock is gone: the retry can commit
+  await within(durable, 'durable() after the lock is released', 3000);
+  const waited = Date.now() - failedAt;
+  t.equal(outcome, 'resolved', 'durable() resolved once the retry committed');
+  t.ok(waited >= RETRY_DELAY_MS - 50, `the retry came after the delay (${waited} ms after the failure)`);
+  t.equal(storage.counters.failedCommits, 1, 'one failure in all');
+  t.ok(storage.counters.commits >= 1, 'the retry committed');
+  t.notOk(store.hasPending(), 'nothing left pending');
+  const rows = rowsIn(path);
+  t.equal(rows.length, 301, 'every change is stored: the first one and the 300 load topics');
+  t.ok(rows.includes('first'), 'including the change from before the failure');
+});
+
+t.test('EARLY_COMMIT_CHANGES pending changes commit at once, not at the end of the window', async (t) => {
+  t.equal(EARLY_COMMIT_CHANGES, 256, 'the threshold');
+  const dir = tempDir(t);
+
+  const below = openStore(t, join(dir, 'below.db'), { flushInterval: 10_000 });
+  for (let i = 0; i < EARLY_COMMIT_CHANGES - 1; i++) below.store.save(`t/${i}`, retained(`t/${i}`));
+  await turns(5);
+  t.equal(below.storage.counters.commits, 0, `${EARLY_COMMIT_CHANGES - 1} changes wait for the window`);
+  t.ok(below.store.hasPending(), 'and stay pending');
+
+  const at = openStore(t, join(dir, 'at.db'), { flushInterval: 10_000 });
+  for (let i = 0; i < EARLY_COMMIT_CHANGES; i++) at.store.save(`t/${i}`, retained(`t/${i}`));
+  t.equal(at.storage.counters.commits, 0, 'not committed synchronously inside save()');
+  await turns(5);
+  t.equal(at.storage.counters.commits, 1, `${EARLY_COMMIT_CHANGES} changes committed within a few event-loop turns, long before the 10 s window`);
+  t.notOk(at.store.hasPending(), 'nothing pending');
+  t.equal(rowsIn(join(dir, 'at.db')).length, EARLY_COMMIT_CHANGES, 'all rows in the database');
+
+  // The same through durable(): the waiter is released by the early commit too.
+  for (let i = 0; i < EARLY_COMMIT_CHANGES; i++) at.store.save(`u/${i}`, retained(`u/${i}`));
+  let resolved = false;
+  void at.storage.durable().then(() => (resolved = true));
+  await turns(5);
+  t.ok(resolved, 'durable() resolved by the early commit');
+  t.equal(at.storage.counters.commits, 2, 'one more commit');
+});
+
+t.test('the retained store refuses at save() what SQLite would refuse; later commits still succeed', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const logger = recordingLogger();
+  const { storage, store } = openStore(t, path, { flushInterval: 20, logger });
+
+  store.save('ok/1', retained('ok/1'));
+  // A BigInt in the properties (JSON cannot encode it) and a payload that is not a Buffer
+  // (better-sqlite3 cannot bind an object).
+  store.save('bad/bigint', { ...retained('bad/bigint'), properties: { userProperties: { n: 1n as unknown as string } } });
+  store.save('bad/payload', { ...retained('bad/payload'), payload: { not: 'a buffer' } as unknown as Buffer });
+  t.equal(store.counters.refused, 2, 'both refused, and counted');
+  const line = logger.lines.find((l) => l.level === 'error' && /retained/.test(l.msg));
+  t.ok(line, 'the refusal is logged as an error');
+  t.equal(line?.fields?.topic, 'bad/bigint', 'naming the topic');
+
+  await within(storage.durable(), 'the commit of the good change', 3000);
+  t.equal(storage.counters.failedCommits, 0, 'no commit failed');
+  t.same(rowsIn(path), ['ok/1'], 'the good change is stored; the refused ones are not');
+
+  store.save('ok/2', retained('ok/2'));
+  store.save('ok/1', null);
+  await within(storage.durable(), 'a later commit', 3000);
+  t.equal(storage.counters.failedCommits, 0, 'later commits succeed too');
+  t.same(rowsIn(path), ['ok/2'], 'with their changes');
+  t.notOk(store.hasPending(), 'nothing pending');
+});
