@@ -22,11 +22,6 @@ export function formatStreamId(epoch: bigint, seq: number): string {
   return `${epoch}-${seq}`;
 }
 
-/** The error Redis answers to an XADD whose explicit id is not above the stream's last id. */
-export function isIdNotGreater(err: unknown): boolean {
-  return /equal or smaller than the target stream top item/i.test(err instanceof Error ? err.message : String(err));
-}
-
 /**
  * The last id the stream ever generated (kept by Redis even when the entries were trimmed or
  * deleted), or null when the stream does not exist.

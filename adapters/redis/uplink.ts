@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import { errorMessage, RateLimitedLog, type Logger, type Outbox, type OutboxEntry } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
-import { epochFor, formatStreamId, isIdNotGreater, lastGeneratedId } from './stream-id';
+import { epochFor, formatStreamId, lastGeneratedId } from './stream-id';
 
 /** Small named values kept across restarts, written with the storage's group commit. */
 export interface StateStore {
@@ -31,15 +31,45 @@ export interface UplinkStats {
 const EPOCH_KEY = 'uplink.epoch';
 
 /**
+ * Appends a batch in order and stops at the first entry Redis refuses for any reason other than
+ * "already there". A pipeline of XADDs cannot promise that: if entry k failed (out of memory) and
+ * k + 1 succeeded, k would later be refused as "smaller than the top item" and counted as
+ * delivered — lost. A script runs atomically, so what it reports is exactly what the stream holds.
+ * ARGV: maxLen, gateway, then per entry: id, topic, payload, qos, retain, ts, seq, source.
+ * Returns {added, alreadyPresent, error?}.
+ */
+const APPEND_SCRIPT = `
+local added, present = 0, 0
+for i = 3, #ARGV, 8 do
+  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
+    'topic', ARGV[i + 1], 'payload', ARGV[i + 2], 'qos', ARGV[i + 3], 'retain', ARGV[i + 4],
+    'ts', ARGV[i + 5], 'seq', ARGV[i + 6], 'gateway', ARGV[2], 'source', ARGV[i + 7])
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then
+      present = present + 1
+    else
+      return {added, present, r.err}
+    end
+  else
+    added = added + 1
+  end
+end
+return {added, present}
+`;
+
+type AppendReply = [added: number, alreadyPresent: number, error?: string];
+type WithAppend = Redis & { edgewayUplinkAppend(key: string, ...args: (string | number | Buffer)[]): Promise<AppendReply> };
+
+/**
  * Drains the outbox into a Redis stream, in seq order, exactly once (issue 5, item 2).
  *
  * One loop: read the next batch after the cursor, XADD each entry with the explicit id
- * `<epoch>-<seq>` in one pipeline, advance the cursor over the entries Redis confirmed — an
- * "ID equal or smaller than the top item" reply also confirms: the entry is there already, from a
- * batch whose reply was lost or a run that was killed before acknowledging — and acknowledge them
- * in the outbox, which deletes them with the next group commit. On the first other error the rest
- * of the batch is left for the next attempt, after a back-off. Live messages are never sent
- * ahead of older ones: there is only the cursor.
+ * `<epoch>-<seq>` in one script call (APPEND_SCRIPT), advance the cursor over the entries Redis
+ * confirmed — an "ID equal or smaller than the top item" refusal also confirms: the entry is there
+ * already, from a batch whose reply was lost or a run that was killed before acknowledging — and
+ * acknowledge them in the outbox, which deletes them with the next group commit. On any other
+ * error the rest of the batch is left for the next attempt, after a back-off. Live messages are
+ * never sent ahead of older ones: there is only the cursor.
  */
 export class Uplink {
   private running = false;
@@ -72,6 +102,8 @@ export class Uplink {
   start(): void {
     if (this.running) return;
     this.running = true;
+    // EVALSHA, with EVAL when the script is not cached (after a Redis restart): ioredis handles it.
+    this.redis.defineCommand('edgewayUplinkAppend', { numberOfKeys: 1, lua: APPEND_SCRIPT });
     this.unwatch = this.outbox.watch(() => this.wake());
     this.redis.on('ready', this.onReady);
     this.redis.on('close', this.onClose);
@@ -210,53 +242,19 @@ export class Uplink {
 
   private async send(batch: readonly OutboxEntry[]): Promise<void> {
     const { stream, maxLen } = this.settings.uplink;
-    const gateway = this.settings.gatewayId;
-    const pipeline = this.redis.pipeline();
-    for (const e of batch) {
-      pipeline.xadd(
-        stream,
-        'MAXLEN',
-        '~',
-        maxLen,
-        formatStreamId(this.epoch, e.seq),
-        'topic',
-        e.topic,
-        'payload',
-        e.payload,
-        'qos',
-        e.qos,
-        'retain',
-        e.retain ? 1 : 0,
-        'ts',
-        e.arrivedAt,
-        'seq',
-        e.seq,
-        'gateway',
-        gateway,
-        'source',
-        e.source,
-      );
-    }
-    const results = (await pipeline.exec()) ?? [];
-    let confirmed = 0;
-    let failure: unknown;
-    for (let i = 0; i < batch.length; i++) {
-      const err = results[i]?.[0] ?? (results[i] === undefined ? new Error('no reply') : null);
-      if (err === null || isIdNotGreater(err)) {
-        if (err !== null) this.counters.alreadyPresent++;
-        confirmed = (batch[i] as OutboxEntry).seq;
-        this.counters.delivered++;
-        continue;
-      }
-      failure = err;
-      break;
-    }
-    if (confirmed > 0) {
+    const args: (string | number | Buffer)[] = [maxLen, this.settings.gatewayId];
+    for (const e of batch) args.push(formatStreamId(this.epoch, e.seq), e.topic, e.payload, e.qos, e.retain ? 1 : 0, e.arrivedAt, e.seq, e.source);
+    const [added, present, error] = await (this.redis as WithAppend).edgewayUplinkAppend(stream, ...args);
+    const done = Math.min(batch.length, added + present);
+    this.counters.delivered += done;
+    this.counters.alreadyPresent += present;
+    if (done > 0) {
+      const confirmed = (batch[done - 1] as OutboxEntry).seq;
       this.cursor = confirmed;
       // Not awaited: the deletion rides on the next group commit, and the cursor already skips
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
       this.outbox.ack(confirmed).catch((err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
     }
-    if (failure !== undefined) throw failure;
+    if (error !== undefined) throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
   }
 }
