@@ -84,11 +84,22 @@ export const redisSchema = z
       })
       .prefault({}),
   })
-  .superRefine((redis, ctx) => {
-    if (redis.sentinels !== undefined && redis.name === undefined) ctx.addIssue({ code: 'custom', path: ['name'], message: 'required with sentinels: the name of the master' });
-    if (redis.name !== undefined && redis.sentinels === undefined) ctx.addIssue({ code: 'custom', path: ['sentinels'], message: 'required with name' });
-    if (redis.reconnect.initialDelay > redis.reconnect.maxDelay) ctx.addIssue({ code: 'custom', path: ['reconnect', 'initialDelay'], message: 'must not exceed reconnect.maxDelay' });
-    if (redis.uplink.stream === redis.downlink.stream) ctx.addIssue({ code: 'custom', path: ['downlink', 'stream'], message: 'must differ from uplink.stream' });
-  });
+  // `when: () => true`: cross-field problems are reported together with field errors (every error
+  // at once), so these checks must not trust the types of fields that failed.
+  .superRefine(
+    (redis, ctx) => {
+      const r = redis as Partial<Record<string, unknown>> & { reconnect?: unknown; uplink?: unknown; downlink?: unknown };
+      if (r.sentinels !== undefined && r.name === undefined) ctx.addIssue({ code: 'custom', path: ['name'], message: 'required with sentinels: the name of the master' });
+      if (r.name !== undefined && r.sentinels === undefined) ctx.addIssue({ code: 'custom', path: ['sentinels'], message: 'required with name' });
+      const reconnect = r.reconnect as { initialDelay?: unknown; maxDelay?: unknown } | undefined;
+      if (typeof reconnect?.initialDelay === 'number' && typeof reconnect.maxDelay === 'number' && reconnect.initialDelay > reconnect.maxDelay) {
+        ctx.addIssue({ code: 'custom', path: ['reconnect', 'initialDelay'], message: 'must not exceed reconnect.maxDelay' });
+      }
+      const up = (r.uplink as { stream?: unknown } | undefined)?.stream;
+      const down = (r.downlink as { stream?: unknown } | undefined)?.stream;
+      if (typeof up === 'string' && up === down) ctx.addIssue({ code: 'custom', path: ['downlink', 'stream'], message: 'must differ from uplink.stream' });
+    },
+    { when: () => true },
+  );
 
 export type RedisConfig = z.output<typeof redisSchema>;

@@ -4,6 +4,12 @@ import type { RedisSettings } from './settings';
 
 /** Source prefix of messages that came from another gateway: never sent back out. */
 export const CLUSTER_SOURCE_PREFIX = 'cluster:';
+/**
+ * Messages of the Redis adapter itself (its status topic, downlink commands) belong to this
+ * gateway: another gateway would keep a dead one's status as "connected", or pass on commands
+ * meant for devices here.
+ */
+const OWN_SOURCE_PREFIX = 'redis:';
 
 /** PUBLISH commands waiting for Redis' reply at most; beyond it messages are dropped and counted. */
 const MAX_IN_FLIGHT = 10_000;
@@ -38,6 +44,7 @@ export interface ClusterStats {
 export class ClusterLink {
   private running = false;
   private inFlight = 0;
+  private retainedLoaded = false;
   private readonly counters = { sent: 0, received: 0, dropped: 0, invalid: 0 };
   private readonly retainedKey: string;
   private readonly dropLog: RateLimitedLog;
@@ -84,19 +91,38 @@ export class ClusterLink {
   private readonly onReady = (): void => {
     // ioredis re-subscribes by itself after a reconnection.
     this.sub.subscribe(this.settings.cluster.channel).catch((err: unknown) => this.ctx.logger.warn('redis cluster: subscribe failed', { error: errorMessage(err) }));
-    this.loadRetained().catch((err: unknown) => this.ctx.logger.warn('redis cluster: retained messages not loaded', { error: errorMessage(err) }));
+    this.loadRetained();
   };
 
-  private async loadRetained(): Promise<void> {
-    const all = await this.pub.hgetallBuffer(this.retainedKey);
-    for (const value of Object.values(all)) {
-      const frame = decode(value);
-      if (frame !== null && frame.o !== this.settings.gatewayId) this.publishLocally(frame);
+  /**
+   * Takes over the cluster's retained messages, once, over the publishing connection — when that
+   * one is ready (it may connect after the subscriber); a failed read is tried again on its next
+   * `ready`.
+   */
+  private loadRetained(): void {
+    if (!this.running || this.retainedLoaded) return;
+    if (this.pub.status !== 'ready') {
+      this.pub.once('ready', () => this.loadRetained());
+      return;
     }
+    this.pub.hgetallBuffer(this.retainedKey).then(
+      (all) => {
+        if (this.retainedLoaded || !this.running) return;
+        this.retainedLoaded = true;
+        for (const value of Object.values(all)) {
+          const frame = decode(value);
+          if (frame !== null && frame.o !== this.settings.gatewayId) this.publishLocally(frame);
+        }
+      },
+      (err: unknown) => {
+        this.ctx.logger.warn('redis cluster: retained messages not loaded yet; retrying when connected', { error: errorMessage(err) });
+        this.pub.once('ready', () => this.loadRetained());
+      },
+    );
   }
 
   private readonly onPublished = (msg: Message, _origin: unknown, source: string): void => {
-    if (!this.running || source.startsWith(CLUSTER_SOURCE_PREFIX) || msg.topic.startsWith('$')) return;
+    if (!this.running || source.startsWith(CLUSTER_SOURCE_PREFIX) || source.startsWith(OWN_SOURCE_PREFIX) || msg.topic.startsWith('$')) return;
     if (this.pub.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT) {
       this.drop();
       return;

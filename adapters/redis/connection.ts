@@ -83,5 +83,6 @@ export function describeRedisError(err: unknown): string {
   if (/ENOTFOUND|EAI_AGAIN/.test(message)) return `host not found: ${message}`;
   if (/ETIMEDOUT|Command timed out|connect ETIMEDOUT/i.test(message)) return `no answer in time: ${message}`;
   if (/NOPERM/.test(message)) return `not permitted for this Redis user: ${message}`;
+  if (/certificate|SSL|TLS|handshake/i.test(message)) return `TLS problem (check tls.ca and the server's certificate): ${message}`;
   return message;
 }

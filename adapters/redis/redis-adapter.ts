@@ -6,8 +6,10 @@ import { Downlink, type DownlinkStats } from './downlink';
 import type { RedisSettings } from './settings';
 import { Uplink, type StateStore, type UplinkState, type UplinkStats } from './uplink';
 
-/** The status topic is republished at most this often while its values change (ms). */
+/** The status topic is republished at least this often while its values change (ms). */
 const STATUS_INTERVAL_MS = 10_000;
+/** While a backlog drains, its status is republished at most this often (ms). */
+const PROGRESS_STATUS_MS = 1000;
 
 export interface RedisAdapterStats {
   readonly uplink: UplinkStats;
@@ -30,6 +32,7 @@ export class RedisAdapter {
   private readonly others: Redis[] = [];
   private statusTimer: NodeJS.Timeout | undefined;
   private lastStatus = '';
+  private lastStatusAt = 0;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -39,7 +42,15 @@ export class RedisAdapter {
   ) {
     const log = ctx.logger;
     this.main = createRedisConnection(settings, 'uplink', log);
-    this.uplink = new Uplink(this.main, outbox, store, settings, log, (state) => this.onUplinkState(state));
+    this.uplink = new Uplink(
+      this.main,
+      outbox,
+      store,
+      settings,
+      log,
+      (state) => this.onUplinkState(state),
+      () => this.onUplinkProgress(),
+    );
     if (settings.downlink.enabled) {
       const conn = createRedisConnection(settings, 'downlink', log);
       this.others.push(conn);
@@ -91,6 +102,12 @@ export class RedisAdapter {
     return { uplink: this.uplink.stats(), downlink: this.downlink?.stats(), cluster: this.cluster?.stats() };
   }
 
+  /** A drained backlog is reported at once; a draining one at most once a second. */
+  private onUplinkProgress(): void {
+    const now = Date.now();
+    if (this.uplink.stats().backlog === 0 || now - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
+  }
+
   private onUplinkState(state: UplinkState): void {
     this.ctx.logger.info('redis uplink state', { state });
     this.publishStatus(true);
@@ -114,6 +131,7 @@ export class RedisAdapter {
     const json = JSON.stringify(status);
     if (!force && json === this.lastStatus) return;
     this.lastStatus = json;
+    this.lastStatusAt = Date.now();
     try {
       this.ctx.publish({ topic: this.settings.statusTopic, payload: Buffer.from(json), qos: 0, retain: true }, 'redis:status');
     } catch (err) {

@@ -94,6 +94,8 @@ export class Uplink {
     private readonly logger: Logger,
     /** Called when the state changes (the adapter publishes the status topic). */
     private readonly onStateChange: (state: UplinkState) => void,
+    /** Called when a batch has left the outbox (its deletion committed): the backlog changed. */
+    private readonly onProgress: () => void = () => undefined,
   ) {
     this.epoch = BigInt(store.get(EPOCH_KEY) ?? '0');
     this.errorLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
@@ -253,7 +255,7 @@ export class Uplink {
       this.cursor = confirmed;
       // Not awaited: the deletion rides on the next group commit, and the cursor already skips
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
-      this.outbox.ack(confirmed).catch((err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
+      this.outbox.ack(confirmed).then(this.onProgress, (err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
     }
     if (error !== undefined) throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
   }

@@ -17,6 +17,8 @@ export interface RedisServerOptions {
   readonly password?: string;
   /** Extra `redis-server` arguments, e.g. TLS ones. */
   readonly args?: readonly string[];
+  /** The port to listen on (e.g. one a gateway was already configured with); default a free one. */
+  readonly port?: number;
 }
 
 export class RedisServer {
@@ -33,7 +35,7 @@ export class RedisServer {
   /** Starts a fresh server; stopped, and its folder removed, when `t` ends. */
   static async start(t: Test, options: RedisServerOptions = {}): Promise<RedisServer> {
     const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-'));
-    const server = new RedisServer(t, await freePort(), dir, options);
+    const server = new RedisServer(t, options.port ?? (await freePort()), dir, options);
     t.teardown(async () => {
       for (const c of server.clients) c.disconnect();
       await server.kill();
@@ -70,6 +72,7 @@ export class RedisServer {
     this.running = running;
     // Ready once it answers PING (the AOF loaded).
     const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null, ...(this.options.password === undefined ? {} : { password: this.options.password }), ...(this.tlsProbe() ?? {}) });
+    probe.on('error', () => undefined); // refused until the server listens: expected here
     try {
       const deadline = Date.now() + 10_000;
       for (;;) {
