@@ -53,6 +53,9 @@ export interface GatewayContext {
   topicError(topic: string): string | null;
 }
 
+/** Topics whose uplink decision is remembered at most (broker.uplinkTakes). */
+const UPLINK_DECISIONS_MAX = 10_000;
+
 /** Tree keys of in-process subscribers start with NUL, which no client identifier may contain. */
 let inProcessCounter = 0;
 
@@ -91,6 +94,7 @@ export class Broker implements ConnectionHost {
   /** The storage's session store, counting each change (see storageChanges); null without storage. */
   private readonly sessionStore: SessionStore | null;
   private readonly uplinkTopics: TopicTree<true> | null = null;
+  private readonly uplinkDecisions = new Map<string, boolean>();
   /** Messages for the outbox routed in this turn of the event loop, appended as one batch. */
   private outboxBatch: OutboxInput[] = [];
   private storageTickScheduled = false;
@@ -430,13 +434,23 @@ export class Broker implements ConnectionHost {
 
   // ---- storage: outbox and durable acknowledgements ----
 
-  /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
-  private toOutbox(msg: Message, source: string): void {
-    let selected = false;
-    this.uplinkTopics?.match(msg.topic, () => {
+  /** Whether the uplink takes `topic`: a tree walk, remembered per topic (sensors repeat theirs). */
+  private uplinkTakes(topic: string): boolean {
+    let selected = this.uplinkDecisions.get(topic);
+    if (selected !== undefined) return selected;
+    selected = false;
+    this.uplinkTopics?.match(topic, () => {
       selected = true;
     });
-    if (!selected) return;
+    // Bounded: a client inventing topics only costs the walk again after the cache restarts.
+    if (this.uplinkDecisions.size >= UPLINK_DECISIONS_MAX) this.uplinkDecisions.clear();
+    this.uplinkDecisions.set(topic, selected);
+    return selected;
+  }
+
+  /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
+  private toOutbox(msg: Message, source: string): void {
+    if (!this.uplinkTakes(msg.topic)) return;
     const owned = ownPayload(msg);
     this.outboxBatch.push({ topic: owned.topic, payload: owned.payload, qos: owned.qos, retain: owned.retain, arrivedAt: Date.now(), source });
     this.storageChanges++;
