@@ -1,6 +1,7 @@
 /**
- * Starting and stopping the three brokers under test, each as its own child
- * process on 127.0.0.1, pinned to the broker core.
+ * Starting and stopping the brokers under test (edgeway, edgeway with a
+ * durable outbox, mosquitto, aedes), each as its own child process on
+ * 127.0.0.1, pinned to the broker core.
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,6 +19,8 @@ export interface BrokerEnv {
   /** Directory for generated config files. */
   tmpDir: string;
   edgewayEntry: string;
+  /** scripts/gateway-child.js of the same build, for edgeway-durable. */
+  gatewayChildEntry: string;
   /** Directory holding the harness's own compiled scripts (aedes-server.js). */
   binDir: string;
   /** Absolute path of aedes' entry module, so aedes-server.js can run from binDir. */
@@ -50,7 +53,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-function probe(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on HOST:port. */
+export function probe(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: HOST, port });
     s.once('connect', () => {
@@ -61,18 +65,35 @@ function probe(port: number): Promise<boolean> {
   });
 }
 
+function built(entry: string): string {
+  if (!existsSync(entry)) throw new Error(`${entry} not found — is the edgeway gateway built yet?`);
+  return entry;
+}
+
+/** The config both edgeway kinds run with: one listener, storage in the harness's temp dir. */
+function edgewayConfig(port: number, env: BrokerEnv): string {
+  const file = path.join(env.tmpDir, `edgeway-${port}.yaml`);
+  const db = path.join(env.tmpDir, `edgeway-${port}.db`);
+  writeFileSync(file, `listeners:\n  - protocol: mqtt\n    host: ${HOST}\n    port: ${port}\nstorage:\n  path: ${db}\n  sync: normal\n`);
+  return file;
+}
+
 /** argv for each broker; writes whatever config file the broker needs. */
 function commandFor(name: BrokerName, port: number, env: BrokerEnv): string[] {
   switch (name) {
-    case 'edgeway': {
-      if (!existsSync(env.edgewayEntry)) {
-        throw new Error(`${env.edgewayEntry} not found — is the edgeway gateway built yet?`);
-      }
-      const file = path.join(env.tmpDir, `edgeway-${port}.yaml`);
-      const db = path.join(env.tmpDir, `edgeway-${port}.db`);
-      writeFileSync(file, `listeners:\n  - protocol: mqtt\n    host: ${HOST}\n    port: ${port}\nstorage:\n  path: ${db}\n`);
-      return [process.execPath, ...shebangNodeFlags(env.edgewayEntry), env.edgewayEntry, '--config', file];
-    }
+    case 'edgeway':
+      return [process.execPath, ...shebangNodeFlags(built(env.edgewayEntry)), env.edgewayEntry, '--config', edgewayConfig(port, env)];
+    case 'edgeway-durable':
+      // The same gateway and Node flags, plus an outbox for every topic the fan-in workloads
+      // publish (sensors/<i>/temp): each message is appended, each QoS 1 PUBACK waits for the
+      // group commit that contains it.
+      return [
+        process.execPath,
+        ...shebangNodeFlags(built(env.edgewayEntry)),
+        built(env.gatewayChildEntry),
+        edgewayConfig(port, env),
+        'sensors/#',
+      ];
     case 'mosquitto': {
       const file = path.join(env.tmpDir, `mosquitto-${port}.conf`);
       // Limits spelled out at their documented defaults so the comparison is

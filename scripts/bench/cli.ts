@@ -1,5 +1,5 @@
 /** Command-line options for run.ts. Plain argv parsing: no dependency needed for a dozen flags. */
-import { BROKERS, SCENARIOS, type BrokerName, type ScenarioName } from './types';
+import { BROKERS, DEFAULT_BROKERS, SCENARIOS, type BrokerName, type ScenarioName } from './types';
 
 export interface BenchOptions {
   brokers: BrokerName[];
@@ -26,8 +26,11 @@ export interface BenchOptions {
 }
 
 export const USAGE = `Usage: npm run bench -- [options]     (or: node dist/scripts/bench/run.js [options])
+       node <outDir>/scripts/bench/run.js [options]   benchmarks the build in <outDir> (tsc --outDir)
 
-  --brokers LIST          comma list of ${BROKERS.join(',')}            [all]
+  --brokers LIST          comma list of ${BROKERS.join(',')}
+                          (edgeway-durable: edgeway storing sensors/# in its outbox, PUBACK
+                          after the commit; only when listed)     [${DEFAULT_BROKERS.join(',')}]
   --scenarios LIST        comma list of names or numbers 1-6:
                             1 fanin-qos0   100 pubs -> 1 sub, QoS 0, windowed
                             2 fanout-qos0  1 pub -> 100 subs, QoS 0, windowed
@@ -50,7 +53,8 @@ export const USAGE = `Usage: npm run bench -- [options]     (or: node dist/scrip
   --idle-conns N          idle-rss connections                              [1000]
   --overload-sub-rate N   overload: subscriber reads at most N msg/s (0=max) [0]
   --no-pin                do not pin with taskset
-  --edgeway-entry FILE    edgeway main script          [dist/gateway/main.js]
+  --edgeway-entry FILE    edgeway main script          [gateway/main.js of the build running this]
+                          (edgeway-durable: scripts/gateway-child.js of the same build)
   --mosquitto PATH        mosquitto binary             [/usr/sbin/mosquitto]
   --mosquitto-nodelay     add 'set_tcp_nodelay true' to mosquitto's config (stock: Nagle on)
   --ready-timeout SEC     broker start-up deadline                          [15]
@@ -86,7 +90,7 @@ function num(name: string, raw: string, min: number): number {
 
 export function parseArgs(argv: string[]): BenchOptions | 'help' {
   const o: BenchOptions = {
-    brokers: [...BROKERS],
+    brokers: [...DEFAULT_BROKERS],
     scenarios: [...SCENARIOS],
     durationSec: 5,
     warmupSec: 2,

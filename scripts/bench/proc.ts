@@ -77,6 +77,20 @@ export function rssKb(pid: number): number {
 }
 
 /**
+ * `write_bytes` of /proc/<pid>/io: bytes the process caused to be written to storage (pages it
+ * dirtied in the page cache, counted when dirtied, so WAL frames and checkpoints count even
+ * before writeback; sockets do not). NaN if unreadable (process gone, restricted /proc).
+ */
+export function writeBytes(pid: number): number {
+  try {
+    const m = /^write_bytes:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'latin1'));
+    return m?.[1] !== undefined ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
  * Busy ticks summed over all CPUs, from the aggregate "cpu" line of
  * /proc/stat: everything except idle and iowait, so it includes softirq and
  * (in a VM) steal time.

@@ -35,14 +35,25 @@ function fmtCpu(o: Outcome | undefined): string {
   return `${fmtPct(brokerPct)} / ${fmtPct(loadgenPct)} / ${fmtPct(otherPct)}${flag}`;
 }
 
+/**
+ * Ratio columns as [numerator, denominator]: edgeway against each reference broker, and
+ * edgeway-durable against plain edgeway (the cost of durable acknowledgement). Only for brokers
+ * that ran.
+ */
+function ratioPairs(brokers: BrokerName[]): [BrokerName, BrokerName][] {
+  if (!brokers.includes('edgeway')) return [];
+  const pairs = brokers.filter((b) => b !== 'edgeway' && b !== 'edgeway-durable').map((r): [BrokerName, BrokerName] => ['edgeway', r]);
+  if (brokers.includes('edgeway-durable')) pairs.push(['edgeway-durable', 'edgeway']);
+  return pairs;
+}
+
 export function renderTable(brokers: BrokerName[], scenarios: ScenarioName[], results: Results): string {
-  // Ratio columns only make sense when edgeway ran alongside a reference broker.
-  const refs = brokers.includes('edgeway') ? brokers.filter((b) => b !== 'edgeway') : [];
+  const pairs = ratioPairs(brokers);
   const header = [
     'Scenario',
     'Metric',
     ...brokers,
-    ...refs.map((r) => `edgeway/${r}`),
+    ...pairs.map(([a, b]) => `${a}/${b}`),
     ...brokers.map((b) => `CPU ${b} (broker / load / other)`),
   ];
   const rows: string[][] = [];
@@ -51,8 +62,8 @@ export function renderTable(brokers: BrokerName[], scenarios: ScenarioName[], re
     spec.metrics.forEach((m, idx) => {
       const arrow = m.better === 'higher' ? ' ↑' : m.better === 'lower' ? ' ↓' : '';
       const cells = brokers.map((b) => fmtMetric(results[b]?.[s], m));
-      const ratios = refs.map((r) =>
-        m.better === 'none' ? '' : fmtRatio(metricValue(results.edgeway?.[s], m.key), metricValue(results[r]?.[s], m.key)),
+      const ratios = pairs.map(([a, b]) =>
+        m.better === 'none' ? '' : fmtRatio(metricValue(results[a]?.[s], m.key), metricValue(results[b]?.[s], m.key)),
       );
       const cpu = brokers.map((b) => (idx === 0 && spec.cpu ? fmtCpu(results[b]?.[s]) : ''));
       rows.push([idx === 0 ? spec.title : '', `${m.label}${arrow}`, ...cells, ...ratios, ...cpu]);
@@ -100,8 +111,17 @@ export function renderNotes(brokers: BrokerName[], scenarios: ScenarioName[], re
   return out.join('\n');
 }
 
-export const LEGEND = [
-  'CPU = % of one core over the measurement window: broker / load generator / everything else on the machine; ' +
-    `⚠ = load generator ≥ ${LOADGEN_SATURATED_PCT}% or other ≥ ${OTHER_PCT}%.`,
-  'Ratios are edgeway ÷ reference: for ↑ metrics > 1 means edgeway is better, for ↓ metrics < 1 means edgeway is better.',
-].join('\n');
+export function legend(brokers: BrokerName[]): string {
+  return [
+    'CPU = % of one core over the measurement window: broker / load generator / everything else on the machine; ' +
+      `⚠ = load generator ≥ ${LOADGEN_SATURATED_PCT}% or other ≥ ${OTHER_PCT}%.`,
+    'Ratios are edgeway ÷ reference: for ↑ metrics > 1 means edgeway is better, for ↓ metrics < 1 means edgeway is better.',
+    'Disk bytes/msg = the broker\'s /proc/<pid>/io write_bytes over the window ÷ messages (delivered; PUBACKed at QoS 1).',
+    ...(brokers.includes('edgeway-durable')
+      ? [
+          'edgeway-durable = edgeway with every sensors/# message appended to its SQLite outbox (a QoS 1 PUBACK waits for ' +
+            'the commit); edgeway-durable/edgeway is the cost of durable acknowledgement (issue 4 target for scenario 3: ≥ 0.70×).',
+        ]
+      : []),
+  ].join('\n');
+}

@@ -22,7 +22,7 @@ import {
   type Pinning,
 } from './children';
 import { USAGE, parseArgs, type BenchOptions } from './cli';
-import { LEGEND, renderNotes, renderTable, type Outcome, type Results } from './report';
+import { legend, renderNotes, renderTable, type Outcome, type Results } from './report';
 import { SCENARIO_SPECS, estimateSec, loadgenConfig } from './scenarios';
 import type { BrokerName, LoadgenResult, ScenarioName } from './types';
 
@@ -150,6 +150,9 @@ async function main(): Promise<void> {
   const nofile = Math.min(limits.hard, Math.max(limits.soft, needed));
 
   const snapshot = snapshotScripts(tmpDir);
+  // Relative to this script by default, so running run.js of any build (dist/ or a private
+  // `tsc --outDir`) benchmarks that build's gateway.
+  const edgewayEntry = opts.edgewayEntry ?? path.resolve(__dirname, '../../gateway/main.js');
   const ctx: Context = {
     binDir: snapshot.binDir,
     childEnv: snapshot.env,
@@ -161,7 +164,8 @@ async function main(): Promise<void> {
       cpu: pinning.brokerCpu,
       nofile,
       tmpDir,
-      edgewayEntry: opts.edgewayEntry ?? path.resolve(__dirname, '../../gateway/main.js'),
+      edgewayEntry,
+      gatewayChildEntry: path.resolve(path.dirname(edgewayEntry), '../scripts/gateway-child.js'),
       binDir: snapshot.binDir,
       aedesEntry: require.resolve('aedes'),
       mosquittoBin: opts.mosquittoBin,
@@ -189,12 +193,12 @@ async function main(): Promise<void> {
       } catch (err) {
         // Broker did not start: the remaining scenarios would fail the same way.
         outcome = { ok: false, error: (err as Error).message };
-        log(`  ${b.padEnd(9)} ${s.padEnd(11)} ${summaryLine(outcome)} — skipping remaining scenarios for ${b}`);
+        log(`  ${b.padEnd(15)} ${s.padEnd(11)} ${summaryLine(outcome)} — skipping remaining scenarios for ${b}`);
         for (const rest of opts.scenarios.slice(opts.scenarios.indexOf(s))) perBroker[rest] = outcome;
         break;
       }
       perBroker[s] = outcome;
-      log(`  ${b.padEnd(9)} ${s.padEnd(11)} ${summaryLine(outcome)} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+      log(`  ${b.padEnd(15)} ${s.padEnd(11)} ${summaryLine(outcome)} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
     }
   }
 
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
       '',
       table,
       '',
-      LEGEND,
+      legend(opts.brokers),
       ...(notes ? ['', '### Notes', '', notes] : []),
       '',
     ].join('\n'),

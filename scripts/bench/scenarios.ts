@@ -31,7 +31,10 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
     title: '1. QoS0 fan-in 100→1',
     cpu: true,
     saturating: true,
-    metrics: [{ key: 'deliveredPerSec', label: 'delivered msg/s', better: 'higher' }],
+    metrics: [
+      { key: 'deliveredPerSec', label: 'delivered msg/s', better: 'higher' },
+      { key: 'diskBytesPerMsg', label: 'broker disk bytes/msg', better: 'lower' },
+    ],
   },
   'fanout-qos0': {
     name: 'fanout-qos0',
@@ -51,6 +54,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
     metrics: [
       { key: 'deliveredPerSec', label: 'delivered msg/s', better: 'higher' },
       { key: 'pubackedPerSec', label: 'PUBACKed msg/s', better: 'higher' },
+      { key: 'diskBytesPerMsg', label: 'broker disk bytes/msg', better: 'lower' },
     ],
   },
   latency: {

@@ -14,8 +14,14 @@ export const SCENARIOS = [
 ] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const BROKERS = ['edgeway', 'mosquitto', 'aedes'] as const;
+/**
+ * `edgeway-durable` is edgeway with an outbox for `sensors/#` (scripts/gateway-child.ts): every
+ * fan-in message is stored, every QoS 1 PUBACK waits for its commit. It measures the cost of durable
+ * acknowledgement against plain `edgeway`, so it runs only when asked for (not in DEFAULT_BROKERS).
+ */
+export const BROKERS = ['edgeway', 'edgeway-durable', 'mosquitto', 'aedes'] as const;
 export type BrokerName = (typeof BROKERS)[number];
+export const DEFAULT_BROKERS: readonly BrokerName[] = ['edgeway', 'mosquitto', 'aedes'];
 
 /** Everything a load-generator run needs. One flat shape keeps the JSON hand-off trivial. */
 export interface LoadgenConfig {

@@ -6,7 +6,7 @@
  * and report rates over the window only (connection set-up, JIT warm-up and
  * queue filling are excluded).
  */
-import { cpuBetween, cpuMark, isAlive, rssKb } from './proc';
+import { cpuBetween, cpuMark, isAlive, rssKb, writeBytes } from './proc';
 import { summarize } from './stats';
 import { FaninSubscriber, type SubscriberOptions } from './subscriber';
 import type { CpuUsage, LoadgenConfig, LoadgenResult } from './types';
@@ -31,18 +31,23 @@ function opts(cfg: LoadgenConfig, clientId: string): ConnectOptions {
   return { host: cfg.host, port: cfg.port, clientId, keepalive: 60 };
 }
 
-/** Wait out the warm-up, then snapshot `snap()` and CPU at both edges of the window. */
+/**
+ * Wait out the warm-up, then snapshot `snap()`, CPU and the broker's disk writes at both edges of
+ * the window.
+ */
 async function steadyWindow<T>(
   cfg: LoadgenConfig,
   snap: () => T,
   onStart?: () => void,
-): Promise<{ a: T; b: T; sec: number; cpu: CpuUsage; alive: boolean }> {
+): Promise<{ a: T; b: T; sec: number; cpu: CpuUsage; diskBytes: number; alive: boolean }> {
   await sleep(cfg.warmupMs);
   onStart?.();
   const ca = cpuMark(cfg.brokerPid);
+  const da = writeBytes(cfg.brokerPid);
   const a = snap();
   await sleep(cfg.durationMs);
   const cb = cpuMark(cfg.brokerPid);
+  const db = writeBytes(cfg.brokerPid);
   const b = snap();
   // Use the measured interval, not durationMs: under load, timers fire late.
   return {
@@ -50,6 +55,7 @@ async function steadyWindow<T>(
     b,
     sec: Number(cb.atNs - ca.atNs) / 1e9,
     cpu: cpuBetween(ca, cb, cfg.clkTck),
+    diskBytes: db - da,
     // Checked before our sockets close, so a crash during teardown is not
     // mistaken for a crash under load.
     alive: isAlive(cfg.brokerPid),
@@ -153,6 +159,14 @@ function finish(
   };
 }
 
+/**
+ * Bytes the broker wrote to storage per message over the window (edgeway-durable: its outbox's
+ * WAL frames and checkpoints); omitted when /proc/<pid>/io is unreadable.
+ */
+function diskPerMessage(diskBytes: number, messages: number): Record<string, number> {
+  return Number.isFinite(diskBytes) && messages > 0 ? { diskBytesPerMsg: diskBytes / messages } : {};
+}
+
 function payloadOf(cfg: LoadgenConfig): Buffer {
   return Buffer.alloc(cfg.payloadBytes, 0x61);
 }
@@ -206,7 +220,12 @@ export async function faninQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
     cfg,
     w,
     all,
-    { deliveredPerSec: (w.b.received - w.a.received) / w.sec, sentPerSec: (w.b.sent - w.a.sent) / w.sec, lost },
+    {
+      deliveredPerSec: (w.b.received - w.a.received) / w.sec,
+      sentPerSec: (w.b.sent - w.a.sent) / w.sec,
+      lost,
+      ...diskPerMessage(w.diskBytes, w.b.received - w.a.received),
+    },
     lossNote(lost, sent, 'QoS 0 messages'),
   );
 }
@@ -379,7 +398,12 @@ export async function faninQos1(cfg: LoadgenConfig): Promise<LoadgenResult> {
     cfg,
     w,
     all,
-    { deliveredPerSec: (w.b.delivered - w.a.delivered) / w.sec, pubackedPerSec: (w.b.acked - w.a.acked) / w.sec, lost },
+    {
+      deliveredPerSec: (w.b.delivered - w.a.delivered) / w.sec,
+      pubackedPerSec: (w.b.acked - w.a.acked) / w.sec,
+      lost,
+      ...diskPerMessage(w.diskBytes, w.b.acked - w.a.acked),
+    },
     lossNote(lost, sent, 'QoS 1 messages'),
   );
 }
