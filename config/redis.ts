@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { topicFilterError } from '../gateway/broker/topic';
+import { topicFilterError, topicNameError } from '../gateway/broker/topic';
 
 /**
  * The optional `redis` section (issue 5): the uplink to a central Redis, commands coming down,
@@ -27,6 +27,8 @@ const redisUrl = z.string().superRefine((text, ctx) => {
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') ctx.addIssue({ code: 'custom', message: `expected redis:// or rediss://, got ${url.protocol}//` });
   if (url.hostname === '') ctx.addIssue({ code: 'custom', message: 'the URL names no host' });
+  // ioredis reads options (a password, too) from the query string; logs would show them.
+  if (url.search !== '') ctx.addIssue({ code: 'custom', message: 'no query string: put the password in the URL before the host (redis://user:password@host) or in redis.password' });
 });
 
 const keyTemplate = (fallback: string) => z.string().min(1).max(512).default(fallback);
@@ -51,7 +53,7 @@ export const redisSchema = z
     gatewayId: z.string().regex(GATEWAY_ID_PATTERN, 'letters, digits, _ . and -, at most 64, starting with a letter or digit').optional(),
     connectTimeout: z.number().int().min(100).max(120_000).default(5000),
     /** A command without a reply within this many ms fails (the link is treated as down). */
-    commandTimeout: z.number().int().min(100).max(120_000).default(5000),
+    commandTimeout: z.number().int().min(1000).max(120_000).default(5000),
     reconnect: z
       .strictObject({
         initialDelay: z.number().int().min(10).max(600_000).default(500),
@@ -94,6 +96,11 @@ export const redisSchema = z
       const reconnect = r.reconnect as { initialDelay?: unknown; maxDelay?: unknown } | undefined;
       if (typeof reconnect?.initialDelay === 'number' && typeof reconnect.maxDelay === 'number' && reconnect.initialDelay > reconnect.maxDelay) {
         ctx.addIssue({ code: 'custom', path: ['reconnect', 'initialDelay'], message: 'must not exceed reconnect.maxDelay' });
+      }
+      if (typeof r.statusTopic === 'string') {
+        const problem = topicNameError(r.statusTopic.replaceAll('{gatewayId}', 'id'), 1000);
+        if (problem !== null) ctx.addIssue({ code: 'custom', path: ['statusTopic'], message: `not a valid topic: ${problem.message}` });
+        else if (r.statusTopic.startsWith('$')) ctx.addIssue({ code: 'custom', path: ['statusTopic'], message: 'must not start with $' });
       }
       const up = (r.uplink as { stream?: unknown } | undefined)?.stream;
       const down = (r.downlink as { stream?: unknown } | undefined)?.stream;

@@ -63,8 +63,10 @@ export class Gateway {
     const stored = openStorage(config, logger, uplinkTopics.length > 0);
     // Without storage the uplink still buffers, in memory and within the same bounds, and says so.
     let outbox: Outbox | undefined = stored?.outbox;
-    if (outbox === undefined && uplinkTopics.length > 0) {
-      logger.warn('outbox kept in memory only: messages waiting for the uplink are lost on restart', { maxMessages: config.storage.outbox.maxMessages });
+    if (outbox === undefined && (uplinkTopics.length > 0 || config.redis !== undefined)) {
+      // Without storage (or with no uplink topics: downlink and cluster still run) the uplink
+      // buffers in memory, within the same bounds.
+      if (uplinkTopics.length > 0) logger.warn('outbox kept in memory only: messages waiting for the uplink are lost on restart', { maxMessages: config.storage.outbox.maxMessages });
       const memory = new MemoryOutbox(config.storage.outbox, logger);
       await memory.open();
       outbox = memory;
@@ -74,7 +76,7 @@ export class Gateway {
       sysInterval: config.sys.interval,
       version,
       ...(stored === undefined ? {} : { storage: { retained: stored.retained, sessions: stored.sessions, durable: () => stored.storage.durable() } }),
-      ...(outbox === undefined ? {} : { uplink: { outbox, topics: uplinkTopics, skipSource: skipClusterSource } }),
+      ...(outbox === undefined || uplinkTopics.length === 0 ? {} : { uplink: { outbox, topics: uplinkTopics, skipSource: skipClusterSource } }),
     };
     const broker = new Broker(brokerOptions, logger);
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
@@ -85,14 +87,18 @@ export class Gateway {
       // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
       if (config.serial.length > 0) {
         const { SerialAdapter } = loadSerial();
-        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: hostname(), version });
+        // One gateway id everywhere (discovery, Redis keys) when the redis section names one.
+        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: config.redis?.gatewayId ?? hostname(), version });
         // Resolves after each port's first open attempt; missing ports are retried in the background.
         await serial.start();
       }
       if (config.redis !== undefined && outbox !== undefined) {
-        const { RedisAdapter, resolveRedisSettings } = loadRedis();
+        const { MemoryStateStore, RedisAdapter, resolveRedisSettings } = loadRedis();
         const settings = resolveRedisSettings(config.redis, hostname());
-        redis = new RedisAdapter(broker.context('redis'), outbox, stored?.state ?? new Map<string, string>(), settings);
+        if (config.redis.gatewayId === undefined) {
+          logger.info('redis: gatewayId not set; using the host name — every gateway on one Redis needs its own id', { gatewayId: settings.gatewayId });
+        }
+        redis = new RedisAdapter(broker.context('redis'), outbox, stored?.state ?? new MemoryStateStore(), settings);
         const adapter = redis;
         broker.sys.addValues(() => redisSysValues(adapter));
         redis.start(); // connects in the background: Redis is never waited for
@@ -124,9 +130,13 @@ export class Gateway {
   }
 }
 
-/** Messages that came from another gateway of the cluster went up through that gateway. */
+/**
+ * Never uplinked: messages that came from another gateway of the cluster (they went up through
+ * it), and the Redis adapter's own (its status topic — uplinking it would change it again — and
+ * downlink commands, which came from the central side).
+ */
 function skipClusterSource(source: string): boolean {
-  return source.startsWith('cluster:');
+  return source.startsWith('cluster:') || source.startsWith('redis:');
 }
 
 /**

@@ -68,9 +68,9 @@ export class ClusterLink {
     this.running = true;
     this.ctx.hooks.published.push(this.onPublished);
     this.sub.on('messageBuffer', this.onMessage);
-    // Subscribe, and take over the cluster's retained messages once: on later reconnections they
-    // would be delivered again to everyone subscribed.
-    this.sub.once('ready', this.onReady);
+    // Subscribe on every connection (ioredis only re-subscribes channels whose first subscribe
+    // was confirmed); take over the cluster's retained messages once (loadRetained).
+    this.sub.on('ready', this.onReady);
     this.sub.connect().catch(() => undefined); // retried by the connection; errors logged there
   }
 

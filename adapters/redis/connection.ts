@@ -34,7 +34,13 @@ export function createRedisConnection(settings: RedisSettings, role: string, log
   };
   const redis =
     settings.sentinels !== undefined
-      ? new Redis({ ...options, sentinels: [...settings.sentinels], name: settings.name })
+      ? new Redis({
+          ...options,
+          sentinels: [...settings.sentinels],
+          name: settings.name,
+          // Without it ioredis talks plain TCP to the master it found, password included.
+          ...(options.tls === undefined ? {} : { enableTLSForSentinelMode: true, sentinelTLS: options.tls }),
+        })
       : new Redis(settings.url, options);
   const errors = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
   redis.on('error', (err: Error) => {
@@ -53,7 +59,7 @@ function credentials(settings: RedisSettings): RedisOptions {
   const options: RedisOptions = {};
   if (settings.username !== undefined) options.username = settings.username;
   if (settings.password !== undefined) options.password = settings.password;
-  const secure = settings.url.startsWith('rediss:') || settings.tls !== undefined;
+  const secure = isTlsUrl(settings.url) || settings.tls !== undefined;
   if (secure) {
     const ca = settings.tls?.ca;
     options.tls = {
@@ -62,6 +68,14 @@ function credentials(settings: RedisSettings): RedisOptions {
     };
   }
   return options;
+}
+
+function isTlsUrl(text: string): boolean {
+  try {
+    return new URL(text).protocol === 'rediss:'; // URL lower-cases the scheme
+  } catch {
+    return false;
+  }
 }
 
 /** The URL without its password, for logs (credentials are never logged). */

@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import { RateLimitedLog, type GatewayContext, type QoS } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
+import { lastGeneratedId } from './stream-id';
 import type { StateStore } from './uplink';
 
 const MAX_ENTRIES_PER_READ = 100;
@@ -26,6 +27,8 @@ export class Downlink {
   private loop: Promise<void> | undefined;
   private readonly key: string;
   private readonly counters = { delivered: 0, invalid: 0, failures: 0 };
+  /** Ends the back-off wait early (stop). */
+  private cancelWait: (() => void) | undefined;
   private readonly invalidLog: RateLimitedLog;
   private readonly errorLog: RateLimitedLog;
 
@@ -49,6 +52,7 @@ export class Downlink {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.cancelWait?.();
     // A blocked XREAD ends with the connection, which the adapter closes after this.
     this.redis.disconnect();
     await this.loop;
@@ -62,9 +66,24 @@ export class Downlink {
     return this.store.get(this.key) ?? '0-0';
   }
 
+  /**
+   * With no position stored (a first start, a replaced database, or no database at all) reading
+   * starts after the stream's current last entry: replaying every command still in the stream
+   * (open the valve, close it, open it…) would be worse than missing one sent before this gateway
+   * ever read the stream. The position is stored at once, so nothing added from now on is missed.
+   */
+  private async ensurePosition(): Promise<void> {
+    if (this.store.get(this.key) !== undefined) return;
+    const top = await lastGeneratedId(this.redis, this.settings.downlink.stream);
+    const start = top === null ? '0-0' : `${top.ms}-${top.seq}`;
+    this.store.set(this.key, start);
+    this.ctx.logger.info('redis downlink: no position stored; reading entries added from now on', { stream: this.settings.downlink.stream, after: start });
+  }
+
   private async run(): Promise<void> {
     let attempt = 0;
-    // Blocks well within the command timeout, so a healthy but idle link is never a timeout.
+    // Blocks well within the command timeout (≥ 1000 ms by the schema), so a healthy but idle link
+    // is never a timeout.
     const blockMs = Math.max(100, Math.floor(this.settings.commandTimeout / 2));
     while (this.running) {
       if (this.redis.status !== 'ready') {
@@ -78,6 +97,7 @@ export class Downlink {
         continue;
       }
       try {
+        await this.ensurePosition();
         const reply = await this.redis.xreadBuffer('COUNT', MAX_ENTRIES_PER_READ, 'BLOCK', blockMs, 'STREAMS', this.settings.downlink.stream, this.lastId);
         attempt = 0;
         if (reply === null) continue;
@@ -88,9 +108,21 @@ export class Downlink {
         this.counters.failures++;
         this.errorLog.emit('redis downlink: read failed; retrying', { stream: this.settings.downlink.stream, error: describeRedisError(err) });
         const { initialDelay, maxDelay } = this.settings.reconnect;
-        await new Promise<void>((resolve) => setTimeout(resolve, backoff(attempt, initialDelay, maxDelay)));
+        await this.wait(backoff(attempt, initialDelay, maxDelay));
       }
     }
+  }
+
+  /** A back-off that stop() ends at once. */
+  private wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.cancelWait = done;
+    });
   }
 
   private deliver(id: string, fields: Buffer[]): void {

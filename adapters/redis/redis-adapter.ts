@@ -104,8 +104,13 @@ export class RedisAdapter {
 
   /** A drained backlog is reported at once; a draining one at most once a second. */
   private onUplinkProgress(): void {
-    const now = Date.now();
-    if (this.uplink.stats().backlog === 0 || now - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
+    try {
+      const now = Date.now();
+      if (this.uplink.stats().backlog === 0 || now - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
+    } catch (err) {
+      // stopping: the outbox may be closed already
+      this.ctx.logger.debug('redis: status not updated', { error: errorMessage(err) });
+    }
   }
 
   private onUplinkState(state: UplinkState): void {

@@ -4,9 +4,9 @@ import type Redis from 'ioredis';
  * Redis stream entry ids are `<ms>-<seq>`, two unsigned 64-bit numbers compared in that order.
  * The uplink writes `<epoch>-<outbox seq>`: never the wall clock (a Pi has no RTC), and strictly
  * increasing, so that a re-sent entry is refused by Redis ("equal or smaller than the target
- * stream top item") instead of being stored twice. The epoch only changes when the stream holds
- * ids this gateway's database cannot have written (the database was replaced, e.g. a corrupt one
- * moved aside): the new epoch is above them, so new entries are accepted again.
+ * stream top item") instead of being stored twice. The epoch only changes when an id turns out to
+ * be in the stream with other content (uplink.ts APPEND_SCRIPT): the new epoch is above everything
+ * in the stream, so this gateway's entries are accepted again.
  */
 export interface StreamId {
   readonly ms: bigint;
@@ -38,15 +38,4 @@ export async function lastGeneratedId(redis: Redis, key: string): Promise<Stream
   const at = info.indexOf('last-generated-id');
   const value = at >= 0 ? info[at + 1] : undefined;
   return typeof value === 'string' ? parseStreamId(value) : null;
-}
-
-/**
- * The epoch for this gateway's next entries: `current`, unless the stream's last id is one this
- * database cannot have produced (a higher epoch, or the same epoch with a seq beyond the highest
- * seq the outbox ever assigned); then the epoch above it.
- */
-export function epochFor(current: bigint, lastAssignedSeq: number, streamTop: StreamId | null): bigint {
-  if (streamTop === null) return current;
-  if (streamTop.ms > current || (streamTop.ms === current && streamTop.seq > BigInt(lastAssignedSeq))) return streamTop.ms + 1n;
-  return current;
 }

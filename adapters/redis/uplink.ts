@@ -2,12 +2,14 @@ import type Redis from 'ioredis';
 import { errorMessage, RateLimitedLog, type Logger, type Outbox, type OutboxEntry } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
-import { epochFor, formatStreamId, lastGeneratedId } from './stream-id';
+import { formatStreamId, lastGeneratedId } from './stream-id';
 
 /** Small named values kept across restarts, written with the storage's group commit. */
 export interface StateStore {
   get(key: string): string | undefined;
   set(key: string, value: string): void;
+  /** Resolves once what was set so far is stored. */
+  durable(): Promise<void>;
 }
 
 export type UplinkState = 'disconnected' | 'connected' | 'draining';
@@ -24,6 +26,8 @@ export interface UplinkStats {
   readonly alreadyPresent: number;
   /** Batches that failed (timeout, connection lost, error reply); each is retried. */
   readonly failures: number;
+  /** Times the stream-id epoch moved (see stream-id.ts); each is logged. */
+  readonly epochChanges: number;
   readonly epoch: string;
   readonly lastError: string | undefined;
 }
@@ -35,27 +39,56 @@ const EPOCH_KEY = 'uplink.epoch';
  * "already there". A pipeline of XADDs cannot promise that: if entry k failed (out of memory) and
  * k + 1 succeeded, k would later be refused as "smaller than the top item" and counted as
  * delivered — lost. A script runs atomically, so what it reports is exactly what the stream holds.
+ *
+ * "Already there" is checked, not assumed: the entry with that id must carry the same `ts` and
+ * `source` (the seq may have been handed out twice: a power cut with `sync: normal` can lose the
+ * database's last commits after Redis confirmed them; a replaced database starts again at 1;
+ * two gateways may share an id). An id the stream no longer has counts as there only if it is
+ * older than the stream's first entry (trimmed). Anything else is a CONFLICT: the uplink then
+ * moves to a higher epoch and sends the entry again.
  * ARGV: maxLen, gateway, then per entry: id, topic, payload, qos, retain, ts, seq, source.
  * Returns {added, alreadyPresent, error?}.
  */
 const APPEND_SCRIPT = `
+local function older(a, b)
+  local a1, a2 = string.match(a, '^(%d+)-(%d+)$')
+  local b1, b2 = string.match(b, '^(%d+)-(%d+)$')
+  a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
+  return a1 < b1 or (a1 == b1 and a2 < b2)
+end
 local added, present = 0, 0
 for i = 3, #ARGV, 8 do
   local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
     'topic', ARGV[i + 1], 'payload', ARGV[i + 2], 'qos', ARGV[i + 3], 'retain', ARGV[i + 4],
     'ts', ARGV[i + 5], 'seq', ARGV[i + 6], 'gateway', ARGV[2], 'source', ARGV[i + 7])
   if type(r) == 'table' and r.err then
-    if string.find(r.err, 'equal or smaller', 1, true) then
-      present = present + 1
+    if not string.find(r.err, 'equal or smaller', 1, true) then return {added, present, r.err} end
+    local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    local same = false
+    if #found == 1 then
+      local ts, source
+      local f = found[1][2]
+      for j = 1, #f, 2 do
+        if f[j] == 'ts' then ts = f[j + 1] elseif f[j] == 'source' then source = f[j + 1] end
+      end
+      same = ts == ARGV[i + 5] and source == ARGV[i + 7]
     else
-      return {added, present, r.err}
+      local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+      same = #first == 1 and older(ARGV[i], first[1][1])
     end
+    if not same then return {added, present, 'EDGEWAY_CONFLICT ' .. ARGV[i]} end
+    present = present + 1
   else
     added = added + 1
   end
 end
 return {added, present}
 `;
+
+/** Bytes of payload per batch at most: a batch must fit well within `commandTimeout` on a slow link. */
+const MAX_BATCH_BYTES = 512 * 1024;
+/** Consecutive timeouts after which the connection is replaced (a dead TCP peer gives no error). */
+const TIMEOUTS_BEFORE_RECONNECT = 3;
 
 type AppendReply = [added: number, alreadyPresent: number, error?: string];
 type WithAppend = Redis & { edgewayUplinkAppend(key: string, ...args: (string | number | Buffer)[]): Promise<AppendReply> };
@@ -79,12 +112,16 @@ export class Uplink {
   /** The stream's last id was checked against the epoch on this connection. */
   private epochChecked = false;
   private wakeUp: (() => void) | undefined;
+  /** Waiting for new entries (not backing off). */
+  private idle = false;
+  private timeoutsInARow = 0;
   private unwatch: (() => void) | undefined;
   private state: UplinkState = 'disconnected';
   private lastError: string | undefined;
   private nextSendAt = 0;
-  private readonly counters = { delivered: 0, alreadyPresent: 0, failures: 0 };
+  private readonly counters = { delivered: 0, alreadyPresent: 0, failures: 0, epochChanges: 0 };
   private readonly errorLog: RateLimitedLog;
+  private readonly epochLog: RateLimitedLog;
 
   constructor(
     private readonly redis: Redis,
@@ -99,6 +136,7 @@ export class Uplink {
   ) {
     this.epoch = BigInt(store.get(EPOCH_KEY) ?? '0');
     this.errorLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
+    this.epochLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
   }
 
   start(): void {
@@ -106,7 +144,11 @@ export class Uplink {
     this.running = true;
     // EVALSHA, with EVAL when the script is not cached (after a Redis restart): ioredis handles it.
     this.redis.defineCommand('edgewayUplinkAppend', { numberOfKeys: 1, lua: APPEND_SCRIPT });
-    this.unwatch = this.outbox.watch(() => this.wake());
+    // New entries end an idle wait, not a back-off: a Redis that refuses must not be retried at
+    // the pace sensors publish.
+    this.unwatch = this.outbox.watch(() => {
+      if (this.idle) this.wake();
+    });
     this.redis.on('ready', this.onReady);
     this.redis.on('close', this.onClose);
     this.loop = this.run();
@@ -124,7 +166,12 @@ export class Uplink {
 
   stats(): UplinkStats {
     const s = this.outbox.stats();
-    const oldest = this.outbox.read(this.cursor, 1)[0];
+    let oldest: OutboxEntry | undefined;
+    try {
+      oldest = this.outbox.read(this.cursor, 1)[0];
+    } catch {
+      // closed (the gateway is stopping): no age to report
+    }
     return {
       state: this.state,
       backlog: Math.max(0, s.size),
@@ -151,12 +198,14 @@ export class Uplink {
     wake?.();
   }
 
-  /** Waits for new entries, a (re)connection, stop, or `ms` if given. */
-  private sleep(ms?: number): Promise<void> {
+  /** Waits for a (re)connection, stop, `ms` if given, and new entries if `forEntries`. */
+  private sleep(ms: number | undefined, forEntries: boolean): Promise<void> {
     return new Promise((resolve) => {
       const timer = ms === undefined ? undefined : setTimeout(() => this.wake(), ms);
+      this.idle = forEntries;
       this.wakeUp = () => {
         if (timer !== undefined) clearTimeout(timer);
+        this.idle = false;
         resolve();
       };
     });
@@ -173,15 +222,15 @@ export class Uplink {
     while (this.running) {
       if (this.redis.status !== 'ready') {
         this.setState('disconnected');
-        await this.sleep();
+        await this.sleep(undefined, true);
         continue;
       }
       try {
         if (!this.epochChecked) await this.checkEpoch();
-        const batch = this.outbox.read(this.cursor, this.batchLimit());
+        const batch = this.nextBatch();
         if (batch.length === 0) {
           this.setState('connected');
-          await this.sleep();
+          await this.sleep(undefined, true);
           continue;
         }
         this.setState(batch.length >= this.settings.uplink.batchSize || this.outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1).length > 0 ? 'draining' : 'connected');
@@ -189,17 +238,38 @@ export class Uplink {
         if (!this.running) break;
         await this.send(batch);
         attempt = 0;
+        this.timeoutsInARow = 0;
         this.lastError = undefined;
       } catch (err) {
+        if (err instanceof EpochConflict) {
+          await this.moveToNewEpoch(err.id);
+          continue;
+        }
         attempt++;
         this.counters.failures++;
         this.lastError = describeRedisError(err);
         this.errorLog.emit('redis uplink: batch not confirmed; retrying', { stream: this.settings.uplink.stream, error: this.lastError, failures: this.counters.failures });
         this.epochChecked = false;
+        if (/timed out/i.test(errorMessage(err)) && ++this.timeoutsInARow >= TIMEOUTS_BEFORE_RECONNECT) {
+          // A peer that vanished without a reset only times out; a new connection finds out.
+          this.timeoutsInARow = 0;
+          this.redis.disconnect(true);
+        }
         const { initialDelay, maxDelay } = this.settings.reconnect;
-        await this.sleep(backoff(attempt, initialDelay, maxDelay));
+        await this.sleep(backoff(attempt, initialDelay, maxDelay), false);
       }
     }
+  }
+
+  /** The next entries after the cursor: at most batchSize, and at most MAX_BATCH_BYTES of payload (at least one). */
+  private nextBatch(): OutboxEntry[] {
+    const batch = this.outbox.read(this.cursor, this.batchLimit());
+    let bytes = 0;
+    for (let i = 0; i < batch.length; i++) {
+      bytes += (batch[i] as OutboxEntry).payload.length;
+      if (bytes > MAX_BATCH_BYTES && i > 0) return batch.slice(0, i);
+    }
+    return batch;
   }
 
   /** With a replay rate, batches are small enough to be spread over the second. */
@@ -224,22 +294,39 @@ export class Uplink {
   }
 
   /**
-   * Makes sure this gateway's ids are above the stream's last id when the stream holds ids this
-   * database cannot have written (the database was replaced): see stream-id.ts.
+   * On every (re)connection: if the stream was last written under a higher epoch than the one
+   * stored here (an epoch change lost with the database's last commits), continue under that
+   * epoch — the entries already there are then recognised by APPEND_SCRIPT, not sent twice.
    */
   private async checkEpoch(): Promise<void> {
     const top = await lastGeneratedId(this.redis, this.settings.uplink.stream);
-    const epoch = epochFor(this.epoch, this.outbox.stats().lastSeq, top);
-    if (epoch !== this.epoch) {
-      this.logger.warn('redis uplink: the stream holds ids this gateway\'s database did not write (was the database replaced?); continuing with a higher id epoch', {
-        stream: this.settings.uplink.stream,
-        streamLastId: top === null ? 'none' : `${top.ms}-${top.seq}`,
-        epoch: epoch.toString(),
-      });
-      this.epoch = epoch;
-      this.store.set(EPOCH_KEY, epoch.toString());
-    }
+    if (top !== null && top.ms > this.epoch) await this.setEpoch(top.ms, 'the stream was written under a higher epoch than the one stored here');
     this.epochChecked = true;
+  }
+
+  /**
+   * An entry's seq is in the stream with other content (see APPEND_SCRIPT): continue above
+   * everything the stream holds, so this gateway's entries are accepted again, none lost.
+   */
+  private async moveToNewEpoch(conflictingId: string): Promise<void> {
+    try {
+      const top = await lastGeneratedId(this.redis, this.settings.uplink.stream);
+      const epoch = (top !== null && top.ms > this.epoch ? top.ms : this.epoch) + 1n;
+      await this.setEpoch(epoch, `entry ${conflictingId} is in the stream with other content (database replaced, a power cut lost its last commits, or another gateway uses the same id)`);
+    } catch (err) {
+      this.lastError = describeRedisError(err);
+      await this.sleep(this.settings.reconnect.initialDelay, false);
+    }
+  }
+
+  /** Stores the new epoch durably before any entry is sent under it. */
+  private async setEpoch(epoch: bigint, reason: string): Promise<void> {
+    // Rate-limited: two gateways sharing one id would otherwise log this on every batch.
+    this.epochLog.emit('redis uplink: continuing with a new stream-id epoch', { stream: this.settings.uplink.stream, from: this.epoch.toString(), to: epoch.toString(), reason, epochChanges: this.counters.epochChanges + 1 });
+    this.store.set(EPOCH_KEY, epoch.toString());
+    await this.store.durable();
+    this.epoch = epoch;
+    this.counters.epochChanges++;
   }
 
   private async send(batch: readonly OutboxEntry[]): Promise<void> {
@@ -257,6 +344,15 @@ export class Uplink {
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
       this.outbox.ack(confirmed).then(this.onProgress, (err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
     }
-    if (error !== undefined) throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
+    if (error === undefined) return;
+    if (error.startsWith('EDGEWAY_CONFLICT ')) throw new EpochConflict(error.slice('EDGEWAY_CONFLICT '.length));
+    throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
+  }
+}
+
+/** APPEND_SCRIPT found an entry's id in the stream with other content. */
+class EpochConflict extends Error {
+  constructor(readonly id: string) {
+    super(`stream id ${id} holds other content`);
   }
 }

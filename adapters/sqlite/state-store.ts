@@ -31,6 +31,11 @@ export class SqliteStateStore implements StoragePart {
     this.storage.schedule();
   }
 
+  /** Resolves once every `set` so far is committed (with everything else pending). */
+  durable(): Promise<void> {
+    return this.storage.durable();
+  }
+
   opened(db: SqliteDatabase): void {
     const rows = db.prepare('SELECT key, value FROM state').all() as { key: string; value: string }[];
     for (const row of rows) this.values.set(row.key, row.value);

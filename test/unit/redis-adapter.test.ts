@@ -9,7 +9,7 @@ import t from 'tap';
 import type Redis from 'ioredis';
 import { validateConfig } from '../../config/load';
 import { GATEWAY_ID_PATTERN, type RedisConfig } from '../../config/redis';
-import { backoff, describeRedisError, epochFor, formatStreamId, parseStreamId, redactUrl, resolveRedisSettings, type RedisSettings } from '../../adapters/redis';
+import { backoff, describeRedisError, formatStreamId, MemoryStateStore, parseStreamId, redactUrl, resolveRedisSettings, type RedisSettings } from '../../adapters/redis';
 import { ClusterLink } from '../../adapters/redis/cluster';
 import { Downlink } from '../../adapters/redis/downlink';
 import { Broker, type LogFields, type Logger, type Message } from '../../gateway/broker';
@@ -33,25 +33,6 @@ t.test('parseStreamId / formatStreamId', async (t) => {
   t.equal(formatStreamId(18446744073709551615n, 7), '18446744073709551615-7', 'a big epoch is printed in full, not in exponent form');
   const id = formatStreamId(1234567890123n, 99);
   t.same(parseStreamId(id), { ms: 1234567890123n, seq: 99n }, 'format and parse round-trip');
-});
-
-t.test('epochFor: the epoch only moves when the stream holds ids this database cannot have written', async (t) => {
-  t.equal(epochFor(0n, 0, null), 0n, 'no stream yet: the current epoch');
-  t.equal(epochFor(3n, 100, null), 3n, 'no stream yet, later epoch: unchanged');
-  t.equal(epochFor(0n, 100, { ms: 0n, seq: 100n }), 0n, 'stream top = our last assigned entry: unchanged');
-  t.equal(epochFor(0n, 100, { ms: 0n, seq: 40n }), 0n, 'stream top behind our last assigned seq (not sent yet): unchanged');
-  t.equal(epochFor(2n, 100, { ms: 1n, seq: 99_999n }), 2n, 'an older epoch, however high its seq: unchanged');
-  t.equal(epochFor(0n, 5, { ms: 0n, seq: 500n }), 1n, 'same epoch, seq beyond our lastSeq (database replaced): the next epoch');
-  t.equal(epochFor(0n, 5, { ms: 0n, seq: 6n }), 1n, 'one beyond is enough');
-  t.equal(epochFor(0n, 0, { ms: 7n, seq: 1n }), 8n, 'a higher epoch in the stream: the one above it');
-  t.equal(epochFor(4n, 1000, { ms: 9n, seq: 0n }), 10n, 'a higher epoch with seq 0: still above it');
-  // A wall-clock id (XADD *) written by someone else: the next epoch is above it, never below.
-  t.equal(epochFor(0n, 10, { ms: 1_700_000_000_000n, seq: 0n }), 1_700_000_000_001n, 'above a millisecond-clock id');
-  // The new epoch is accepted by Redis for every seq of this database: above the stream's top.
-  const top = { ms: 0n, seq: 500n };
-  const next = epochFor(0n, 5, top);
-  const first = parseStreamId(formatStreamId(next, 6));
-  t.ok(first !== null && (first.ms > top.ms || (first.ms === top.ms && first.seq > top.seq)), 'the next entry id is above the stream top');
 });
 
 t.test('backoff: doubling from initialDelay, capped at maxDelay, jitter within ±25 %', async (t) => {
@@ -234,6 +215,10 @@ function fakeRedis(entries: [string, [string, Buffer | string][]][]) {
   const reads: string[] = [];
   const redis = {
     status: 'ready',
+    // No stream yet: a downlink without a stored position starts at 0-0.
+    async xinfo(): Promise<unknown> {
+      throw new Error('ERR no such key');
+    },
     async xreadBuffer(...args: unknown[]): Promise<unknown> {
       reads.push(String(args[args.length - 1]));
       if (!served) {
@@ -267,7 +252,7 @@ t.test('downlink: each kind of invalid entry is skipped with its reason; the val
     const ctx = broker.context('redis');
     const got: Message[] = [];
     ctx.subscribe('#', (m) => got.push(m));
-    const store = new Map<string, string>();
+    const store = new MemoryStateStore();
     const { redis, reads } = fakeRedis([
       ['1-1', [['topic', 'cmd/before'], ['payload', 'b']]],
       ['1-2', fields],
@@ -299,7 +284,8 @@ t.test('downlink: each kind of invalid entry is skipped with its reason; the val
 t.test('downlink: starts after the last id kept in the state store', async (t) => {
   const settings = resolveRedisSettings(redisSection({ url: 'redis://h', gatewayId: 'unit' }), 'host');
   const broker = new Broker({ limits: validateConfig({}, 'test').limits, sysInterval: 0, version: 'test' }, { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined });
-  const store = new Map<string, string>([[`downlink.lastId:${settings.downlink.stream}`, '1700000000000-5']]);
+  const store = new MemoryStateStore();
+  store.set(`downlink.lastId:${settings.downlink.stream}`, '1700000000000-5');
   const { redis, reads } = fakeRedis([]);
   const downlink = new Downlink(redis, broker.context('redis'), store, settings);
   downlink.start();
