@@ -89,9 +89,12 @@ export class ClusterLink {
   }
 
   private readonly onReady = (): void => {
-    // ioredis re-subscribes by itself after a reconnection.
-    this.sub.subscribe(this.settings.cluster.channel).catch((err: unknown) => this.ctx.logger.warn('redis cluster: subscribe failed', { error: errorMessage(err) }));
-    this.loadRetained();
+    // Subscribed first, then the snapshot: a retained value changed in between arrives on the
+    // channel after the snapshot, never the other way round.
+    this.sub.subscribe(this.settings.cluster.channel).then(
+      () => this.loadRetained(),
+      (err: unknown) => this.ctx.logger.warn('redis cluster: subscribe failed; retried on the next connection', { error: errorMessage(err) }),
+    );
   };
 
   /**
@@ -129,7 +132,18 @@ export class ClusterLink {
     }
     const frame = encode({ o: this.settings.gatewayId, t: msg.topic, q: msg.qos, r: msg.retain, p: msg.payload.toString('base64') });
     this.inFlight++;
-    this.pub.publish(this.settings.cluster.channel, frame).then(
+    let sent: Promise<unknown>;
+    if (msg.retain) {
+      // One transaction, hash first: a gateway reading the hash while subscribed cannot end up
+      // with an older value than the one on the channel.
+      const multi = this.pub.multi();
+      if (msg.payload.length === 0) multi.hdel(this.retainedKey, msg.topic);
+      else multi.hset(this.retainedKey, msg.topic, frame);
+      sent = multi.publish(this.settings.cluster.channel, frame).exec();
+    } else {
+      sent = this.pub.publish(this.settings.cluster.channel, frame);
+    }
+    sent.then(
       () => {
         this.inFlight--;
         this.counters.sent++;
@@ -139,10 +153,6 @@ export class ClusterLink {
         this.drop();
       },
     );
-    if (msg.retain) {
-      const write = msg.payload.length === 0 ? this.pub.hdel(this.retainedKey, msg.topic) : this.pub.hset(this.retainedKey, msg.topic, frame);
-      write.catch(() => undefined); // best effort, like the channel
-    }
   };
 
   private readonly onMessage = (_channel: Buffer, data: Buffer): void => {
