@@ -510,14 +510,15 @@ export class Broker implements ConnectionHost {
   }
 
   /**
-   * A commit that acknowledgements of `conn` waited for failed (disk full, read-only file system):
-   * the messages are not durable, so they are not acknowledged. The connection is closed; the
-   * client keeps them and sends them again when it reconnects.
+   * The storage closed before the commit that acknowledgements of `conn` waited for (failed
+   * commits are retried and do not end here). The messages are not durable, so
+   * they are not acknowledged: the connection is closed, and the client sends them again when it
+   * reconnects.
    */
   onStorageFailure(conn: Connection, err: unknown): void {
     this.metrics.storageFailures++;
-    this.storageFailLog.emit('storage failed; unacknowledged messages will be re-sent by the client', { clientId: conn.clientId, error: errorMessage(err) });
-    conn.close('storage-failure', `storage commit failed: ${errorMessage(err)}`);
+    this.storageFailLog.emit('storage closed before a commit; unacknowledged messages will be re-sent by the client', { clientId: conn.clientId, error: errorMessage(err) });
+    conn.close('storage-failure', `storage closed before the commit: ${errorMessage(err)}`);
   }
 
   private callInProcess(handler: InProcessHandler, msg: Message): void {

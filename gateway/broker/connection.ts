@@ -33,7 +33,7 @@ export type CloseReason =
   | 'session-taken-over'
   | 'connect-refused'
   | 'server-shutdown'
-  /** A commit that held acknowledgements failed: they are not sent, the client re-sends. */
+  /** The storage closed before the commit acknowledgements waited for: not sent, the client re-sends. */
   | 'storage-failure';
 
 /** What the connection needs from the broker; keeps the connection testable and the broker's surface small. */
@@ -44,7 +44,7 @@ export interface ConnectionHost {
   /** Called on the first write in a tick so the broker flushes this connection once per tick. */
   scheduleFlush(conn: Connection): void;
   onBackpressureTimeout(conn: Connection): void;
-  /** A commit that held acknowledgements of `conn` failed. */
+  /** The commit that held acknowledgements of `conn` will not come (storage closed). */
   onStorageFailure(conn: Connection, err: unknown): void;
   /** `conn` holds MAX_HELD_ACKS acknowledgements; reading it pauses until a commit releases them. */
   onHeldAckLimit(conn: Connection): void;

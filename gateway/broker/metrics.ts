@@ -14,7 +14,7 @@ export class BrokerMetrics {
   publishDropped = 0;
   connectionsAccepted = 0;
   clientsMaximum = 0;
-  /** Storage commits that acknowledgements waited for and that failed (their clients were disconnected). */
+  /** Connections closed because the storage closed before the commit their acknowledgements waited for. */
   storageFailures = 0;
 
   /** One counter per limit (config/schema.ts `limits`), counted each time the limit is hit. */
