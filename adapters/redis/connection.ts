@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import Redis, { type RedisOptions } from 'ioredis';
-import { errorMessage, RateLimitedLog, type Logger } from '../../gateway/broker';
+import { backoffDelay, errorMessage, RateLimitedLog, type Logger } from '../../gateway/broker';
 import type { RedisSettings } from './settings';
 
 /**
@@ -49,10 +49,9 @@ export function createRedisConnection(settings: RedisSettings, role: string, log
   return redis;
 }
 
-/** Milliseconds before reconnect attempt `attempt` (1, 2, …): doubling, capped, with ±25 % jitter. */
+/** Milliseconds before attempt `attempt` (1, 2, …, as ioredis counts): the shared back-off with ±25 % jitter. */
 export function backoff(attempt: number, initialDelay: number, maxDelay: number): number {
-  const base = Math.min(maxDelay, initialDelay * 2 ** Math.min(attempt - 1, 30));
-  return Math.max(1, Math.round(base * (0.75 + Math.random() * 0.5)));
+  return backoffDelay(attempt - 1, initialDelay, maxDelay, 0.25);
 }
 
 function credentials(settings: RedisSettings): RedisOptions {

@@ -3,6 +3,7 @@ export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec }
 export { EdgewayError, ReasonCode, StorageError, errorMessage, type EdgewayErrorCode } from './errors';
 export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
+export { backoffDelay } from './backoff';
 export { BrokerMetrics } from './metrics';
 export type { BrokerStorage, RetainedStore, SessionMessageState, SessionStore, StoredSession, StoredSessionMessage } from './persistence';
 export { RingBuffer } from './ring-buffer';
