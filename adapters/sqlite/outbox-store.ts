@@ -89,8 +89,8 @@ export class SqliteOutbox implements Outbox, StoragePart {
   private appendWaiters: Waiter[] = [];
   private ackUpTo = 0;
   private ackWaiters: Waiter[] = [];
-  /** What the transaction in progress is writing, settled by committed() or failed(). */
-  private inCommit: { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[]; ackUpTo: number; delta: CommitDelta } | undefined;
+  /** What the transaction in progress changed, applied by committed() or dropped by failed(). */
+  private delta: CommitDelta | undefined;
   private size = 0;
   private bytes = 0;
   private lastSeq = 0;
@@ -146,21 +146,18 @@ export class SqliteOutbox implements Outbox, StoragePart {
   }
 
   write(): void {
-    const batch = this.pending;
-    const commit = { batch, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters, ackUpTo: this.ackUpTo, delta: this.writeRows(batch, this.ackUpTo) };
-    this.inCommit = commit;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.appendWaiters = [];
-    this.ackUpTo = 0;
-    this.ackWaiters = [];
+    this.delta = this.writeRows(this.pending, this.ackUpTo);
   }
 
+  /**
+   * The transaction ran synchronously, so what is pending now is exactly what write() wrote: it
+   * is settled here, and on failure simply stays pending for the storage's retry.
+   */
   committed(): void {
-    const commit = this.inCommit;
-    if (commit === undefined) return;
-    this.inCommit = undefined;
-    const { batch, delta } = commit;
+    const delta = this.delta;
+    if (delta === undefined) return;
+    this.delta = undefined;
+    const { batch, appendWaiters, ackWaiters } = this.takePending();
     this.counters.commits++;
     this.counters.appended += batch.length;
     this.counters.acknowledged += delta.acked;
@@ -168,8 +165,8 @@ export class SqliteOutbox implements Outbox, StoragePart {
     this.bytes += delta.insertedBytes - delta.ackedBytes - delta.evictedBytes;
     const trimmed = batch.length - delta.inserted;
     if (trimmed + delta.evicted > 0) this.countDrops(trimmed + delta.evicted, 0);
-    for (const w of commit.appendWaiters) w.resolve();
-    for (const w of commit.ackWaiters) w.resolve();
+    for (const w of appendWaiters) w.resolve();
+    for (const w of ackWaiters) w.resolve();
     if (delta.inserted > 0) this.watchers.notify();
   }
 
@@ -178,35 +175,29 @@ export class SqliteOutbox implements Outbox, StoragePart {
   }
 
   failed(): void {
-    // Nothing is given up: what this commit held goes back in front of what is pending (nothing
-    // can have been appended meanwhile — the transaction ran synchronously) and the storage
-    // retries. The appends keep waiting, so their PUBACKs stay withheld until the data is stored.
-    const commit = this.inCommit;
-    this.inCommit = undefined;
-    if (commit === undefined) {
-      // write() did not finish (it threw, or another part did first): everything is still pending.
-      if (this.pending.length > 0) this.counters.failed++;
-      return;
-    }
-    this.pending = commit.batch;
-    for (const p of commit.batch) this.pendingBytes += p.bytes;
-    this.appendWaiters = commit.appendWaiters;
-    this.ackWaiters = commit.ackWaiters;
-    this.ackUpTo = Math.max(this.ackUpTo, commit.ackUpTo);
-    this.counters.failed++;
+    // Nothing is given up: the entries stay pending, their appends keep waiting (so their PUBACKs
+    // stay withheld until the data is stored), and the storage retries.
+    this.delta = undefined;
+    if (this.hasPending()) this.counters.failed++;
   }
 
   closed(): void {
     this.closed_ = true;
     this.stmts = undefined;
-    const waiters = [...this.appendWaiters, ...this.ackWaiters];
+    const { appendWaiters, ackWaiters } = this.takePending();
+    const err = new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox was closed before this commit');
+    for (const w of [...appendWaiters, ...ackWaiters]) w.reject(err);
+  }
+
+  /** Everything pending (entries, the ack, their waiters), leaving nothing pending. */
+  private takePending(): { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[] } {
+    const taken = { batch: this.pending, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
     this.pending = [];
     this.pendingBytes = 0;
     this.appendWaiters = [];
     this.ackWaiters = [];
     this.ackUpTo = 0;
-    const err = new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox was closed before this commit');
-    for (const w of waiters) w.reject(err);
+    return taken;
   }
 
   // ---- Outbox ----

@@ -35,7 +35,6 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
   private remove: ((topic: string) => void) | undefined;
   private selectAll: (() => Row[]) | undefined;
   private readonly pending = new Map<string, EncodedRow | null>();
-  private written = 0;
   private readonly refusedLog: RateLimitedLog;
   readonly counters = { rowsWritten: 0, refused: 0 };
 
@@ -91,19 +90,16 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
       if (row === null) this.remove?.(topic);
       else this.upsert?.(topic, row);
     }
-    this.written = this.pending.size;
   }
 
   committed(): void {
-    if (this.written === 0) return;
-    // The transaction ran synchronously: nothing was added between write() and now.
+    // The transaction ran synchronously: what is pending now is exactly what it wrote.
+    this.counters.rowsWritten += this.pending.size;
     this.pending.clear();
-    this.counters.rowsWritten += this.written;
-    this.written = 0;
   }
 
   failed(): void {
-    this.written = 0; // kept pending; the storage retries
+    // kept pending; the storage retries
   }
 
   closed(): void {

@@ -12,7 +12,6 @@ export class SqliteStateStore implements StoragePart {
   private readonly values = new Map<string, string>();
   private readonly pending = new Map<string, string>();
   private upsert: ((key: string, value: string) => void) | undefined;
-  private written = 0;
 
   constructor(private readonly storage: SqliteStorage) {
     storage.attach(this);
@@ -49,16 +48,15 @@ export class SqliteStateStore implements StoragePart {
 
   write(): void {
     for (const [key, value] of this.pending) this.upsert?.(key, value);
-    this.written = this.pending.size;
   }
 
   committed(): void {
-    if (this.written > 0) this.pending.clear();
-    this.written = 0;
+    // The transaction ran synchronously: what is pending now is exactly what it wrote.
+    this.pending.clear();
   }
 
   failed(): void {
-    this.written = 0; // kept pending; the storage retries
+    // kept pending; the storage retries
   }
 
   closed(): void {
