@@ -104,13 +104,7 @@ export class RedisAdapter {
 
   /** A drained backlog is reported at once; a draining one at most once a second. */
   private onUplinkProgress(): void {
-    try {
-      const now = Date.now();
-      if (this.uplink.stats().backlog === 0 || now - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
-    } catch (err) {
-      // stopping: the outbox may be closed already
-      this.ctx.logger.debug('redis: status not updated', { error: errorMessage(err) });
-    }
+    if (this.uplink.backlog === 0 || Date.now() - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
   }
 
   private onUplinkState(state: UplinkState): void {

@@ -164,8 +164,12 @@ export class Uplink {
     await this.loop;
   }
 
+  /** Entries in the outbox not yet confirmed by Redis (cheap: no database read). */
+  get backlog(): number {
+    return this.outbox.stats().size;
+  }
+
   stats(): UplinkStats {
-    const s = this.outbox.stats();
     let oldest: OutboxEntry | undefined;
     try {
       oldest = this.outbox.read(this.cursor, 1)[0];
@@ -174,7 +178,7 @@ export class Uplink {
     }
     return {
       state: this.state,
-      backlog: Math.max(0, s.size),
+      backlog: this.backlog,
       oldestAgeMs: oldest === undefined ? 0 : Math.max(0, Date.now() - oldest.arrivedAt),
       ...this.counters,
       epoch: this.epoch.toString(),

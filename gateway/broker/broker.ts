@@ -395,13 +395,10 @@ export class Broker implements ConnectionHost {
         this.storageChanges++;
       }
     }
-    if (this.uplinkTopics !== null) {
-      const from = origin === null ? source : origin.clientId;
-      if (origin !== null || this.options.uplink?.skipSource?.(from) !== true) this.toOutbox(msg, from);
-    }
+    const from = origin === null ? source : origin.clientId;
+    if (this.uplinkTopics !== null && (origin !== null || this.options.uplink?.skipSource?.(from) !== true)) this.toOutbox(msg, from);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
-      const from = origin === null ? source : origin.clientId;
       for (const hook of this.hooks.published) hook(msg, info, from);
     }
     const targets = new Map<string, Subscriber>();
