@@ -130,6 +130,25 @@ export class Gateway {
   }
 }
 
+/** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
+export function stopOnSignals(gateway: Gateway, logger: Logger): void {
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('stopping', { signal });
+    gateway.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error('error while stopping', { error: String(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
 /**
  * Never uplinked: messages that came from another gateway of the cluster (they went up through
  * it), and the Redis adapter's own (its status topic — uplinking it would change it again — and

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
-import { Gateway, loadSerial } from './app';
-import { EdgewayError, type Logger } from './broker';
+import { Gateway, loadSerial, stopOnSignals } from './app';
+import { EdgewayError } from './broker';
 import { createConsoleLogger } from './console-logger';
 
 /** sysexits.h EX_CONFIG: systemd units use it to avoid restart loops on a broken config. */
@@ -104,25 +104,6 @@ async function main(argv: string[]): Promise<void> {
   }
   logger.info('edgeway started', { version, config: options.config ?? 'built-in defaults', serialPorts: config.serial.length });
   stopOnSignals(gateway, logger);
-}
-
-/** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
-function stopOnSignals(gateway: Gateway, logger: Logger): void {
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info('stopping', { signal });
-    gateway.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error('error while stopping', { error: String(err) });
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
 }
 
 function parseCli(argv: string[]) {

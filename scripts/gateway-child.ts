@@ -9,7 +9,7 @@
  * Prints "edgeway started" once the listeners are open, like the CLI.
  */
 import { loadConfigFile } from '../config/load';
-import { Gateway } from '../gateway/app';
+import { Gateway, stopOnSignals } from '../gateway/app';
 import { createConsoleLogger } from '../gateway/console-logger';
 
 const [configPath, topics] = process.argv.slice(2);
@@ -21,12 +21,7 @@ const uplinkTopics = topics === undefined || topics === '' ? [] : topics.split('
 Gateway.start({ config, version: 'test', logger, uplinkTopics }).then(
   (gateway) => {
     process.stdout.write('edgeway started\n'); // whatever the log level: the test waits for it
-    process.on('SIGTERM', () => {
-      gateway.stop().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    });
+    stopOnSignals(gateway, logger);
   },
   (err: unknown) => {
     process.stderr.write(`gateway-child: ${String(err)}\n`);
