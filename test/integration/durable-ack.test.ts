@@ -10,13 +10,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import t, { type Test } from 'tap';
 import { connectAsync, type MqttClient } from 'mqtt';
-import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
-import type { OutboxEntry } from '../../gateway/broker';
+import { readOutbox, startGatewayProcess } from '../helpers/gateway';
 import { within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
-import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+import { freePort, waitForOutput, type Running } from '../helpers/processes';
 
-const CHILD = join(__dirname, '..', '..', 'scripts', 'gateway-child.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -31,24 +29,10 @@ async function startGateway(t: Test, name: string, port: number, flushInterval: 
     config,
     `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: ${sysInterval}\nlog:\n  level: warn\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
   );
-  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
+  const gw = await startGatewayProcess(t, config, { uplinkTopics: 'sensors/#', cwd: dir });
   return { gw, url: `mqtt://127.0.0.1:${port}` };
 }
 
-/** Everything in the outbox of database `name` (the gateway must be stopped). */
-async function outboxContents(name: string, path = join(dir, `${name}.db`)): Promise<OutboxEntry[]> {
-  const outbox = new SqliteOutbox(new SqliteStorage({ path, sync: 'normal', flushInterval: 0 }), {
-    maxMessages: 10_000_000,
-    maxBytes: 1024 ** 3,
-    whenFull: 'drop-oldest',
-  });
-  await outbox.open();
-  const all: OutboxEntry[] = [];
-  for (let batch = outbox.read(0, 1000); batch.length > 0; batch = outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1000)) all.push(...batch);
-  await outbox.close();
-  return all;
-}
 
 async function client(t: Test, url: string, clientId: string): Promise<MqttClient> {
   const c = await connectAsync(url, { clientId, reconnectPeriod: 0, connectTimeout: 3000 }, false);
@@ -98,7 +82,7 @@ t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in o
   stop = true;
   const ackedTotal = total();
 
-  const entries = await outboxContents('kill');
+  const entries = await readOutbox(join(dir, 'kill.db'));
   const seen = new Map<string, number>();
   let duplicates = 0;
   let outOfOrder = 0;
@@ -134,7 +118,7 @@ t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in o
   await c.endAsync();
   again.gw.child.kill('SIGTERM');
   await again.gw.exited;
-  const after = await outboxContents('kill');
+  const after = await readOutbox(join(dir, 'kill.db'));
   const last = after[after.length - 1];
   t.equal(last?.payload.toString(), 'after', 'the new message is the last entry');
   t.ok((last?.seq ?? 0) > lastSeq, 'with a seq above every seq before the kill');
@@ -171,7 +155,7 @@ t.test('what enters the outbox: matching topics at any QoS, with source and arri
   await c.endAsync();
   gw.child.kill('SIGTERM');
   await gw.exited;
-  const entries = await outboxContents('select');
+  const entries = await readOutbox(join(dir, 'select.db'));
   t.same(
     entries.map((e) => [e.topic, e.qos, e.retain, e.source]),
     [
@@ -219,8 +203,7 @@ t.test('disk full: the message is not acknowledged until it is stored; everyone 
     config,
     `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: warn\nstorage:\n  path: ${join(mount, 'edgeway.db')}\n  flushInterval: 20\n`,
   );
-  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
+  const gw = await startGatewayProcess(t, config, { uplinkTopics: 'sensors/#', cwd: dir });
   const url = `mqtt://127.0.0.1:${port}`;
   const watcher = await client(t, url, 'watcher');
   const live: string[] = [];
@@ -247,6 +230,6 @@ t.test('disk full: the message is not acknowledged until it is stored; everyone 
   raw.disconnect();
   gw.child.kill('SIGTERM');
   t.same(await gw.exited, { code: 0, signal: null }, 'and the gateway stops cleanly');
-  const entries = await outboxContents('full', join(mount, 'edgeway.db'));
+  const entries = await readOutbox(join(mount, 'edgeway.db'));
   t.same(entries.map((e) => [e.topic, e.payload.length]), [['sensors/big', 256 * 1024]], 'stored exactly once');
 });

@@ -16,12 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { IPublishPacket } from 'mqtt-packet';
-import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
-import type { OutboxEntry } from '../../gateway/broker';
-import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+import { readOutbox, startGatewayProcess } from '../helpers/gateway';
+import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
-const CHILD = join(__dirname, '..', '..', 'scripts', 'gateway-child.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-qos2-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -36,10 +34,8 @@ function writeConfig(name: string, port: number, flushInterval: number, dbPath =
   return config;
 }
 
-async function startGateway(t: Test, config: string): Promise<Running> {
-  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
-  return gw;
+function startGateway(t: Test, config: string): Promise<Running> {
+  return startGatewayProcess(t, config, { uplinkTopics: 'sensors/#', cwd: dir });
 }
 
 /** `kill -9` of the gateway this test started (by its PID). */
@@ -62,16 +58,7 @@ async function raw(t: Test, port: number, clientId: string, clean: boolean): Pro
 
 /** "topic:payload" of every outbox entry of a stopped gateway's database. */
 async function outboxContents(path: string): Promise<string[]> {
-  const outbox = new SqliteOutbox(new SqliteStorage({ path, sync: 'normal', flushInterval: 0 }), {
-    maxMessages: 10_000_000,
-    maxBytes: 1024 ** 3,
-    whenFull: 'drop-oldest',
-  });
-  await outbox.open();
-  const all: OutboxEntry[] = [];
-  for (let batch = outbox.read(0, 1000); batch.length > 0; batch = outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1000)) all.push(...batch);
-  await outbox.close();
-  return all.map((e) => `${e.topic}:${e.payload.toString()}`);
+  return (await readOutbox(path)).map((e) => `${e.topic}:${e.payload.toString()}`);
 }
 
 function publishQos2(c: RawClient, topic: string, payload: string | Buffer, messageId: number, dup: boolean): void {

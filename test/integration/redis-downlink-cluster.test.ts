@@ -18,10 +18,10 @@ import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqt
 import type Redis from 'ioredis';
 import { waitFor } from '../helpers/broker';
 import { within } from '../helpers/mqtt-client';
-import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+import { startGatewayProcess } from '../helpers/gateway';
+import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RedisServer } from '../helpers/redis';
 
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-dc-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -62,10 +62,8 @@ function writeConfig(spec: GatewaySpec): string {
 }
 
 /** The real gateway CLI; SIGKILLed by PID when the test ends if still running. */
-async function startGateway(t: Test, spec: GatewaySpec): Promise<Running> {
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', writeConfig(spec)], 60_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, `gateway ${spec.name} to start`);
-  return gw;
+function startGateway(t: Test, spec: GatewaySpec): Promise<Running> {
+  return startGatewayProcess(t, writeConfig(spec), { cwd: dir, what: `gateway ${spec.name} to start` });
 }
 
 /** SIGTERM (a graceful stop: pending state committed) and a clean exit. */

@@ -13,12 +13,12 @@ import t, { type Test } from 'tap';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type Redis from 'ioredis';
 import { within } from '../helpers/mqtt-client';
-import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+import { startGatewayProcess } from '../helpers/gateway';
+import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { Device, PtyPair } from '../helpers/pty';
 import { RedisServer } from '../helpers/redis';
 
 // dist/test/integration → dist/gateway/main.js
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const GATEWAY_ID = 'gw-test';
 const STREAM = `edgeway:uplink:${GATEWAY_ID}`;
 const STATUS_TOPIC = `edgeway/${GATEWAY_ID}/uplink`;
@@ -116,10 +116,8 @@ async function startGateway(t: Test, name: string, options: GatewayOptions): Pro
 
 const restarts = new WeakMap<Gateway, () => Promise<void>>();
 
-async function spawnGateway(t: Test, configPath: string): Promise<Running> {
-  const proc = startProcess(t, process.execPath, [MAIN, '--config', configPath], 60_000, dir);
-  await waitForOutput(() => proc.stdout + proc.stderr, /edgeway started/, 10_000, 'the gateway to start');
-  return proc;
+function spawnGateway(t: Test, configPath: string): Promise<Running> {
+  return startGatewayProcess(t, configPath, { cwd: dir });
 }
 
 /** Starts the gateway again on the same config, database and port. */

@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startProcess, waitForOutput } from '../helpers/processes';
+import { startGatewayProcess } from '../helpers/gateway';
+import { freePort } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-retained-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -21,9 +21,7 @@ async function startGateway(t: Test, name: string, port: number, flushInterval: 
     config,
     `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
   );
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
-  await waitForOutput(() => gw.stdout, /edgeway started/, 10_000, 'the gateway to start');
-  return gw;
+  return startGatewayProcess(t, config, { cwd: dir });
 }
 
 /**
@@ -104,8 +102,7 @@ t.test('a storage folder that cannot be used: logged, and the gateway still rout
   writeFileSync(blocker, 'a file where the storage folder should be');
   const config = join(dir, 'nostore.yaml');
   writeFileSync(config, `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(blocker, 'edgeway.db')}\n`);
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
-  await waitForOutput(() => gw.stdout, /edgeway started/, 10_000, 'the gateway to start');
+  const gw = await startGatewayProcess(t, config, { cwd: dir });
   t.match(gw.stderr, /storage unavailable; running without persistence/, 'one clear error line');
   await publishRetained(port, [['keep/live', 'routed']]);
   const got = await retainedAfterRestart(port, 1);

@@ -7,12 +7,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 import type { OutboxEntry } from '../../gateway/broker';
-import { freePort, startProcess, waitForOutput } from '../helpers/processes';
+import { readOutbox, startGatewayProcess } from '../helpers/gateway';
+import { freePort } from '../helpers/processes';
 import { Device, PtyPair } from '../helpers/pty';
 
-const CHILD = join(__dirname, '..', '..', 'scripts', 'gateway-child.js');
 const LINES = 2000;
 
 t.test('serial readings on uplink topics are in the outbox, in line order, with the port as source', async (t) => {
@@ -41,32 +40,19 @@ t.test('serial readings on uplink topics are in the outbox, in line order, with 
     ].join('\n'),
   );
   // Only the readings go up; the port's status topic (edgeway/…) does not match.
-  const gw = startProcess(t, process.execPath, [CHILD, config, 'sensors/#'], 60_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
+  const gw = await startGatewayProcess(t, config, { uplinkTopics: 'sensors/#', cwd: dir });
 
   let text = '';
   for (let i = 0; i < LINES; i++) text += `seq=${i}\n`;
   await device.write(text);
 
   // Read the outbox while the gateway runs (WAL: a reader sees every committed entry).
-  const outbox = new SqliteOutbox(new SqliteStorage({ path: db, sync: 'normal', flushInterval: 0 }), {
-    maxMessages: 10_000_000,
-    maxBytes: 1024 ** 3,
-    whenFull: 'drop-oldest',
-  });
-  const readAll = async (): Promise<OutboxEntry[]> => {
-    await outbox.open();
-    const all: OutboxEntry[] = [];
-    for (let batch = outbox.read(0, 1000); batch.length > 0; batch = outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1000)) all.push(...batch);
-    return all;
-  };
   const deadline = Date.now() + 15_000;
-  let entries = await readAll();
+  let entries = await readOutbox(db);
   while (entries.length < LINES && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    entries = await readAll();
+    entries = await readOutbox(db);
   }
-  await outbox.close();
   process.kill(gw.child.pid as number, 'SIGTERM');
   await gw.exited;
 

@@ -15,10 +15,10 @@ import { connect, type MqttClient } from 'mqtt';
 import type { IConnackPacket, IPublishPacket, Packet } from 'mqtt-packet';
 import { waitFor } from '../helpers/broker';
 import { within } from '../helpers/mqtt-client';
-import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
+import { startGatewayProcess } from '../helpers/gateway';
+import { freePort, type Running } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-sessions-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -40,9 +40,7 @@ async function startGateway(t: Test, name: string, port: number, flushInterval =
     config,
     `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlimits:\n  maxInflight: ${MAX_INFLIGHT}\nstorage:\n  path: ${join(dir, `${name}.db`)}\n  flushInterval: ${flushInterval}\n`,
   );
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
-  await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, 'the gateway to start');
-  return gw;
+  return startGatewayProcess(t, config, { cwd: dir });
 }
 
 /** The `persistent sessions restored` line of a gateway's start, as [count, messages]. */
