@@ -6,13 +6,14 @@
  */
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import t, { type Test } from 'tap';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { readOutbox, startGatewayProcess } from '../helpers/gateway';
 import { within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
+import { smallFileSystem } from '../helpers/sqlite';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-'));
@@ -192,11 +193,9 @@ t.test('$SYS reports storage and outbox counters', async (t) => {
 });
 
 t.test('disk full: the message is not acknowledged until it is stored; everyone else is served; nothing lost once space is free', async (t) => {
-  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to mount a small tmpfs');
-  const mount = join(dir, 'small');
-  mkdirSync(mount);
-  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]).status !== 0) return t.plan(0, 'cannot mount tmpfs here');
-  t.teardown(() => void spawnSync('umount', ['-l', mount]));
+  const small = smallFileSystem(t, '2m');
+  if (typeof small === 'string') return t.plan(0, small);
+  const mount = small.dir;
   const port = await freePort();
   const config = join(dir, 'full.yaml');
   writeFileSync(

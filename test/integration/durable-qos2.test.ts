@@ -11,7 +11,7 @@
  *   the retry, and a persistent QoS 2 subscriber gets the message exactly once.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -19,6 +19,7 @@ import type { IPublishPacket } from 'mqtt-packet';
 import { readOutbox, startGatewayProcess } from '../helpers/gateway';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
+import { smallFileSystem } from '../helpers/sqlite';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-durable-qos2-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -175,11 +176,9 @@ t.test('a persistent subscriber\'s PUBCOMP right before a kill -9: after the res
 });
 
 t.test('disk full: a QoS 2 message is not acknowledged (nor its id released) until it is stored; the persistent subscriber gets it exactly once', async (t) => {
-  if (process.getuid?.() !== 0) return t.plan(0, 'needs root to mount a small tmpfs');
-  const mount = join(dir, 'small');
-  mkdirSync(mount);
-  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]).status !== 0) return t.plan(0, 'cannot mount tmpfs here');
-  t.teardown(() => void spawnSync('umount', ['-l', mount]));
+  const small = smallFileSystem(t, '2m');
+  if (typeof small === 'string') return t.plan(0, small);
+  const mount = small.dir;
   const port = await freePort();
   const gw = await startGateway(t, writeConfig('full', port, 20, join(mount, 'edgeway.db')));
 
