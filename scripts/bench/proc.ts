@@ -6,7 +6,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 
 /** utime+stime of one process (all its threads), in clock ticks; NaN if it is gone. */
-function processTicks(pid: number): number {
+export function processTicks(pid: number): number {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -35,8 +35,9 @@ import Database from 'better-sqlite3';
 import Redis from 'ioredis';
 import mqtt from 'mqtt-packet';
 import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
-import { freePort, probe } from './brokers';
+import { freePort, probe, shebangNodeFlags } from './brokers';
 import { captureTail, clockTicks, detectPinning, installCleanup, pinSelf, spawnTracked, stopChild } from './children';
+import { machineBusyTicks, processTicks, rssKb } from './proc';
 import { FaninSubscriber } from './subscriber';
 import { PKT_PUBACK, PKT_PUBLISH, PKT_SUBACK, RawClient, connectMany, encodePublish, repeatPacket } from './wire';
 
@@ -137,32 +138,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** utime+stime of pid in ticks (NaN if gone). */
 function ticksOf(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return Number.NaN;
-  }
-}
-
-/** Busy ticks of the whole machine (all CPUs), from /proc/stat. */
-function machineBusyTicks(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return total - (f[3] ?? 0) - (f[4] ?? 0); // minus idle and iowait
+  return pid === undefined ? Number.NaN : processTicks(pid);
 }
 
 function rssMb(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? Number.NaN : Number(m[1]) / 1024;
-  } catch {
-    return Number.NaN;
-  }
+  return pid === undefined ? Number.NaN : rssKb(pid) / 1024;
 }
 
 /** The main thread's time on a CPU and time runnable but waiting for one, in ns (/proc/<pid>/schedstat). */
@@ -211,17 +191,10 @@ function cpuBetween(a: CpuMark, b: CpuMark): CpuUse {
   return { mainRun: ((b.gwSched.run - a.gwSched.run) / 1e6 / ms) * 100, mainWait: ((b.gwSched.wait - a.gwSched.wait) / 1e6 / ms) * 100, gw: pct(gw), load: pct(self), redis: pct(redis), other: Math.max(0, pct(b.machine - a.machine - gw - redis - self)) };
 }
 
-/** The Node flags of the entry's `#!/usr/bin/env -S node FLAGS` line (the gateway runs as the CLI does). */
-function shebangFlags(entry: string): string[] {
-  const first = readFileSync(entry, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!\S*env -S node((?:\s+--\S+)*)\s*$/.exec(first);
-  return m?.[1] ? m[1].trim().split(/\s+/) : [];
-}
-
 /** The gateway's Node flags: as the `edgeway` command runs it, unless --gateway-node-flags. */
 function gatewayNodeFlags(): string[] {
   const given = values['gateway-node-flags'];
-  return given === undefined ? shebangFlags(GATEWAY_ENTRY) : given.split(/\s+/).filter((f) => f !== '');
+  return given === undefined ? shebangNodeFlags(GATEWAY_ENTRY) : given.split(/\s+/).filter((f) => f !== '');
 }
 
 const pinning = detectPinning(values['no-pin'] !== true);
