@@ -13,15 +13,14 @@ const SAMPLES = HOUR_MS / SAMPLE_EVERY_MS + 1;
  * process is younger than that). Unavailable (null) where `/proc/self/io` is missing.
  */
 export class DiskWriteMeter {
-  private readonly samples: { at: number; bytes: number }[] = [];
+  /** `write_bytes` once a minute, oldest first: the first is the start of the hour reported. */
+  private readonly samples: number[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private baseline: number | null = null;
 
   constructor(private readonly read: () => number | null = readWriteBytes) {}
 
   start(): void {
     if (this.timer !== undefined) return;
-    this.baseline = this.read();
     this.sample();
     this.timer = setInterval(() => this.sample(), SAMPLE_EVERY_MS);
     this.timer.unref();
@@ -32,23 +31,17 @@ export class DiskWriteMeter {
     this.timer = undefined;
   }
 
-  /** Bytes written since `start()`, or null where the kernel does not tell. */
-  get total(): number | null {
-    const now = this.read();
-    return now === null || this.baseline === null ? null : now - this.baseline;
-  }
-
   /** Bytes written during the last hour (or since start, if shorter), or null. */
   get lastHour(): number | null {
     const now = this.read();
     const oldest = this.samples[0];
-    return now === null || oldest === undefined ? null : now - oldest.bytes;
+    return now === null || oldest === undefined ? null : now - oldest;
   }
 
   private sample(): void {
     const bytes = this.read();
     if (bytes === null) return;
-    this.samples.push({ at: Date.now(), bytes });
+    this.samples.push(bytes);
     if (this.samples.length > SAMPLES) this.samples.shift();
   }
 }
