@@ -85,10 +85,6 @@ export class SqliteStorage {
     this.failLog = new RateLimitedLog((msg, fields) => this.logger.error(msg, fields));
   }
 
-  get isOpen(): boolean {
-    return this.state === 'open';
-  }
-
   /** Adds a part; parts attached before `open()` read their state inside the quarantine guard. */
   attach(part: StoragePart): void {
     this.parts.push(part);
@@ -146,10 +142,8 @@ export class SqliteStorage {
     this.timer ??= setTimeout(this.onTimer, this.options.flushInterval);
   }
 
-  private readonly onTimer = (): void => {
-    this.cancelTimer();
-    this.flush();
-  };
+  /** For the timer and the early-commit immediate: flush() cancels whichever did not fire. */
+  private readonly onTimer = (): void => this.flush();
 
   /**
    * Resolves once every change handed to the parts before this call is committed — after retries,
