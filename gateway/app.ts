@@ -61,7 +61,6 @@ export class Gateway {
     const { config, version, logger } = options;
     const uplinkTopics = options.uplinkTopics ?? config.redis?.uplink.topics ?? [];
     const stored = openStorage(config, logger, uplinkTopics.length > 0);
-    // Without storage the uplink still buffers, in memory and within the same bounds, and says so.
     let outbox: Outbox | undefined = stored?.outbox;
     if (outbox === undefined && (uplinkTopics.length > 0 || config.redis !== undefined)) {
       // Without storage (or with no uplink topics: downlink and cluster still run) the uplink
@@ -80,6 +79,8 @@ export class Gateway {
     };
     const broker = new Broker(brokerOptions, logger);
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
+    // Resolved before serial starts: both name the gateway the same way.
+    const redisSettings = config.redis === undefined ? undefined : loadRedis().resolveRedisSettings(config.redis, hostname());
     let serial: SerialAdapter | undefined;
     let redis: RedisAdapter | undefined;
     try {
@@ -88,17 +89,16 @@ export class Gateway {
       if (config.serial.length > 0) {
         const { SerialAdapter } = loadSerial();
         // One gateway id everywhere (discovery, Redis keys) when the redis section names one.
-        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: config.redis?.gatewayId ?? hostname(), version });
+        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: redisSettings?.gatewayId ?? hostname(), version });
         // Resolves after each port's first open attempt; missing ports are retried in the background.
         await serial.start();
       }
-      if (config.redis !== undefined && outbox !== undefined) {
-        const { MemoryStateStore, RedisAdapter, resolveRedisSettings } = loadRedis();
-        const settings = resolveRedisSettings(config.redis, hostname());
-        if (config.redis.gatewayId === undefined) {
-          logger.info('redis: gatewayId not set; using the host name — every gateway on one Redis needs its own id', { gatewayId: settings.gatewayId });
+      if (redisSettings !== undefined && outbox !== undefined) {
+        const { MemoryStateStore, RedisAdapter } = loadRedis();
+        if (config.redis?.gatewayId === undefined) {
+          logger.info('redis: gatewayId not set; using the host name — every gateway on one Redis needs its own id', { gatewayId: redisSettings.gatewayId });
         }
-        redis = new RedisAdapter(broker.context('redis'), outbox, stored?.state ?? new MemoryStateStore(), settings);
+        redis = new RedisAdapter(broker.context('redis'), outbox, stored?.state ?? new MemoryStateStore(), redisSettings);
         const adapter = redis;
         broker.sys.addValues(() => redisSysValues(adapter));
         redis.start(); // connects in the background: Redis is never waited for
