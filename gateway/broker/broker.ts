@@ -455,6 +455,14 @@ export class Broker implements ConnectionHost {
   }
 
   /**
+   * The commit an acknowledgement must wait for: none when nothing stored changed since `before`
+   * (a `storageChanges` value read before handling the packet), else this turn's barrier.
+   */
+  durableSince(before: number): Promise<void> | null {
+    return this.storageChanges === before ? null : this.durableBarrier();
+  }
+
+  /**
    * A promise that settles once everything stored in this turn of the event loop is durable: the
    * outbox batch appended and the storage's commit done. One per turn, shared by every
    * acknowledgement held in it.

@@ -42,7 +42,7 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     if (!session.incomingQos2.has(id)) {
       session.holdIncomingQos2(id);
       broker.publish(message, conn);
-      barrier = durability(broker, changesBefore);
+      barrier = broker.durableSince(changesBefore);
     } else {
       // A re-sent id (perhaps on a new connection, the first one's PUBREC never seen): the first
       // copy may not be committed yet, so this PUBREC waits for whatever is pending too.
@@ -52,10 +52,5 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     return;
   }
   broker.publish(message, conn);
-  if (qos === 1) conn.sendAck(encodeAck('puback', id, 0, conn.protocolVersion), durability(broker, changesBefore));
-}
-
-/** The commit an acknowledgement must wait for, or null when nothing stored changed since `before`. */
-export function durability(broker: Broker, before: number): Promise<void> | null {
-  return broker.storageChanges === before ? null : broker.durableBarrier();
+  if (qos === 1) conn.sendAck(encodeAck('puback', id, 0, conn.protocolVersion), broker.durableSince(changesBefore));
 }

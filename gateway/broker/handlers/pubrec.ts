@@ -2,7 +2,6 @@ import type { IPubrecPacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeAck } from '../encode';
-import { durability } from './publish';
 
 /**
  * PUBREC for an outgoing QoS 2 message: from now on the message is not re-sent, only PUBREL is
@@ -18,5 +17,5 @@ export function handlePubrec(broker: Broker, conn: Connection, packet: IPubrecPa
   // the PUBCOMP it returns for an unknown id is ignored. For a persistent session, only once the
   // new state is stored: a crash-restored 'publish' state would re-send a message the client
   // already released, and it would take it as a new one.
-  conn.sendAck(encodeAck('pubrel', id, 0, conn.protocolVersion), durability(broker, changesBefore));
+  conn.sendAck(encodeAck('pubrel', id, 0, conn.protocolVersion), broker.durableSince(changesBefore));
 }

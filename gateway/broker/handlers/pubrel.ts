@@ -2,7 +2,6 @@ import type { IPubrelPacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeAck } from '../encode';
-import { durability } from './publish';
 
 /**
  * PUBREL for an incoming QoS 2 message: the packet identifier is released, so a later PUBLISH
@@ -15,5 +14,5 @@ export function handlePubrel(broker: Broker, conn: Connection, packet: IPubrelPa
   conn.session?.releaseIncomingQos2(id);
   // After the release is stored: once the client has PUBCOMP it may reuse the id for a new
   // message, which a crash-restored "still held" id would swallow as a duplicate.
-  conn.sendAck(encodeAck('pubcomp', id, 0, conn.protocolVersion), durability(broker, changesBefore));
+  conn.sendAck(encodeAck('pubcomp', id, 0, conn.protocolVersion), broker.durableSince(changesBefore));
 }

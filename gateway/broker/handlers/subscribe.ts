@@ -3,7 +3,6 @@ import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodePacket } from '../encode';
 import { topicFilterError } from '../topic';
-import { durability } from './publish';
 import type { QoS, SubscriptionOptions } from '../types';
 
 const SUBACK_FAILURE = 0x80;
@@ -48,7 +47,7 @@ export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubsc
     granted.push(options.qos);
     accepted.push([sub.topic, options]);
   }
-  // A persistent session's subscriptions are acknowledged once stored (publish.ts `durability`).
-  conn.sendAck(encodePacket({ cmd: 'suback', messageId: packet.messageId ?? 0, granted }, conn.protocolVersion), durability(broker, changesBefore));
+  // A persistent session's subscriptions are acknowledged once stored (Broker.durableSince).
+  conn.sendAck(encodePacket({ cmd: 'suback', messageId: packet.messageId ?? 0, granted }, conn.protocolVersion), broker.durableSince(changesBefore));
   for (const [filter, options] of accepted) broker.sendRetained(session, filter, options);
 }

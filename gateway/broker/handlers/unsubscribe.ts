@@ -2,7 +2,6 @@ import type { IUnsubscribePacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodePacket } from '../encode';
-import { durability } from './publish';
 
 /**
  * UNSUBSCRIBE (3.1.1 section 3.10): filters are compared character by character [MQTT-3.10.4-1];
@@ -16,5 +15,5 @@ export function handleUnsubscribe(broker: Broker, conn: Connection, packet: IUns
   for (const filter of packet.unsubscriptions) {
     if (session.removeSubscription(filter)) broker.subscriptions.delete(filter, session.clientId);
   }
-  conn.sendAck(encodePacket({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] }, conn.protocolVersion), durability(broker, changesBefore));
+  conn.sendAck(encodePacket({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] }, conn.protocolVersion), broker.durableSince(changesBefore));
 }
