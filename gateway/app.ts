@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema';
 import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
+import { cameThroughRedis } from '../adapters/redis/sources';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
 
 type SerialModule = typeof import('../adapters/serial');
@@ -75,7 +76,7 @@ export class Gateway {
       sysInterval: config.sys.interval,
       version,
       ...(stored === undefined ? {} : { storage: { retained: stored.retained, sessions: stored.sessions, durable: () => stored.storage.durable() } }),
-      ...(outbox === undefined || uplinkTopics.length === 0 ? {} : { uplink: { outbox, topics: uplinkTopics, skipSource: skipClusterSource } }),
+      ...(outbox === undefined || uplinkTopics.length === 0 ? {} : { uplink: { outbox, topics: uplinkTopics, skipSource: cameThroughRedis } }),
     };
     const broker = new Broker(brokerOptions, logger);
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
@@ -149,14 +150,6 @@ export function stopOnSignals(gateway: Gateway, logger: Logger): void {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }
 
-/**
- * Never uplinked: messages that came from another gateway of the cluster (they went up through
- * it), and the Redis adapter's own (its status topic — uplinking it would change it again — and
- * downlink commands, which came from the central side).
- */
-function skipClusterSource(source: string): boolean {
-  return source.startsWith('cluster:') || source.startsWith('redis:');
-}
 
 /**
  * The database with its parts. One that cannot be opened (read-only file system, permissions) is

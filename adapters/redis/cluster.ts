@@ -1,15 +1,8 @@
 import type Redis from 'ioredis';
 import { errorMessage, RateLimitedLog, type GatewayContext, type Message, type QoS } from '../../gateway/broker';
 import type { RedisSettings } from './settings';
+import { cameThroughRedis, CLUSTER_SOURCE_PREFIX } from './sources';
 
-/** Source prefix of messages that came from another gateway: never sent back out. */
-export const CLUSTER_SOURCE_PREFIX = 'cluster:';
-/**
- * Messages of the Redis adapter itself (its status topic, downlink commands) belong to this
- * gateway: another gateway would keep a dead one's status as "connected", or pass on commands
- * meant for devices here.
- */
-const OWN_SOURCE_PREFIX = 'redis:';
 
 /** PUBLISH commands waiting for Redis' reply at most; beyond it messages are dropped and counted. */
 const MAX_IN_FLIGHT = 10_000;
@@ -125,7 +118,9 @@ export class ClusterLink {
   }
 
   private readonly onPublished = (msg: Message, _origin: unknown, source: string): void => {
-    if (!this.running || source.startsWith(CLUSTER_SOURCE_PREFIX) || source.startsWith(OWN_SOURCE_PREFIX) || msg.topic.startsWith('$')) return;
+    // Also not the adapter's own: another gateway would keep a dead one's status as "connected",
+    // or pass on commands meant for devices here.
+    if (!this.running || cameThroughRedis(source) || msg.topic.startsWith('$')) return;
     if (this.pub.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT) {
       this.drop();
       return;

@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import { RateLimitedLog, type GatewayContext, type QoS } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
+import { DOWNLINK_SOURCE } from './sources';
 import { lastGeneratedId } from './stream-id';
 import type { StateStore } from './uplink';
 
@@ -150,7 +151,7 @@ export class Downlink {
     if (retainText !== '0' && retainText !== '1' && retainText !== 'true' && retainText !== 'false') return `retain must be 0 or 1, not ${JSON.stringify(retainText)}`;
     const topicProblem = this.ctx.topicError(topic);
     if (topicProblem !== null) return `topic ${JSON.stringify(topic)}: ${topicProblem}`;
-    this.ctx.publish({ topic, payload, qos: Number(qosText) as QoS, retain: retainText === '1' || retainText === 'true' }, 'redis:downlink');
+    this.ctx.publish({ topic, payload, qos: Number(qosText) as QoS, retain: retainText === '1' || retainText === 'true' }, DOWNLINK_SOURCE);
     return null;
   }
 }

@@ -4,6 +4,7 @@ import { ClusterLink, type ClusterStats } from './cluster';
 import { createRedisConnection, redactUrl } from './connection';
 import { Downlink, type DownlinkStats } from './downlink';
 import type { RedisSettings } from './settings';
+import { STATUS_SOURCE } from './sources';
 import { Uplink, type StateStore, type UplinkState, type UplinkStats } from './uplink';
 
 /** The status topic is republished at least this often while its values change (ms). */
@@ -132,7 +133,7 @@ export class RedisAdapter {
     this.lastStatus = json;
     this.lastStatusAt = Date.now();
     try {
-      this.ctx.publish({ topic: this.settings.statusTopic, payload: Buffer.from(json), qos: 0, retain: true }, 'redis:status');
+      this.ctx.publish({ topic: this.settings.statusTopic, payload: Buffer.from(json), qos: 0, retain: true }, STATUS_SOURCE);
     } catch (err) {
       this.ctx.logger.warn('redis: status not published', { topic: this.settings.statusTopic, error: errorMessage(err) });
     }
