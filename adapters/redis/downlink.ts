@@ -85,16 +85,13 @@ export class Downlink {
     let attempt = 0;
     // Blocks well within the command timeout (≥ 1000 ms by the schema), so a healthy but idle link
     // is never a timeout.
-    const blockMs = Math.max(100, Math.floor(this.settings.commandTimeout / 2));
+    const blockMs = Math.floor(this.settings.commandTimeout / 2);
     while (this.running) {
       if (this.redis.status !== 'ready') {
-        try {
-          if (this.redis.status === 'wait' || this.redis.status === 'end') await this.redis.connect();
-          else await new Promise<void>((resolve) => setTimeout(resolve, 200));
-        } catch {
-          // reconnects by itself; errors are logged by the connection
-          await new Promise<void>((resolve) => setTimeout(resolve, 200));
-        }
+        // Not connected yet (or closed): connect; while ioredis reconnects by itself, look again
+        // shortly. Errors are logged by the connection.
+        if (this.redis.status === 'wait' || this.redis.status === 'end') await this.redis.connect().catch(() => this.wait(200));
+        else await this.wait(200);
         continue;
       }
       try {
