@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { OutboxBlockBuilder } from './outbox-block';
 
 /** 'EGWY': marks the file as edgeway's, so a foreign SQLite file is recognised and left alone. */
 export const APPLICATION_ID = 0x45475759;
@@ -76,7 +77,51 @@ const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
   // 4: small named values of adapters (the uplink's stream-id epoch, the downlink's last entry id),
   // written in the same group commit as everything else.
   (db) => db.exec(`CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT, WITHOUT ROWID`),
+  // 5: the outbox in blocks (outbox-block.ts): a row holds a run of consecutive entries instead of
+  // one entry. `last_seq` is the key: the block holding seq s is the first with last_seq >= s.
+  // `bytes` is the logical size of all its entries (what the bounds count). `outbox_head` holds
+  // the highest seq that is gone (acknowledged or dropped): a block's entries up to it no longer
+  // count, and it keeps seqs increasing after the queue emptied (as sqlite_sequence did for the
+  // table of step 1). The rows of step 1 are converted and that table dropped.
+  migrateOutboxToBlocks,
 ];
+
+function migrateOutboxToBlocks(db: Database.Database): void {
+  db.exec(`
+    CREATE TABLE outbox_blocks (
+      last_seq INTEGER PRIMARY KEY,
+      first_seq INTEGER NOT NULL,
+      bytes INTEGER NOT NULL,
+      data BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE outbox_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL) STRICT;
+  `);
+  const used = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number | undefined;
+  const oldest = db.prepare('SELECT min(seq) FROM outbox').pluck().get() as number | null;
+  db.prepare('INSERT INTO outbox_head (id, seq) VALUES (1, ?)').run(oldest === null ? (used ?? 0) : oldest - 1);
+  const page = db.prepare('SELECT seq, qos, retain, arrived_at, source, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 10000');
+  const insert = db.prepare('INSERT INTO outbox_blocks (last_seq, first_seq, bytes, data) VALUES (?, ?, ?, ?)');
+  let block: { first: number; last: number; builder: OutboxBlockBuilder } | undefined;
+  const store = () => {
+    if (block !== undefined) insert.run(block.last, block.first, block.builder.bytes, block.builder.finish());
+    block = undefined;
+  };
+  // Page by page: better-sqlite3 cannot run the INSERT while a SELECT on the same connection iterates.
+  for (let after = 0; ; ) {
+    const rows = page.all(after) as { seq: number; qos: number; retain: number; arrived_at: number; source: string; topic: string; payload: Buffer }[];
+    if (rows.length === 0) break;
+    for (const r of rows) {
+      // A block holds consecutive seqs only: the old table could have gaps (refused or dropped entries).
+      if (block !== undefined && (block.builder.full || r.seq !== block.last + 1)) store();
+      block ??= { first: r.seq, last: r.seq - 1, builder: new OutboxBlockBuilder() };
+      block.builder.add({ topic: r.topic, payload: r.payload, qos: r.qos as 0 | 1 | 2, retain: r.retain === 1, arrivedAt: r.arrived_at, source: r.source });
+      block.last = r.seq;
+    }
+    after = (rows[rows.length - 1] as { seq: number }).seq;
+  }
+  store();
+  db.exec('DROP TABLE outbox');
+}
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

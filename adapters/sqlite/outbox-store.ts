@@ -2,6 +2,7 @@ import {
   OutboxWatchers,
   StorageError,
   RateLimitedLog,
+  errorMessage,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
@@ -10,12 +11,13 @@ import {
   type OutboxStats,
 } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
+import { MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
 import type { SqliteStorage, StoragePart } from './storage';
 
-interface Pending {
-  readonly input: OutboxInput;
-  readonly seq: number;
-  readonly bytes: number;
+/** Appended entries waiting for the next commit: a block being built, consecutive seqs from firstSeq. */
+interface PendingBlock {
+  readonly firstSeq: number;
+  readonly builder: OutboxBlockBuilder;
 }
 
 interface Waiter {
@@ -23,14 +25,11 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
-interface Row {
-  seq: number;
-  qos: number;
-  retain: number;
-  arrived_at: number;
-  source: string;
-  topic: string;
-  payload: Buffer;
+/** A stored block's header. */
+interface BlockRow {
+  last_seq: number;
+  first_seq: number;
+  bytes: number;
 }
 
 /** What one commit changed; applied to the counters only once the transaction committed. */
@@ -41,26 +40,24 @@ interface CommitDelta {
   ackedBytes: number;
   evicted: number;
   evictedBytes: number;
+  /** The head after the commit: every seq up to it is gone. */
+  head: number;
+  /** The highest seq stored after the commit. */
+  storedLastSeq: number;
 }
 
 type Statements = ReturnType<typeof prepare>;
 
-const ROW = '(?, ?, ?, ?, ?, ?, ?, ?)';
-/**
- * Rows per multi-row INSERT: one statement step for many rows costs a fraction of one per row
- * (binding and stepping dominate an append), and 64 × 8 parameters stay far below SQLite's limit.
- */
-const ROWS_PER_INSERT = 64;
-
 function prepare(db: SqliteDatabase) {
   return {
-    insert: db.prepare(`INSERT INTO outbox (seq, bytes, qos, retain, arrived_at, source, topic, payload) VALUES ${ROW}`),
-    insertMany: db.prepare(`INSERT INTO outbox (seq, bytes, qos, retain, arrived_at, source, topic, payload) VALUES ${Array(ROWS_PER_INSERT).fill(ROW).join(', ')}`),
-    read: db.prepare('SELECT seq, qos, retain, arrived_at, source, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?'),
-    // One pass: the deleted rows' sizes come back with the delete (the byte bound needs them).
-    deleteReturning: db.prepare('DELETE FROM outbox WHERE seq <= ? RETURNING bytes').pluck(),
-    deleteUpTo: db.prepare('DELETE FROM outbox WHERE seq <= ?'),
-    oldest: db.prepare('SELECT seq, bytes FROM outbox ORDER BY seq'),
+    insert: db.prepare('INSERT INTO outbox_blocks (last_seq, first_seq, bytes, data) VALUES (?, ?, ?, ?)'),
+    readFrom: db.prepare('SELECT first_seq, data FROM outbox_blocks WHERE last_seq >= ? ORDER BY last_seq'),
+    data: db.prepare('SELECT data FROM outbox_blocks WHERE last_seq = ?').pluck(),
+    /** Headers of the blocks holding seqs in [from, to]. */
+    headersBetween: db.prepare('SELECT last_seq, first_seq, bytes FROM outbox_blocks WHERE last_seq >= ? AND first_seq <= ? ORDER BY last_seq'),
+    firstHeaderFrom: db.prepare('SELECT last_seq, first_seq, bytes FROM outbox_blocks WHERE last_seq >= ? ORDER BY last_seq LIMIT 1'),
+    deleteUpTo: db.prepare('DELETE FROM outbox_blocks WHERE last_seq <= ?'),
+    setHead: db.prepare('UPDATE outbox_head SET seq = ? WHERE id = 1'),
   };
 }
 
@@ -70,12 +67,18 @@ function prepare(db: SqliteDatabase) {
  * window. An `append` resolves after the commit that contains it, so "resolved" means "survives
  * kill -9" (and a power cut with sync: full).
  *
+ * Entries are stored in blocks of consecutive seqs (outbox-block.ts), encoded as they are appended;
+ * a commit inserts one row per block. Acknowledging and dropping move the *head* (every seq up to
+ * it is gone): blocks wholly behind it are deleted in the same commit, and the entries of the
+ * block it points into are skipped by readers and no longer counted.
+ *
  * Bounds: `drop-new` is decided at append time against stored + pending entries; `drop-oldest`
- * deletes the oldest rows inside the commit that would exceed a bound, so after every commit the
- * table is within both bounds. A failed commit (disk full, read-only file system) keeps its
- * entries pending and their appends waiting (counted in `failed`; the storage logs it at a bounded
- * rate and retries): nothing accepted is given up while the process runs, and the pending entries
- * stay within the same bounds (under `drop-oldest` the oldest pending ones make room).
+ * moves the head past the oldest entries inside the commit that would exceed a bound, so after
+ * every commit the stored entries are within both bounds. A failed commit (disk full, read-only
+ * file system) keeps its entries pending and their appends waiting (counted in `failed`; the
+ * storage logs it at a bounded rate and retries): nothing accepted is given up while the process
+ * runs. Pending entries stay within the same bounds plus at most one block: under `drop-oldest`
+ * whole pending blocks that no longer fit make room.
  *
  * `open()` and `close()` open and close the whole storage: an outbox on its own storage (tests,
  * the benchmark) needs nothing else; in the gateway they are idempotent calls on a storage the
@@ -84,18 +87,26 @@ function prepare(db: SqliteDatabase) {
 export class SqliteOutbox implements Outbox, StoragePart {
   private stmts: Statements | undefined;
   private closed_ = false;
-  private pending: Pending[] = [];
+  private pending: PendingBlock[] = [];
+  private pendingCount = 0;
   private pendingBytes = 0;
   private appendWaiters: Waiter[] = [];
   private ackUpTo = 0;
   private ackWaiters: Waiter[] = [];
   /** What the transaction in progress changed, applied by committed() or dropped by failed(). */
   private delta: CommitDelta | undefined;
+  /** Committed state: entries stored with seq > head, their logical bytes, the highest seq stored. */
   private size = 0;
   private bytes = 0;
+  private head = 0;
+  private storedLastSeq = 0;
+  /** Highest seq handed out (pending ones included). */
   private lastSeq = 0;
+  /** The entry sizes of the block last decoded for them: the head's block, decoded again at every ack. */
+  private sizesCache: { lastSeq: number; sizes: number[] } | undefined;
   private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, failed: 0, commits: 0 };
   private readonly dropLog: RateLimitedLog;
+  private readonly malformedLog: RateLimitedLog;
   private readonly watchers = new OutboxWatchers();
 
   /**
@@ -109,6 +120,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
     private readonly options: { readonly ownsStorage?: boolean } = {},
   ) {
     this.dropLog = new RateLimitedLog((msg, fields) => storage.logger.warn(msg, fields));
+    this.malformedLog = new RateLimitedLog((msg, fields) => storage.logger.error(msg, fields));
     storage.attach(this);
   }
 
@@ -131,22 +143,29 @@ export class SqliteOutbox implements Outbox, StoragePart {
   // ---- StoragePart ----
 
   opened(db: SqliteDatabase): void {
-    // A full scan of the row headers: the bounds need exact numbers.
-    const totals = db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(seq), 0) AS m FROM outbox').get() as { n: number; b: number; m: number };
-    const sequence = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number | undefined;
+    this.stmts = prepare(db);
+    this.head = db.prepare('SELECT seq FROM outbox_head WHERE id = 1').pluck().get() as number;
+    // Block headers only: the bounds need exact numbers, and the first block may be partly gone.
+    const totals = db.prepare('SELECT coalesce(sum(last_seq - first_seq + 1), 0) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(last_seq), 0) AS m FROM outbox_blocks').get() as { n: number; b: number; m: number };
     this.size = totals.n;
     this.bytes = totals.b;
-    this.lastSeq = Math.max(totals.m, sequence ?? 0);
-    this.stmts = prepare(db);
+    const first = this.stmts.firstHeaderFrom.get(0) as BlockRow | undefined;
+    if (first !== undefined && first.first_seq <= this.head) {
+      const gone = this.span(first, first.first_seq, this.head);
+      this.size -= gone.count;
+      this.bytes -= gone.bytes;
+    }
+    this.storedLastSeq = Math.max(totals.m, this.head);
+    this.lastSeq = this.storedLastSeq;
     this.storage.logger.info('storage: outbox open', { path: this.storage.options.path, sync: this.storage.options.sync, messages: this.size, bytes: this.bytes, lastSeq: this.lastSeq });
   }
 
   hasPending(): boolean {
-    return this.pending.length > 0 || this.ackWaiters.length > 0;
+    return this.pendingCount > 0 || this.ackWaiters.length > 0;
   }
 
   write(): void {
-    this.delta = this.writeRows(this.pending, this.ackUpTo);
+    this.delta = this.writeBlocks();
   }
 
   /**
@@ -157,14 +176,15 @@ export class SqliteOutbox implements Outbox, StoragePart {
     const delta = this.delta;
     if (delta === undefined) return;
     this.delta = undefined;
-    const { batch, appendWaiters, ackWaiters } = this.takePending();
+    const { appended, appendWaiters, ackWaiters } = this.takePending();
     this.counters.commits++;
-    this.counters.appended += batch.length;
+    this.counters.appended += appended;
     this.counters.acknowledged += delta.acked;
     this.size += delta.inserted - delta.acked - delta.evicted;
     this.bytes += delta.insertedBytes - delta.ackedBytes - delta.evictedBytes;
-    const trimmed = batch.length - delta.inserted;
-    if (trimmed + delta.evicted > 0) this.countDrops(trimmed + delta.evicted, 0);
+    this.head = delta.head;
+    this.storedLastSeq = delta.storedLastSeq;
+    if (delta.evicted > 0) this.countDrops(delta.evicted, 0);
     for (const w of appendWaiters) w.resolve();
     for (const w of ackWaiters) w.resolve();
     if (delta.inserted > 0) this.watchers.notify();
@@ -189,10 +209,11 @@ export class SqliteOutbox implements Outbox, StoragePart {
     for (const w of [...appendWaiters, ...ackWaiters]) w.reject(err);
   }
 
-  /** Everything pending (entries, the ack, their waiters), leaving nothing pending. */
-  private takePending(): { batch: Pending[]; appendWaiters: Waiter[]; ackWaiters: Waiter[] } {
-    const taken = { batch: this.pending, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
+  /** Everything pending (blocks, the ack, their waiters), leaving nothing pending. */
+  private takePending(): { appended: number; appendWaiters: Waiter[]; ackWaiters: Waiter[] } {
+    const taken = { appended: this.pendingCount, appendWaiters: this.appendWaiters, ackWaiters: this.ackWaiters };
     this.pending = [];
+    this.pendingCount = 0;
     this.pendingBytes = 0;
     this.appendWaiters = [];
     this.ackWaiters = [];
@@ -208,28 +229,29 @@ export class SqliteOutbox implements Outbox, StoragePart {
     const result: (number | null)[] = [];
     let refused = 0;
     for (const input of entries) {
-      const bytes = outboxEntryBytes(input);
-      const full = this.size + this.pending.length >= maxMessages || this.bytes + this.pendingBytes + bytes > maxBytes;
-      if (bytes > maxBytes || (whenFull === 'drop-new' && full)) {
-        refused++;
-        result.push(null);
-        continue;
+      // An upper bound of the size first (UTF-8 needs at most 3 bytes per UTF-16 unit): far from
+      // the bounds, which is the normal case, the exact size comes for free from the encoder.
+      const atMost = input.payload.length + 3 * (input.topic.length + input.source.length);
+      const roomFor = (bytes: number) => this.size + this.pendingCount < maxMessages && this.bytes + this.pendingBytes + bytes <= maxBytes;
+      if (atMost > maxBytes || (whenFull === 'drop-new' && !roomFor(atMost))) {
+        const bytes = outboxEntryBytes(input);
+        if (bytes > maxBytes || (whenFull === 'drop-new' && !roomFor(bytes))) {
+          refused++;
+          result.push(null);
+          continue;
+        }
       }
       const seq = ++this.lastSeq;
-      this.pending.push({ input, seq, bytes });
-      this.pendingBytes += bytes;
+      let block = this.pending[this.pending.length - 1];
+      if (block === undefined || block.builder.full) {
+        block = { firstSeq: seq, builder: new OutboxBlockBuilder() };
+        this.pending.push(block);
+      }
+      this.pendingBytes += block.builder.add(input);
+      this.pendingCount++;
       result.push(seq);
     }
-    // Pending entries alone beyond a bound (commits failing for a while): the oldest make room.
-    let trimmed = 0;
-    while (this.pending.length > maxMessages || this.pendingBytes > maxBytes) {
-      this.pendingBytes -= (this.pending.shift() as Pending).bytes;
-      trimmed++;
-    }
-    if (trimmed > 0) {
-      this.counters.appended += trimmed; // accepted, then made room for newer ones
-      this.countDrops(trimmed, 0);
-    }
+    if (whenFull === 'drop-oldest') this.trimPending();
     if (refused > 0) this.countDrops(0, refused);
     if (refused === entries.length) return Promise.resolve(result);
     return new Promise<void>((resolve, reject) => {
@@ -239,18 +261,22 @@ export class SqliteOutbox implements Outbox, StoragePart {
   }
 
   read(after: number, limit: number): OutboxEntry[] {
-    if (this.stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
-    if (limit <= 0) return [];
-    const rows = this.stmts.read.all(after, Math.floor(limit)) as Row[];
-    return rows.map((r) => ({
-      seq: r.seq,
-      topic: r.topic,
-      payload: r.payload,
-      qos: r.qos as 0 | 1 | 2,
-      retain: r.retain === 1,
-      arrivedAt: r.arrived_at,
-      source: r.source,
-    }));
+    const stmts = this.stmts;
+    if (stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
+    const out: OutboxEntry[] = [];
+    if (limit <= 0) return out;
+    const from = Math.floor(Math.max(after, this.head)) + 1;
+    const take = (entry: OutboxEntry) => out.push(entry) < limit;
+    for (const row of stmts.readFrom.iterate(from) as IterableIterator<{ first_seq: number; data: Buffer }>) {
+      try {
+        decodeBlock(row.data, row.first_seq, Math.max(0, from - row.first_seq), take);
+      } catch (err) {
+        // Only a damaged file (or a bug) gets here: the rest of the queue must still flow.
+        this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq: row.first_seq, error: errorMessage(err) });
+      }
+      if (out.length >= limit) break;
+    }
+    return out;
   }
 
   ack(upTo: number): Promise<void> {
@@ -263,52 +289,117 @@ export class SqliteOutbox implements Outbox, StoragePart {
   }
 
   stats(): OutboxStats {
-    return { size: this.size, bytes: this.bytes, pending: this.pending.length, lastSeq: this.lastSeq, ...this.counters };
+    return { size: this.size, bytes: this.bytes, pending: this.pendingCount, lastSeq: this.lastSeq, ...this.counters };
   }
 
-  /** Inside the transaction: insert, apply the ack, then evict the oldest rows beyond a bound. */
-  private writeRows(batch: Pending[], ackUpTo: number): CommitDelta {
-    const stmts = this.stmts as Statements;
+  /**
+   * Under drop-oldest, while commits fail: a pending block none of whose entries the bounds could
+   * keep (the newer pending entries alone fill them) is dropped whole. Exactly what the policy would
+   * drop entry by entry; what is left over the bounds is dropped exactly by the next commit.
+   */
+  private trimPending(): void {
     const { maxMessages, maxBytes } = this.limits;
-    const delta: CommitDelta = { inserted: 0, insertedBytes: 0, acked: 0, ackedBytes: 0, evicted: 0, evictedBytes: 0 };
-    // drop-oldest within the batch itself: never insert rows only to delete them in the same commit.
-    let start = 0;
-    let batchBytes = 0;
-    for (const p of batch) batchBytes += p.bytes;
-    while (batch.length - start > maxMessages || batchBytes > maxBytes) batchBytes -= (batch[start++] as Pending).bytes;
-    const params: unknown[] = [];
-    for (let i = start; i < batch.length; i++) {
-      const { input, seq, bytes } = batch[i] as Pending;
-      params.push(seq, bytes, input.qos, input.retain ? 1 : 0, input.arrivedAt, input.source, input.topic, input.payload);
-      if (params.length === ROWS_PER_INSERT * 8) {
-        stmts.insertMany.run(params);
-        params.length = 0;
-      }
-      delta.inserted++;
-      delta.insertedBytes += bytes;
+    let trimmed = 0;
+    for (let first = this.pending[0]; first !== undefined && this.pending.length > 1; first = this.pending[0]) {
+      const { count, bytes } = first.builder;
+      if (this.pendingCount - count < maxMessages && this.pendingBytes - bytes < maxBytes) break;
+      this.pending.shift();
+      this.pendingCount -= count;
+      this.pendingBytes -= bytes;
+      trimmed += count;
     }
-    for (let i = 0; i < params.length; i += 8) stmts.insert.run(params.slice(i, i + 8));
-    if (ackUpTo > 0) {
-      for (const bytes of stmts.deleteReturning.iterate(ackUpTo) as IterableIterator<number>) {
-        delta.acked++;
-        delta.ackedBytes += bytes;
-      }
+    if (trimmed > 0) {
+      this.counters.appended += trimmed; // accepted, then made room for newer ones
+      this.countDrops(trimmed, 0);
     }
-    let count = this.size + delta.inserted - delta.acked;
-    let bytes = this.bytes + delta.insertedBytes - delta.ackedBytes;
-    if (count > maxMessages || bytes > maxBytes) {
-      let lastEvicted = 0;
-      for (const row of stmts.oldest.iterate() as IterableIterator<{ seq: number; bytes: number }>) {
-        count--;
-        bytes -= row.bytes;
-        delta.evicted++;
-        delta.evictedBytes += row.bytes;
-        lastEvicted = row.seq;
-        if (count <= maxMessages && bytes <= maxBytes) break;
+  }
+
+  /** Inside the transaction: insert the pending blocks, apply the ack, then drop the oldest entries beyond a bound. */
+  private writeBlocks(): CommitDelta {
+    const stmts = this.stmts as Statements;
+    const delta: CommitDelta = { inserted: 0, insertedBytes: 0, acked: 0, ackedBytes: 0, evicted: 0, evictedBytes: 0, head: this.head, storedLastSeq: this.storedLastSeq };
+    for (const { firstSeq, builder } of this.pending) {
+      const lastSeq = firstSeq + builder.count - 1;
+      stmts.insert.run(lastSeq, firstSeq, builder.bytes, builder.finish());
+      delta.inserted += builder.count;
+      delta.insertedBytes += builder.bytes;
+      delta.storedLastSeq = lastSeq;
+    }
+    // Never past the last stored seq: an entry appended later must not start out behind the head.
+    const ackTo = Math.min(Math.floor(this.ackUpTo), delta.storedLastSeq);
+    if (ackTo > delta.head) {
+      for (const row of stmts.headersBetween.all(delta.head + 1, ackTo) as BlockRow[]) {
+        const gone = this.span(row, delta.head + 1, ackTo);
+        delta.acked += gone.count;
+        delta.ackedBytes += gone.bytes;
       }
-      stmts.deleteUpTo.run(lastEvicted);
+      delta.head = ackTo;
+    }
+    this.evictBeyondBounds(delta);
+    if (delta.head !== this.head) {
+      stmts.deleteUpTo.run(delta.head);
+      stmts.setHead.run(delta.head);
     }
     return delta;
+  }
+
+  /** drop-oldest (and drop-new's pending overflow): moves the head until the stored entries fit both bounds. */
+  private evictBeyondBounds(delta: CommitDelta): void {
+    const stmts = this.stmts as Statements;
+    const { maxMessages, maxBytes } = this.limits;
+    let count = this.size + delta.inserted - delta.acked;
+    let bytes = this.bytes + delta.insertedBytes - delta.ackedBytes;
+    while (count > maxMessages || bytes > maxBytes) {
+      const row = stmts.firstHeaderFrom.get(delta.head + 1) as BlockRow | undefined;
+      if (row === undefined) break; // nothing left to drop (the counts say otherwise only after a bug)
+      const whole = this.span(row, delta.head + 1, row.last_seq);
+      if (count - whole.count > maxMessages || bytes - whole.bytes > maxBytes || whole.count === 0) {
+        count -= whole.count;
+        bytes -= whole.bytes;
+        delta.evicted += whole.count;
+        delta.evictedBytes += whole.bytes;
+        delta.head = row.last_seq;
+        continue;
+      }
+      // The bounds are met inside this block: drop entry by entry.
+      const sizes = this.entrySizes(row);
+      for (let seq = Math.max(delta.head + 1, row.first_seq); count > maxMessages || bytes > maxBytes; seq++) {
+        const size = sizes[seq - row.first_seq] as number;
+        count--;
+        bytes -= size;
+        delta.evicted++;
+        delta.evictedBytes += size;
+        delta.head = seq;
+      }
+    }
+  }
+
+  /** How many entries, and their bytes, a block holds with seqs in [from, to]. */
+  private span(row: BlockRow, from: number, to: number): { count: number; bytes: number } {
+    const lo = Math.max(from, row.first_seq);
+    const hi = Math.min(to, row.last_seq);
+    if (hi < lo) return { count: 0, bytes: 0 };
+    if (lo === row.first_seq && hi === row.last_seq) return { count: hi - lo + 1, bytes: row.bytes };
+    const sizes = this.entrySizes(row);
+    let bytes = 0;
+    for (let seq = lo; seq <= hi; seq++) bytes += sizes[seq - row.first_seq] as number;
+    return { count: hi - lo + 1, bytes };
+  }
+
+  private entrySizes(row: BlockRow): number[] {
+    if (this.sizesCache?.lastSeq === row.last_seq) return this.sizesCache.sizes;
+    const count = row.last_seq - row.first_seq + 1;
+    let sizes: number[];
+    try {
+      sizes = blockEntrySizes((this.stmts as Statements).data.get(row.last_seq) as Buffer);
+      if (sizes.length !== count) throw new MalformedBlockError(`${sizes.length} entries, the row says ${count}`);
+    } catch (err) {
+      // A damaged block must not stop every later commit: spread its recorded size evenly.
+      this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq: row.first_seq, error: errorMessage(err) });
+      sizes = Array.from({ length: count }, (_, i) => Math.floor((row.bytes * (i + 1)) / count) - Math.floor((row.bytes * i) / count));
+    }
+    this.sizesCache = { lastSeq: row.last_seq, sizes };
+    return sizes;
   }
 
   private countDrops(oldest: number, refused: number): void {

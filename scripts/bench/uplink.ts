@@ -828,7 +828,8 @@ async function memory(): Promise<void> {
     await gw.stop();
     const dbPath = join(dir, 'edgeway.db');
     const db = new Database(dbPath, { readonly: true });
-    const stored = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
+    // Entries stored: those of every block past the head (outbox-store.ts).
+    const stored = db.prepare('SELECT coalesce(sum(last_seq - max(first_seq, (SELECT seq FROM outbox_head) + 1) + 1), 0) FROM outbox_blocks').pluck().get() as number;
     db.close();
     const dbBytes = statSync(dbPath).size;
     const half = Math.floor(rss.length / 2);

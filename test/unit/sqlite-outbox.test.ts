@@ -66,7 +66,7 @@ t.test('group commit: many appends in one window are one transaction; idle means
   await Promise.all(calls);
   t.equal(outbox.stats().commits, 1, '1000 appends → 1 commit');
   t.not(version(), v0, 'another connection sees the commit');
-  t.equal(watcher.prepare('SELECT count(*) FROM outbox').pluck().get(), 1000, 'all 1000 rows visible after the promise resolved');
+  t.equal(watcher.prepare('SELECT sum(last_seq - first_seq + 1) FROM outbox_blocks').pluck().get(), 1000, 'all 1000 entries visible after the promise resolved');
 
   const walSize = statSync(`${path}-wal`).size;
   const v1 = version();
@@ -295,4 +295,102 @@ t.test('kill -9 of a real child process: every acknowledged append is there, onc
   t.ok(rows.length >= expected.size, 'possibly more (committed, ack not printed yet), never fewer');
   const [next] = await outbox.append([sizedEntry(0)]);
   t.ok((next as number) > (seqs[seqs.length - 1] ?? 0), 'seqs continue after the crash');
+});
+
+/** A database as edgeway's schema 4 left it: one row per entry in the table `outbox`. */
+function schema4Database(path: string, rows: { seq: number; payload: string }[], sequence: number): void {
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.exec(`CREATE TABLE outbox (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT, bytes INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+      arrived_at INTEGER NOT NULL, source TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL) STRICT`);
+  const insert = db.prepare('INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+  db.transaction(() => {
+    for (const r of rows) insert.run(r.seq, 7 + r.payload.length, r.seq % 3, r.seq % 2, 1_700_000_000_000 + r.seq, `src${r.seq % 4}`, 'a/b', Buffer.from(r.payload));
+    db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'").run(sequence);
+  })();
+  db.pragma('user_version = 4');
+  db.pragma(`application_id = ${APPLICATION_ID}`);
+  db.close();
+}
+
+t.test('migration from one row per entry (schema 4) to blocks keeps every entry, the gaps and the sequence', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  // 1500 consecutive seqs (more than one block), then a gap, then a few more.
+  const seqs = [...Array.from({ length: 1500 }, (_, i) => 101 + i), 1700, 1701, 1750];
+  schema4Database(path, seqs.map((seq) => ({ seq, payload: `p${seq}` })), 1750);
+  const outbox = outboxAt(path);
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const entries = outbox.read(0, 10_000);
+  t.same(entries.map((e) => e.seq), seqs, 'every seq, in order, gaps kept');
+  t.same(entries[3], { seq: 104, topic: 'a/b', payload: Buffer.from('p104'), qos: 104 % 3, retain: false, arrivedAt: 1_700_000_000_104, source: 'src0' }, 'every field');
+  t.match(outbox.stats(), { size: seqs.length, bytes: seqs.reduce((s, q) => s + 'a/b'.length + 'src0'.length + `p${q}`.length, 0), lastSeq: 1750 });
+  const check = new Database(path, { readonly: true });
+  t.teardown(() => check.close());
+  t.equal(check.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'").pluck().get(), 0, 'the old table is gone');
+  t.ok((check.prepare('SELECT count(*) FROM outbox_blocks').pluck().get() as number) >= 3, 'blocks split at the gaps and at the block size');
+  t.same(await outbox.append([sizedEntry(1)]), [1751], 'seqs continue after the highest');
+  await outbox.ack(1600);
+  t.same(outbox.read(0, 3).map((e) => e.seq), [1700, 1701, 1750], 'an ack across migrated blocks');
+});
+
+t.test('migration of an emptied outbox keeps the sequence: the next seq is above every one used', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  schema4Database(path, [{ seq: 42, payload: 'x' }], 42);
+  const db = new Database(path);
+  db.exec('DELETE FROM outbox');
+  db.close();
+  const outbox = outboxAt(path);
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  t.match(outbox.stats(), { size: 0, bytes: 0, lastSeq: 42 });
+  t.same(await outbox.append([sizedEntry(1)]), [43]);
+});
+
+t.test('while commits fail, drop-oldest keeps pending entries within the bounds (plus one block) and counts exactly', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const limits = { maxMessages: 1500, maxBytes: 1024 ** 3, whenFull: 'drop-oldest' } as const;
+  const outbox = outboxAt(path, { limits, busyTimeoutMs: 20, flushInterval: 5 });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  await outbox.append(Array.from({ length: 300 }, (_, i) => sizedEntry(i)));
+  const locker = new Database(path);
+  t.teardown(() => locker.close());
+  locker.exec('BEGIN EXCLUSIVE');
+  const appends: Promise<(number | null)[]>[] = [];
+  for (let batch = 0; batch < 6; batch++) {
+    appends.push(outbox.append(Array.from({ length: 1000 }, (_, i) => sizedEntry(300 + batch * 1000 + i))));
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  const { pending, droppedOldest } = outbox.stats();
+  t.ok(pending <= 1500 + 1024, `pending ${pending}: the bound plus at most one block`);
+  t.ok(droppedOldest > 0, 'whole blocks that could not be kept were dropped while failing');
+  locker.exec('ROLLBACK');
+  await Promise.all(appends);
+  const stats = outbox.stats();
+  const kept = outbox.read(0, 10_000).map((e) => Number(/^#(\d+)#/.exec(e.payload.toString('latin1'))?.[1]));
+  t.same(kept, Array.from({ length: 1500 }, (_, i) => 6300 - 1500 + i), 'exactly the newest 1500, in order');
+  t.equal(stats.size, 1500);
+  t.equal(stats.droppedOldest, 6300 - 1500, 'every dropped entry counted once');
+  t.equal(stats.appended, 6300);
+});
+
+t.test('a damaged block is logged and skipped; the entries after it still flow and acks pass it', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const logger = recordingLogger();
+  const outbox = outboxAt(path, { logger, flushInterval: 5 });
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  const first = (await outbox.append([sizedEntry(1), sizedEntry(2)])) as number[];
+  const second = (await outbox.append([sizedEntry(3), sizedEntry(4)])) as number[];
+  const third = (await outbox.append([sizedEntry(5)])) as number[];
+  const db = new Database(path);
+  db.prepare('UPDATE outbox_blocks SET data = ? WHERE last_seq = ?').run(Buffer.from([1, 0x09, 0, 99]), second[1]);
+  db.close();
+  t.same(outbox.read(0, 10).map((e) => e.seq), [...first, ...third], 'the damaged block is skipped');
+  t.match(logger.lines.find((l) => l.level === 'error'), { msg: /outbox block cannot be read/, fields: { firstSeq: second[0] } });
+  await outbox.ack(second[0] as number); // inside the damaged block: sizes are estimated, the commit succeeds
+  await outbox.ack(third[0] as number);
+  t.match(outbox.stats(), { size: 0, bytes: 0 }, 'emptied: nothing stuck behind it');
 });
