@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 
 /**
  * Redis stream entry ids are `<ms>-<seq>`, two unsigned 64-bit numbers compared in that order.
- * The uplink writes `<epoch>-<outbox seq>`: never the wall clock (a Pi has no RTC), and strictly
+ * The uplink writes `<epoch>-<outbox seq>` (built by its append script): never the wall clock (a Pi has no RTC), and strictly
  * increasing, so that a re-sent entry is refused by Redis ("equal or smaller than the target
  * stream top item") instead of being stored twice. The epoch only changes when an id turns out to
  * be in the stream with other content (uplink.ts APPEND_SCRIPT): the new epoch is above everything
@@ -16,10 +16,6 @@ export interface StreamId {
 export function parseStreamId(text: string): StreamId | null {
   const m = /^(\d+)-(\d+)$/.exec(text);
   return m === null ? null : { ms: BigInt(m[1] as string), seq: BigInt(m[2] as string) };
-}
-
-export function formatStreamId(epoch: bigint, seq: number): string {
-  return `${epoch}-${seq}`;
 }
 
 /**

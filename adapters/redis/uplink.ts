@@ -2,7 +2,8 @@ import type Redis from 'ioredis';
 import { errorMessage, RateLimitedLog, type Logger, type Outbox, type OutboxEntry } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
-import { formatStreamId, lastGeneratedId } from './stream-id';
+import { FIELDS_PER_ENTRY, encodeBatch } from './batch-encoding';
+import { lastGeneratedId } from './stream-id';
 
 /** Small named values kept across restarts, written with the storage's group commit. */
 export interface StateStore {
@@ -46,7 +47,8 @@ const EPOCH_KEY = 'uplink.epoch';
  * two gateways may share an id). An id the stream no longer has counts as there only if it is
  * older than the stream's first entry (trimmed). Anything else is a CONFLICT: the uplink then
  * moves to a higher epoch and sends the entry again.
- * ARGV: maxLen, gateway, then per entry: id, topic, payload, qos, retain, ts, seq, source.
+ * ARGV: maxLen, gateway, epoch, and the batch as one MessagePack array (batch-encoding.ts):
+ * seq, topic, payload, qos, retain, ts, source per entry.
  * Returns {added, alreadyPresent, error?}.
  */
 const APPEND_SCRIPT = `
@@ -56,14 +58,16 @@ local function older(a, b)
   a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
   return a1 < b1 or (a1 == b1 and a2 < b2)
 end
+local e = cmsgpack.unpack(ARGV[4])
 local added, present = 0, 0
-for i = 3, #ARGV, 8 do
-  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
-    'topic', ARGV[i + 1], 'payload', ARGV[i + 2], 'qos', ARGV[i + 3], 'retain', ARGV[i + 4],
-    'ts', ARGV[i + 5], 'seq', ARGV[i + 6], 'gateway', ARGV[2], 'source', ARGV[i + 7])
+for i = 1, #e, ${FIELDS_PER_ENTRY} do
+  local id = ARGV[3] .. '-' .. e[i]
+  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
+    'topic', e[i + 1], 'payload', e[i + 2], 'qos', e[i + 3], 'retain', e[i + 4],
+    'ts', e[i + 5], 'seq', e[i], 'gateway', ARGV[2], 'source', e[i + 6])
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then return {added, present, r.err} end
-    local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    local found = redis.call('XRANGE', KEYS[1], id, id)
     local same = false
     if #found == 1 then
       local ts, source
@@ -71,12 +75,12 @@ for i = 3, #ARGV, 8 do
       for j = 1, #f, 2 do
         if f[j] == 'ts' then ts = f[j + 1] elseif f[j] == 'source' then source = f[j + 1] end
       end
-      same = ts == ARGV[i + 5] and source == ARGV[i + 7]
+      same = ts == e[i + 5] and source == e[i + 6]
     else
       local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-      same = #first == 1 and older(ARGV[i], first[1][1])
+      same = #first == 1 and older(id, first[1][1])
     end
-    if not same then return {added, present, 'EDGEWAY_CONFLICT ' .. ARGV[i]} end
+    if not same then return {added, present, 'EDGEWAY_CONFLICT ' .. id} end
     present = present + 1
   else
     added = added + 1
@@ -335,9 +339,7 @@ export class Uplink {
 
   private async send(batch: readonly OutboxEntry[]): Promise<void> {
     const { stream, maxLen } = this.settings.uplink;
-    const args: (string | number | Buffer)[] = [maxLen, this.settings.gatewayId];
-    for (const e of batch) args.push(formatStreamId(this.epoch, e.seq), e.topic, e.payload, e.qos, e.retain ? 1 : 0, e.arrivedAt, e.seq, e.source);
-    const [added, present, error] = await (this.redis as WithAppend).edgewayUplinkAppend(stream, ...args);
+    const [added, present, error] = await (this.redis as WithAppend).edgewayUplinkAppend(stream, maxLen, this.settings.gatewayId, this.epoch.toString(), encodeBatch(batch));
     const done = Math.min(batch.length, added + present);
     this.counters.delivered += done;
     this.counters.alreadyPresent += present;
