@@ -47,8 +47,14 @@ const EPOCH_KEY = 'uplink.epoch';
  * two gateways may share an id). An id the stream no longer has counts as there only if it is
  * older than the stream's first entry (trimmed). Anything else is a CONFLICT: the uplink then
  * moves to a higher epoch and sends the entry again.
- * ARGV: maxLen, gateway, epoch, and the batch as one MessagePack array (batch-encoding.ts):
- * seq, topic, payload, qos, retain, ts, source per entry.
+ * Batches are pipelined (several in flight, see BATCHES_IN_FLIGHT), so a batch sent behind another
+ * must not run when that one did not store all of its entries — its entries would stand behind a
+ * hole. It names the previous batch's last entry (id, ts, source): the stream's top entry must be
+ * exactly that one, else it stores nothing and returns EDGEWAY_GAP (the uplink re-sends from its
+ * cursor; entries already there are recognised as above).
+ * ARGV: maxLen, gateway, epoch, the batch as one MessagePack array (batch-encoding.ts: seq, topic,
+ * payload, qos, retain, ts, source per entry), then the previous batch's last seq, ts and source
+ * (empty strings for the first batch in flight).
  * Returns {added, alreadyPresent, error?}.
  */
 const APPEND_SCRIPT = `
@@ -57,6 +63,19 @@ local function older(a, b)
   local b1, b2 = string.match(b, '^(%d+)-(%d+)$')
   a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
   return a1 < b1 or (a1 == b1 and a2 < b2)
+end
+if ARGV[5] ~= '' then
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  local ok = false
+  if #top == 1 and top[1][1] == ARGV[3] .. '-' .. ARGV[5] then
+    local f = top[1][2]
+    local ts, source
+    for j = 1, #f, 2 do
+      if f[j] == 'ts' then ts = f[j + 1] elseif f[j] == 'source' then source = f[j + 1] end
+    end
+    ok = ts == ARGV[6] and source == ARGV[7]
+  end
+  if not ok then return {0, 0, 'EDGEWAY_GAP'} end
 end
 local e = cmsgpack.unpack(ARGV[4])
 local added, present = 0, 0
@@ -89,8 +108,19 @@ end
 return {added, present}
 `;
 
-/** Bytes of payload per batch at most: a batch must fit well within `commandTimeout` on a slow link. */
+/**
+ * Bytes of payload per batch, and in flight altogether, at most: what is in flight must fit well
+ * within `commandTimeout` on a slow link (a pipelined batch's timeout runs while it waits behind
+ * the others).
+ */
 const MAX_BATCH_BYTES = 512 * 1024;
+/**
+ * Batches sent without waiting for the previous reply. One at a time, the drain rate is
+ * batchSize per round trip: 5,000 msg/s over a 100 ms mobile link, and on a busy gateway each
+ * round trip also waits for a turn of the event loop. Four keep the link busy; the script's gap
+ * check keeps them in order.
+ */
+export const BATCHES_IN_FLIGHT = 4;
 /** Consecutive timeouts after which the connection is replaced (a dead TCP peer gives no error). */
 const TIMEOUTS_BEFORE_RECONNECT = 3;
 
@@ -235,16 +265,11 @@ export class Uplink {
       }
       try {
         if (!this.epochChecked) await this.checkEpoch();
-        const batch = this.nextBatch();
-        if (batch.length === 0) {
+        if (!(await this.sendWindow())) {
           this.setState('connected');
           await this.sleep(undefined, true);
           continue;
         }
-        this.setState(batch.length >= this.settings.uplink.batchSize || this.outbox.read((batch[batch.length - 1] as OutboxEntry).seq, 1).length > 0 ? 'draining' : 'connected');
-        await this.pace(batch.length);
-        if (!this.running) break;
-        await this.send(batch);
         attempt = 0;
         this.timeoutsInARow = 0;
         this.lastError = undefined;
@@ -269,13 +294,53 @@ export class Uplink {
     }
   }
 
-  /** The next entries after the cursor: at most batchSize, and at most MAX_BATCH_BYTES of payload (at least one). */
-  private nextBatch(): OutboxEntry[] {
-    const batch = this.outbox.read(this.cursor, this.batchLimit());
+  /**
+   * Sends up to BATCHES_IN_FLIGHT batches after the cursor without waiting in between (one when
+   * `replayRate` paces them), then settles the replies in order. A reply after a failed one is not
+   * used: its entries are re-sent from the cursor and recognised there. Resolves false when there
+   * was nothing to send; throws what the first failed batch threw.
+   */
+  private async sendWindow(): Promise<boolean> {
+    const sends: { batch: OutboxEntry[]; reply: Promise<AppendReply> }[] = [];
+    const window = this.settings.uplink.replayRate > 0 ? 1 : BATCHES_IN_FLIGHT;
+    let budget = MAX_BATCH_BYTES;
+    let previous: OutboxEntry | undefined;
+    while (sends.length < window && budget > 0 && this.running) {
+      const batch = this.nextBatch(previous?.seq ?? this.cursor, previous === undefined ? MAX_BATCH_BYTES : budget);
+      if (batch.length === 0) break;
+      if (sends.length === 0) {
+        const last = batch[batch.length - 1] as OutboxEntry;
+        this.setState(batch.length >= this.settings.uplink.batchSize || this.outbox.read(last.seq, 1).length > 0 ? 'draining' : 'connected');
+      }
+      await this.pace(batch.length);
+      if (!this.running) break;
+      for (const e of batch) budget -= e.payload.length;
+      sends.push({ batch, reply: this.append(batch, previous) });
+      previous = batch[batch.length - 1];
+    }
+    let failure: unknown;
+    let settled = true;
+    for (const { batch, reply } of sends) {
+      try {
+        const result = await reply;
+        // A gap refusal is no failure: the batch before it was a re-send of entries Redis already
+        // had beyond it (after a restart), or failed itself. The next window starts at the cursor.
+        if (failure === undefined && settled) settled = this.confirm(batch, result);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+    return sends.length > 0;
+  }
+
+  /** The next entries after `after`: at most batchSize, and at most `maxBytes` of payload (at least one). */
+  private nextBatch(after: number, maxBytes: number): OutboxEntry[] {
+    const batch = this.outbox.read(after, this.batchLimit());
     let bytes = 0;
     for (let i = 0; i < batch.length; i++) {
       bytes += (batch[i] as OutboxEntry).payload.length;
-      if (bytes > MAX_BATCH_BYTES && i > 0) return batch.slice(0, i);
+      if (bytes > maxBytes && i > 0) return batch.slice(0, i);
     }
     return batch;
   }
@@ -337,9 +402,18 @@ export class Uplink {
     this.counters.epochChanges++;
   }
 
-  private async send(batch: readonly OutboxEntry[]): Promise<void> {
+  private append(batch: readonly OutboxEntry[], previous: OutboxEntry | undefined): Promise<AppendReply> {
     const { stream, maxLen } = this.settings.uplink;
-    const [added, present, error] = await (this.redis as WithAppend).edgewayUplinkAppend(stream, maxLen, this.settings.gatewayId, this.epoch.toString(), encodeBatch(batch));
+    const behind = previous === undefined ? ['', '', ''] : [String(previous.seq), String(previous.arrivedAt), previous.source];
+    return (this.redis as WithAppend).edgewayUplinkAppend(stream, maxLen, this.settings.gatewayId, this.epoch.toString(), encodeBatch(batch), ...behind);
+  }
+
+  /**
+   * Takes a batch's reply: advances the cursor over what Redis confirmed; throws for the rest.
+   * False when the script refused the batch for a gap behind it (nothing stored, nothing confirmed).
+   */
+  private confirm(batch: readonly OutboxEntry[], [added, present, error]: AppendReply): boolean {
+    if (error === 'EDGEWAY_GAP') return false;
     const done = Math.min(batch.length, added + present);
     this.counters.delivered += done;
     this.counters.alreadyPresent += present;
@@ -350,7 +424,7 @@ export class Uplink {
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
       this.outbox.ack(confirmed).then(this.onProgress, (err: unknown) => this.logger.warn('redis uplink: acknowledging in the outbox failed', { error: errorMessage(err) }));
     }
-    if (error === undefined) return;
+    if (error === undefined) return true;
     if (error.startsWith('EDGEWAY_CONFLICT ')) throw new EpochConflict(error.slice('EDGEWAY_CONFLICT '.length));
     throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
   }

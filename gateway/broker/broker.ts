@@ -7,7 +7,7 @@ import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
-import type { Outbox, OutboxInput } from './outbox';
+import { detachedPayload, type Outbox, type OutboxInput } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
@@ -448,8 +448,9 @@ export class Broker implements ConnectionHost {
   /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
   private toOutbox(msg: Message, source: string): void {
     if (!this.uplinkTakes(msg.topic)) return;
-    const owned = ownPayload(msg);
-    this.outboxBatch.push({ topic: owned.topic, payload: owned.payload, qos: owned.qos, retain: owned.retain, arrivedAt: Date.now(), source });
+    // The payload may still be a view of the socket chunk: the outbox copies what it keeps (the
+    // SQLite one encodes it into a block at once), so no copy per message here.
+    this.outboxBatch.push({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
     this.storageChanges++;
     this.scheduleStorageTick();
   }
@@ -658,14 +659,10 @@ export class Broker implements ConnectionHost {
   }
 }
 
-/**
- * A payload decoded from a socket chunk is a view of that whole chunk (up to 64 KiB). A message
- * kept beyond this tick gets a copy of just its payload, so that it does not pin the chunk.
- */
+/** A message kept beyond this tick, with its payload detached from the socket chunk (detachedPayload). */
 function ownPayload(msg: Message): Message {
-  const payload = msg.payload;
-  if (payload.buffer.byteLength <= payload.length + 1024) return msg;
-  return { ...msg, payload: Buffer.from(payload) };
+  const payload = detachedPayload(msg.payload);
+  return payload === msg.payload ? msg : { ...msg, payload };
 }
 
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */

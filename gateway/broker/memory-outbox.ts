@@ -2,6 +2,7 @@ import { RateLimitedLog, type Logger, silentLogger } from './logger';
 import { StorageError } from './errors';
 import {
   OutboxWatchers,
+  detachedPayload,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
@@ -68,7 +69,7 @@ export class MemoryOutbox implements Outbox {
         droppedOldest++;
       }
       const seq = ++this.lastSeq;
-      this.ring.push({ entry: { ...input, seq }, bytes });
+      this.ring.push({ entry: { ...input, payload: detachedPayload(input.payload), seq }, bytes });
       this.bytes += bytes;
       result.push(seq);
     }

@@ -93,7 +93,8 @@ export interface Outbox {
    */
   close(timeoutMs?: number): Promise<void>;
   /**
-   * Appends a batch, in order. Resolves once the batch is durable (after the group commit that
+   * Appends a batch, in order. A payload may be a view of a larger buffer (the socket chunk it was
+   * read from): an implementation that keeps it beyond the call keeps a copy (`detachedPayload`). Resolves once the batch is durable (after the group commit that
    * contains it), with one result per input: its seq, or `null` if it was refused (`drop-new`, or
    * larger than `maxBytes`). A commit that fails (disk full) is retried and the promise keeps
    * waiting; it rejects with a `StorageError` only if the outbox closes before the batch is stored.
@@ -142,4 +143,13 @@ export class OutboxWatchers {
  */
 export function outboxEntryBytes(entry: OutboxInput): number {
   return entry.payload.length + Buffer.byteLength(entry.topic) + Buffer.byteLength(entry.source);
+}
+
+/**
+ * A payload decoded from a socket chunk is a view of that whole chunk (up to 64 KiB). Whatever keeps
+ * a payload beyond this tick keeps this instead: a copy of just the payload when it is a view of a
+ * much larger buffer, so that it does not pin the chunk; the payload itself otherwise.
+ */
+export function detachedPayload(payload: Buffer): Buffer {
+  return payload.buffer.byteLength <= payload.length + 1024 ? payload : Buffer.from(payload);
 }

@@ -15,8 +15,8 @@ import { RedisServer } from '../helpers/redis';
 
 const STREAM = 'edgeway:uplink:gw';
 
-function settingsFor(server: RedisServer): RedisSettings {
-  const config = validateConfig({ redis: { url: server.url, gatewayId: 'gw', reconnect: { initialDelay: 20, maxDelay: 200 } } }, 'test');
+function settingsFor(server: RedisServer, batchSize = 500): RedisSettings {
+  const config = validateConfig({ redis: { url: server.url, gatewayId: 'gw', reconnect: { initialDelay: 20, maxDelay: 200 }, uplink: { batchSize } } }, 'test');
   return resolveRedisSettings(config.redis as NonNullable<typeof config.redis>, 'host');
 }
 
@@ -32,8 +32,8 @@ async function outboxWith(entries: OutboxInput[]): Promise<MemoryOutbox> {
 }
 
 /** Runs an uplink until the outbox is empty (or 10 s), then stops it. */
-async function drain(t: Test, server: RedisServer, outbox: MemoryOutbox, store = new MemoryStateStore()) {
-  const settings = settingsFor(server);
+async function drain(t: Test, server: RedisServer, outbox: MemoryOutbox, store = new MemoryStateStore(), batchSize = 500) {
+  const settings = settingsFor(server, batchSize);
   const redis: Redis = createRedisConnection(settings, 'test', silentLogger);
   t.teardown(() => redis.disconnect());
   await redis.connect();
@@ -87,4 +87,40 @@ t.test('two gateways writing to one stream (same gateway id): every entry of bot
     const mine = payloads.filter((p) => p.startsWith(`${who}:`)).map((p) => Number(p.split(':')[1]));
     t.same(mine, Array.from({ length: 50 }, (_, i) => i), `all 50 of ${who}, once, in order`);
   }
+});
+
+t.test('pipelined batches behind a re-send of entries Redis already has: no failure, each entry once', async (t) => {
+  const server = await RedisServer.start(t, { appendonly: false });
+  const all = Array.from({ length: 2000 }, (_, i) => entry(i, 'a', 10_000 + i));
+  await drain(t, server, await outboxWith(all.slice(0, 1500)), undefined, 100);
+  // A restart that forgot the acknowledgements: everything is sent again, in batches of 100, four
+  // in flight; the ones behind a batch of already-present entries find the stream's top beyond
+  // their predecessor and are re-sent rather than stored behind a hole.
+  const stats = await drain(t, server, await outboxWith(all), undefined, 100);
+  const payloads = await streamPayloads(server);
+  t.same(payloads, all.map((e) => e.payload.toString()), 'all 2000 once, in order');
+  // At least the first 1500; a batch sent behind a refused one may have stored its entries when the
+  // stream already ended with its predecessor (no hole), and they then count as present too.
+  t.ok(stats.alreadyPresent >= 1500, `the first 1500 recognised as there (${stats.alreadyPresent})`);
+  t.equal(stats.failures, 0, 'a gap refusal is not a failure');
+  t.equal(stats.epochChanges, 0);
+  t.equal(stats.delivered, 2000);
+});
+
+t.test('a batch that fails stops the pipelined batches behind it: nothing stored behind the failure', async (t) => {
+  const server = await RedisServer.start(t, { appendonly: false });
+  const all = Array.from({ length: 600 }, (_, i) => entry(i + 1, 'a', 20_000 + i));
+  await drain(t, server, await outboxWith(all.slice(0, 200)), undefined, 100);
+  // Then another writer put id 0-250 with other content into the stream, and the gateway restarts
+  // with its acknowledgements lost: seq 201 is refused and not there, so the batch 201–300 stops
+  // with a conflict and the uplink moves to epoch 1; the batches sent behind it (301–400, …)
+  // must not have stored anything under epoch 0 (they would then be there twice).
+  await server.client().xadd(STREAM, '0-250', 'topic', 'x', 'payload', 'foreign', 'ts', '1', 'source', 'other');
+  const stats = await drain(t, server, await outboxWith(all), undefined, 100);
+  const rows = await server.client().xrange(STREAM, '-', '+');
+  const epoch0 = rows.filter(([id]) => id.startsWith('0-')).map(([id]) => Number(id.slice(2)));
+  t.same(epoch0, [...Array.from({ length: 200 }, (_, i) => i + 1), 250], 'under epoch 0 only seqs 1–200 and the foreign 250');
+  const ours = rows.filter(([, f]) => f[f.indexOf('source') + 1] === 'a').map(([, f]) => Number(f[f.indexOf('seq') + 1]));
+  t.same(ours.filter((seq) => seq > 200), Array.from({ length: 400 }, (_, i) => i + 201), 'seqs 201–600 once each, in order, under epoch 1');
+  t.equal(stats.epochChanges, 1);
 });
