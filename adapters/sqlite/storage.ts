@@ -1,5 +1,6 @@
 import { errorMessage, StorageError, RateLimitedLog, silentLogger, type Logger } from '../../gateway/broker';
 import { describeStorageError, openDatabase, type SqliteDatabase, type SyncMode } from './database';
+import { Checkpointer } from './checkpointer';
 import { DiskWriteMeter } from './disk-write-meter';
 
 export interface SqliteStorageOptions {
@@ -78,6 +79,8 @@ export class SqliteStorage {
   readonly logger: Logger;
   readonly counters = { commits: 0, failedCommits: 0 };
   readonly diskWrites = new DiskWriteMeter();
+  /** WAL checkpoints in a worker thread while open (checkpointer.ts). */
+  checkpointer: Checkpointer | undefined;
 
   /** No side effects: no file is touched until open(). */
   constructor(readonly options: SqliteStorageOptions) {
@@ -119,6 +122,8 @@ export class SqliteStorage {
     });
     this.state = 'open';
     this.diskWrites.start();
+    this.checkpointer = new Checkpointer(this.db, { path: this.options.path, sync: this.options.sync, logger: this.logger });
+    this.checkpointer.start();
   }
 
   /**
@@ -189,6 +194,7 @@ export class SqliteStorage {
     }
     this.retryAt = 0;
     this.counters.commits++;
+    this.checkpointer?.committed();
     const waiters = this.waiters;
     this.waiters = [];
     for (const part of this.parts) part.committed();
@@ -219,6 +225,7 @@ export class SqliteStorage {
     for (const w of this.waiters) w.reject(closed);
     this.waiters = [];
     for (const part of this.parts) part.closed();
+    this.checkpointer?.close();
     try {
       db.close();
     } catch (err) {

@@ -8,6 +8,7 @@
  * - a retained message SQLite would refuse is refused at save(), so it cannot fail every later
  *   commit of everything else.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
@@ -148,4 +149,52 @@ t.test('the retained store refuses at save() what SQLite would refuse; later com
   t.equal(storage.counters.failedCommits, 0, 'later commits succeed too');
   t.same(rowsIn(path), ['ok/2'], 'with their changes');
   t.notOk(store.hasPending(), 'nothing pending');
+});
+
+/** Waits until `check` is true (polling), failing the test after `ms`. */
+async function until(t: Test, check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check() && Date.now() < deadline) await sleep(10);
+  t.ok(check(), what);
+}
+
+t.test('checkpoints run in a worker thread: the writer never checkpoints, the log is copied into the database', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const logger = recordingLogger();
+  const { storage, store } = openStore(t, path, { logger });
+  const checkpointer = storage.checkpointer;
+  if (checkpointer === undefined) throw new Error('no checkpointer');
+  await until(t, () => checkpointer.workerRunning, 5000, 'the worker started');
+  const writer = (storage as unknown as { db: Database.Database }).db;
+  t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 0, "the writer's automatic checkpoint is off");
+  // Two commits more than the checkpoint interval apart: the second asks for a checkpoint.
+  store.save('a/1', retained('a/1', 'x'.repeat(100_000)));
+  await storage.durable();
+  await sleep(1100);
+  store.save('a/2', retained('a/2'));
+  await storage.durable();
+  await until(t, () => checkpointer.counters.checkpoints >= 1, 5000, 'a checkpoint ran');
+  t.ok(checkpointer.counters.pagesCheckpointed > 20, `the 100 kB value's pages were copied (${checkpointer.counters.pagesCheckpointed})`);
+  t.equal(checkpointer.counters.failed, 0);
+  storage.close();
+  t.notOk(existsSync(`${path}-wal`), 'after close the log is gone: the writer closed last and checkpointed it');
+  t.same(rowsIn(path), ['a/1', 'a/2'], 'everything is in the database');
+});
+
+t.test('a checkpoint worker that dies: SQLite checkpoints in the main thread again, logged once; commits go on', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const logger = recordingLogger();
+  const { storage, store } = openStore(t, path, { logger });
+  const checkpointer = storage.checkpointer;
+  if (checkpointer === undefined) throw new Error('no checkpointer');
+  await until(t, () => checkpointer.workerRunning, 5000, 'the worker started');
+  const worker = (checkpointer as unknown as { worker: { terminate(): Promise<number> } }).worker;
+  await worker.terminate();
+  await until(t, () => !checkpointer.workerRunning, 5000, 'the storage noticed');
+  const writer = (storage as unknown as { db: Database.Database }).db;
+  t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 1000, "the writer's automatic checkpoint is back at SQLite's default");
+  t.equal(logger.lines.filter((l) => /checkpoint worker unavailable/.test(l.msg)).length, 1, 'one warning');
+  store.save('b/1', retained('b/1'));
+  await storage.durable();
+  t.same(rowsIn(path), ['b/1'], 'commits go on');
 });
