@@ -69,7 +69,8 @@ export class SqliteStorage {
   private readonly parts: StoragePart[] = [];
   private commitTx: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
+  /** An early commit is queued as a microtask (see schedule). */
+  private earlyCommitQueued = false;
   /** Changes reported through schedule() since the last commit. */
   private changes = 0;
   /** After a failed commit: no commit before this time (ms), 0 otherwise. */
@@ -140,15 +141,27 @@ export class SqliteStorage {
       return;
     }
     if (this.changes >= EARLY_COMMIT_CHANGES) {
-      this.immediate ??= setImmediate(this.onTimer);
+      // Right after the code that crossed the threshold (a microtask), not in the next turn of the
+      // event loop: the broker appends a turn's messages at its end, and a setImmediate queued
+      // then would only run after another round of socket reads — one more turn every waiting
+      // acknowledgement would wait.
+      if (!this.earlyCommitQueued) {
+        this.earlyCommitQueued = true;
+        queueMicrotask(this.onEarlyCommit);
+      }
       return;
     }
     // One timer per window, armed by the first change: nothing runs (or writes) while idle.
     this.timer ??= setTimeout(this.onTimer, this.options.flushInterval);
   }
 
-  /** For the timer and the early-commit immediate: flush() cancels whichever did not fire. */
+  /** For the timer: flush() cancels it when something else committed first. */
   private readonly onTimer = (): void => this.flush();
+
+  private readonly onEarlyCommit = (): void => {
+    // Cancelled (flush() or close() came first) when the flag is down.
+    if (this.earlyCommitQueued && this.state === 'open') this.flush();
+  };
 
   /**
    * Resolves once every change handed to the parts before this call is committed — after retries,
@@ -238,7 +251,6 @@ export class SqliteStorage {
   private cancelTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.immediate !== undefined) clearImmediate(this.immediate);
-    this.immediate = undefined;
+    this.earlyCommitQueued = false;
   }
 }
