@@ -35,29 +35,25 @@ export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
 }
 
 function writeArrayHeader(buf: Buffer, off: number, n: number): number {
-  if (n <= 0xffff) {
-    buf[off] = 0xdc;
-    buf.writeUInt16BE(n, off + 1);
-    return off + 3;
-  }
-  buf[off] = 0xdd;
-  buf.writeUInt32BE(n, off + 1);
-  return off + 5;
+  return writeLength(buf, off, n, 0xdc, 0xdd);
 }
 
 /** A string header: fixstr, raw 16 or raw 32. */
 function writeHeader(buf: Buffer, off: number, length: number): number {
-  if (length < 32) {
-    buf[off] = 0xa0 | length;
-    return off + 1;
-  }
-  if (length <= 0xffff) {
-    buf[off] = 0xda;
-    buf.writeUInt16BE(length, off + 1);
+  if (length >= 32) return writeLength(buf, off, length, 0xda, 0xdb);
+  buf[off] = 0xa0 | length;
+  return off + 1;
+}
+
+/** A type byte with a big-endian 16-bit length, or the 32-bit form when it does not fit. */
+function writeLength(buf: Buffer, off: number, n: number, code16: number, code32: number): number {
+  if (n <= 0xffff) {
+    buf[off] = code16;
+    buf.writeUInt16BE(n, off + 1);
     return off + 3;
   }
-  buf[off] = 0xdb;
-  buf.writeUInt32BE(length, off + 1);
+  buf[off] = code32;
+  buf.writeUInt32BE(n, off + 1);
   return off + 5;
 }
 

@@ -41,6 +41,8 @@ export class OutboxBlockBuilder {
   /** UTF-8 byte length of each name, by index: the logical size of repeated names without re-measuring. */
   private readonly nameBytes: number[] = [];
   private lastArrivedAt = 0;
+  private lastNameWasNew = false;
+  private lastNameBytes = 0;
   /** Entries added. */
   count = 0;
   /** Their logical size, the sum of `outboxEntryBytes` (what the bounds count). */
@@ -68,24 +70,12 @@ export class OutboxBlockBuilder {
     this.lastArrivedAt = arrivedAt;
     off = writeVarint(buf, off, delta >= 0 ? delta * 2 : -delta * 2 - 1);
     let size = entry.payload.length;
-    let index = this.names.get(entry.topic);
-    if (index === undefined) {
-      flags |= FLAG_NEW_TOPIC;
-      index = this.nameBytes.length;
-      off = this.writeName(entry.topic, off);
-    } else {
-      off = writeVarint(buf, off, index);
-    }
-    size += this.nameBytes[index] as number;
-    index = this.names.get(entry.source);
-    if (index === undefined) {
-      flags |= FLAG_NEW_SOURCE;
-      index = this.nameBytes.length;
-      off = this.writeName(entry.source, off);
-    } else {
-      off = writeVarint(buf, off, index);
-    }
-    size += this.nameBytes[index] as number;
+    off = this.addName(entry.topic, off);
+    if (this.lastNameWasNew) flags |= FLAG_NEW_TOPIC;
+    size += this.lastNameBytes;
+    off = this.addName(entry.source, off);
+    if (this.lastNameWasNew) flags |= FLAG_NEW_SOURCE;
+    size += this.lastNameBytes;
     off = writeVarint(buf, off, entry.payload.length);
     off += entry.payload.copy(buf, off);
     buf[flagsAt] = flags;
@@ -100,13 +90,25 @@ export class OutboxBlockBuilder {
     return this.buf.subarray(0, this.length);
   }
 
-  /** Writes a new name (length + UTF-8) at `off` and enters it in the table; returns the new offset. */
-  private writeName(name: string, off: number): number {
+  /**
+   * Writes a name at `off` — its index when the block has it already, else its length and UTF-8
+   * bytes, entering it in the table — and returns the new offset; `lastNameWasNew` and
+   * `lastNameBytes` tell which and how long (fields, not an object per call: this runs per message).
+   */
+  private addName(name: string, off: number): number {
+    const index = this.names.get(name);
+    if (index !== undefined) {
+      this.lastNameWasNew = false;
+      this.lastNameBytes = this.nameBytes[index] as number;
+      return writeVarint(this.buf, off, index);
+    }
     const bytes = Buffer.byteLength(name);
     off = writeVarint(this.buf, off, bytes);
     off += this.buf.write(name, off, 'utf8');
     this.names.set(name, this.nameBytes.length);
     this.nameBytes.push(bytes);
+    this.lastNameWasNew = true;
+    this.lastNameBytes = bytes;
     return off;
   }
 

@@ -158,7 +158,8 @@ async function until(t: Test, check: () => boolean, ms: number, what: string): P
   t.ok(check(), what);
 }
 
-t.test('checkpoints run in a worker thread: the writer never checkpoints, the log is copied into the database', async (t) => {
+/** A store whose checkpoint worker runs, with the writer's connection for pragmas. */
+async function withCheckpointWorker(t: Test) {
   const path = join(tempDir(t), 'edgeway.db');
   const logger = recordingLogger();
   const { storage, store } = openStore(t, path, { logger });
@@ -166,6 +167,11 @@ t.test('checkpoints run in a worker thread: the writer never checkpoints, the lo
   if (checkpointer === undefined) throw new Error('no checkpointer');
   await until(t, () => checkpointer.workerRunning, 5000, 'the worker started');
   const writer = (storage as unknown as { db: Database.Database }).db;
+  return { path, logger, storage, store, checkpointer, writer };
+}
+
+t.test('checkpoints run in a worker thread: the writer never checkpoints, the log is copied into the database', async (t) => {
+  const { path, storage, store, checkpointer, writer } = await withCheckpointWorker(t);
   t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 0, "the writer's automatic checkpoint is off");
   // Two commits more than the checkpoint interval apart: the second asks for a checkpoint.
   store.save('a/1', retained('a/1', 'x'.repeat(100_000)));
@@ -182,16 +188,10 @@ t.test('checkpoints run in a worker thread: the writer never checkpoints, the lo
 });
 
 t.test('a checkpoint worker that dies: SQLite checkpoints in the main thread again, logged once; commits go on', async (t) => {
-  const path = join(tempDir(t), 'edgeway.db');
-  const logger = recordingLogger();
-  const { storage, store } = openStore(t, path, { logger });
-  const checkpointer = storage.checkpointer;
-  if (checkpointer === undefined) throw new Error('no checkpointer');
-  await until(t, () => checkpointer.workerRunning, 5000, 'the worker started');
+  const { path, logger, store, storage, checkpointer, writer } = await withCheckpointWorker(t);
   const worker = (checkpointer as unknown as { worker: { terminate(): Promise<number> } }).worker;
   await worker.terminate();
   await until(t, () => !checkpointer.workerRunning, 5000, 'the storage noticed');
-  const writer = (storage as unknown as { db: Database.Database }).db;
   t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 1000, "the writer's automatic checkpoint is back at SQLite's default");
   t.equal(logger.lines.filter((l) => /checkpoint worker unavailable/.test(l.msg)).length, 1, 'one warning');
   store.save('b/1', retained('b/1'));
