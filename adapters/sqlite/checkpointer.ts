@@ -29,8 +29,8 @@ const CLOSE_WAIT_MS = 2000;
  * 1,000 log pages: it copies those pages into the database file and syncs it, which on an SD card
  * stalls every client for tens of milliseconds (and a fifth of the time under the durable
  * benchmark's load). Here the writer's automatic checkpoint is off while a worker thread with its
- * own connection runs `wal_checkpoint(PASSIVE)` after commits, at most every CHECKPOINT_INTERVAL_MS;
- * WAL mode lets it run beside the writer. Durability does not change: a commit is durable once it
+ * own connection runs `wal_checkpoint(PASSIVE)` after commits, at most every CHECKPOINT_INTERVAL_MS
+ * (and once more that long after the last commit); WAL mode lets it run beside the writer. Durability does not change: a commit is durable once it
  * is in the log, and the checkpoint syncs the database before the log is reused.
  *
  * If the worker cannot start or dies, the writer's automatic checkpoint is switched back on
@@ -40,6 +40,9 @@ export class Checkpointer {
   private worker: Worker | undefined;
   private state: 'new' | 'starting' | 'ready' | 'unavailable' | 'closed' = 'new';
   private inProgress = false;
+  /** Commits since the last checkpoint started (or one did not copy the whole log). */
+  private dirty = false;
+  private timer: NodeJS.Timeout | undefined;
   private lastStartedAt = -Infinity;
   private closedFlag: Int32Array | undefined;
   readonly counters = { checkpoints: 0, failed: 0, pagesCheckpointed: 0 };
@@ -71,12 +74,38 @@ export class Checkpointer {
     this.worker.on('exit', (code) => this.fallBack(`exited with code ${code}`));
   }
 
-  /** After a commit: asks for a checkpoint when none runs and the last one started long enough ago. */
-  committed(now = Date.now()): void {
-    if (this.state !== 'ready' || this.inProgress || now - this.lastStartedAt < CHECKPOINT_INTERVAL_MS) return;
+  /**
+   * After a commit: a checkpoint now if none runs and the last one started long enough ago, else
+   * once that is so — also when no commit follows, so that a burst's last commits are synced
+   * within about a second (with `sync: normal` only a checkpoint syncs them). Nothing runs while
+   * nothing is committed.
+   */
+  committed(): void {
+    this.dirty = true;
+    this.maybeStart();
+  }
+
+  private maybeStart(): void {
+    if (this.state !== 'ready' || this.inProgress || !this.dirty || this.timer !== undefined) return;
+    const now = Date.now();
+    const wait = this.lastStartedAt + CHECKPOINT_INTERVAL_MS - now;
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.maybeStart();
+      }, wait);
+      this.timer.unref();
+      return;
+    }
+    this.dirty = false;
     this.inProgress = true;
     this.lastStartedAt = now;
     this.worker?.postMessage('checkpoint');
+  }
+
+  /** A checkpoint runs or is due (false: nothing committed since the last one). */
+  get pending(): boolean {
+    return this.inProgress || this.timer !== undefined;
   }
 
   /** True while checkpoints run in the worker (false: starting, closed, or fallen back to SQLite's own). */
@@ -93,6 +122,8 @@ export class Checkpointer {
     const wasReady = this.state === 'ready';
     this.worker = undefined;
     this.state = 'closed';
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     if (worker === undefined) return;
     worker.removeAllListeners();
     worker.on('error', () => undefined);
@@ -113,11 +144,15 @@ export class Checkpointer {
     this.inProgress = false;
     if (reply.kind === 'failed') {
       this.counters.failed++;
-      this.failLog.emit('storage: checkpoint failed; retried after the next commit', { path: this.options.path, error: reply.error, failed: this.counters.failed });
-      return;
+      this.dirty = true;
+      this.failLog.emit('storage: checkpoint failed; retried in a second', { path: this.options.path, error: reply.error, failed: this.counters.failed });
+    } else {
+      this.counters.checkpoints++;
+      this.counters.pagesCheckpointed += Math.max(0, reply.checkpointed);
+      // Frames the writer appended meanwhile (or a checkpoint that met a reader) are copied next time.
+      if (reply.checkpointed < reply.log) this.dirty = true;
     }
-    this.counters.checkpoints++;
-    this.counters.pagesCheckpointed += Math.max(0, reply.checkpointed);
+    this.maybeStart();
   };
 
   private fallBack(reason: string): void {
@@ -125,6 +160,8 @@ export class Checkpointer {
     this.state = 'unavailable';
     this.worker = undefined;
     this.inProgress = false;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     try {
       if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
     } catch {
