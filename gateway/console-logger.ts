@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs';
 import type { LogFields, Logger } from './broker';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -9,15 +10,39 @@ function formatValue(value: string | number | boolean): string {
   return /^[\w.:/@+-]*$/.test(text) && text !== '' ? text : JSON.stringify(text);
 }
 
+/** syslog priorities as journald reads them from a `<N>` line prefix (sd-daemon(3)). */
+const JOURNAL_PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
 /**
- * One line per event on stdout: `level message key=value …` (logfmt-style fields, so the journal
- * and grep can both read it). Errors go to stderr.
+ * `journal`: stdout or stderr is connected to the systemd journal — JOURNAL_STREAM names that
+ * stream's `device:inode`, compared with ours so that output redirected elsewhere by a child of a
+ * service does not get journal prefixes. `plain` otherwise.
  */
-export function createConsoleLogger(level: LogLevel): Logger {
+export function detectLogFormat(env: NodeJS.ProcessEnv = process.env): 'journal' | 'plain' {
+  const stream = env.JOURNAL_STREAM;
+  if (stream === undefined || stream === '') return 'plain';
+  for (const fd of [1, 2]) {
+    try {
+      const st = fstatSync(fd);
+      if (`${st.dev}:${st.ino}` === stream) return 'journal';
+    } catch {
+      // closed descriptor
+    }
+  }
+  return 'plain';
+}
+
+/**
+ * One line per event: `level message key=value …` (logfmt-style fields, so the journal and grep
+ * can both read it); errors on stderr, the rest on stdout. Under systemd (`journal`) each line
+ * starts with its syslog priority (`<3>` … `<7>`), which journald turns into the entry's priority,
+ * and carries no time (the journal has it); otherwise each line starts with an ISO time.
+ */
+export function createConsoleLogger(level: LogLevel, format: 'journal' | 'plain' = detectLogFormat()): Logger {
   const min = RANK[level];
   const write = (lvl: LogLevel, msg: string, fields?: LogFields): void => {
     if (RANK[lvl] < min) return;
-    let line = `${lvl} ${msg}`;
+    let line = `${format === 'journal' ? `<${JOURNAL_PRIORITY[lvl]}>` : `${new Date().toISOString()} `}${lvl} ${msg}`;
     if (fields) {
       for (const [key, value] of Object.entries(fields)) if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
     }

@@ -22,16 +22,21 @@ export const EXIT_CONFIG = 78;
 export const EXIT_LISTEN = 1;
 
 const USAGE = `Usage: edgeway [--config FILE]
+       edgeway check-config [FILE]
        edgeway serial list [--json]
 
-Runs the edgeway MQTT gateway. Without --config it listens on 127.0.0.1:1883 and allows
-anonymous clients (local only).
+Runs the edgeway MQTT gateway. Without a configuration file it listens on 127.0.0.1:1883 and
+allows anonymous clients (local only). The file comes from --config, else from the
+EDGEWAY_CONFIG environment variable.
+
+"edgeway check-config" validates a configuration file (FILE, --config or EDGEWAY_CONFIG) without
+starting anything: it prints every problem with its key path and exits 78, or exits 0.
 
 "edgeway serial list" prints the serial ports present with their stable /dev/serial/by-id
 paths, USB vendor:product ids and serial numbers (--json for a machine-readable list).
 
 Options:
-  -c, --config FILE   YAML configuration file
+  -c, --config FILE   YAML configuration file (default: $EDGEWAY_CONFIG, else built-in defaults)
   -h, --help          show this help
   -v, --version       print the version
       --json          (serial list) print JSON
@@ -44,6 +49,18 @@ async function serialList(json: boolean): Promise<void> {
   const out = json ? `${JSON.stringify(result.ports, null, 2)}\n` : formatPortTable(result.ports);
   // Exit explicitly: a udevadm that hangs (its timeout already answered) must not keep us alive.
   process.stdout.write(out, () => process.exit(0));
+}
+
+/** `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit 0. */
+function checkConfig(path: string | undefined): void {
+  if (path === undefined) fail(`check-config needs a file (FILE, --config or EDGEWAY_CONFIG)\n${USAGE}`, 64);
+  try {
+    loadConfigFile(path);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+    throw err;
+  }
+  process.stdout.write(`${path}: ok\n`);
 }
 
 function packageVersion(): string {
@@ -77,9 +94,15 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${version}\n`);
     return;
   }
+  // --config wins over the environment; an empty EDGEWAY_CONFIG counts as unset.
+  const configPath = options.config ?? (process.env.EDGEWAY_CONFIG || undefined);
   if (positionals.length > 0) {
     if (positionals.length === 2 && positionals[0] === 'serial' && positionals[1] === 'list') {
       await serialList(options.json === true);
+      return;
+    }
+    if (positionals[0] === 'check-config' && positionals.length <= 2) {
+      checkConfig(positionals[1] ?? configPath);
       return;
     }
     fail(`unknown command: ${positionals.join(' ')}\n${USAGE}`, 64);
@@ -88,7 +111,7 @@ async function main(argv: string[]): Promise<void> {
 
   let config: Config;
   try {
-    config = options.config === undefined ? defaultConfig() : loadConfigFile(options.config);
+    config = configPath === undefined ? defaultConfig() : loadConfigFile(configPath);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     throw err;
@@ -102,7 +125,7 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof EdgewayError) fail(err.message, EXIT_LISTEN);
     throw err;
   }
-  logger.info('edgeway started', { version, config: options.config ?? 'built-in defaults', serialPorts: config.serial.length });
+  logger.info('edgeway started', { version, config: configPath ?? 'built-in defaults', serialPorts: config.serial.length });
   stopOnSignals(gateway, logger);
 }
 

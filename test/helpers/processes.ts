@@ -24,9 +24,22 @@ function killByPid(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
-export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, cwd?: string): Running {
-  // `cwd`: where a gateway started without storage.path creates its ./data folder.
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd === undefined ? {} : { cwd }) });
+export interface StartOptions {
+  /** Where a gateway started without storage.path creates its ./data folder. */
+  readonly cwd?: string;
+  /** Added to (overriding) this process's environment. */
+  readonly env?: Record<string, string>;
+  /** The child's stdout goes to this open file descriptor instead of `running.stdout`. */
+  readonly stdoutFd?: number;
+}
+
+export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, options: string | StartOptions = {}): Running {
+  const { cwd, env, stdoutFd } = typeof options === 'string' ? { cwd: options, env: undefined, stdoutFd: undefined } : options;
+  const child = spawn(command, args, {
+    stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
+    ...(cwd === undefined ? {} : { cwd }),
+    ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
+  });
   const timer = setTimeout(() => killByPid(child, 'SIGKILL'), timeoutMs);
   const running: Running = {
     child,

@@ -2,7 +2,7 @@
  * The real `edgeway` command (dist/gateway/main.js) as a child process: exit codes, messages on
  * stderr, a round trip with the Mosquitto command-line clients, and SIGTERM.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,8 +32,8 @@ function start(command: string, args: string[], timeoutMs: number): Running {
 }
 
 /** Runs edgeway to completion and returns its exit code and output. */
-async function runEdgeway(args: string[], timeoutMs = 10_000) {
-  const r = start(process.execPath, [MAIN, ...args], timeoutMs);
+async function runEdgeway(args: string[], timeoutMs = 10_000, env?: Record<string, string>) {
+  const r = env === undefined ? start(process.execPath, [MAIN, ...args], timeoutMs) : startProcess(t, process.execPath, [MAIN, ...args], timeoutMs, { cwd: dir, env });
   const { code, signal } = await r.exited;
   return { code, signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -166,4 +166,60 @@ t.test('a good config: listening, a mosquitto_pub/mosquitto_sub round trip, SIGT
   });
   await new Promise<void>((resolve) => again.close(() => resolve()));
   t.pass('the port was released');
+});
+
+t.test('check-config: ok and exit 0 for a good file, every problem and exit 78 for a bad one', async (t) => {
+  const good = writeConfig('listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: 1883\nlog:\n  level: debug\n');
+  const ok = await runEdgeway(['check-config', good]);
+  t.equal(ok.code, 0);
+  t.equal(ok.stdout, `${good}: ok\n`);
+  const bad = writeConfig('listeners:\n  - protocol: mqtt\n    port: "x"\nlog:\n  level: loud\nextra: 1\n');
+  const r = await runEdgeway(['check-config', bad]);
+  t.equal(r.code, EXIT_CONFIG);
+  for (const problem of ['listeners[0].port: expected number', 'log.level: ', 'extra: unknown key']) t.match(r.stderr, problem, `names ${problem}`);
+  t.notMatch(r.stdout, /listening/, 'nothing started');
+  const fromEnv = await runEdgeway(['check-config'], 10_000, { EDGEWAY_CONFIG: bad });
+  t.equal(fromEnv.code, EXIT_CONFIG, 'the file can come from EDGEWAY_CONFIG');
+  t.match(fromEnv.stderr, bad);
+  const none = await runEdgeway(['check-config'], 10_000, { EDGEWAY_CONFIG: '' });
+  t.equal(none.code, 64, 'no file at all is a usage error');
+  t.match(none.stderr, /check-config needs a file/);
+});
+
+t.test('EDGEWAY_CONFIG names the file when --config is absent; --config wins', async (t) => {
+  const port = await freePort();
+  const path = writeConfig(`listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\n`);
+  const gw = startProcess(t, process.execPath, [MAIN], 20_000, { cwd: dir, env: { EDGEWAY_CONFIG: path } });
+  await waitForOutput(() => gw.stdout, new RegExp(`listening .*port=${port}`), 5000, 'listening on the port from the file');
+  gw.child.kill('SIGTERM');
+  t.equal((await gw.exited).code, 0);
+  const bad = writeConfig('log:\n  level: loud\n');
+  const r = await runEdgeway(['--config', bad], 10_000, { EDGEWAY_CONFIG: path });
+  t.equal(r.code, EXIT_CONFIG, '--config is used, not the environment');
+  t.match(r.stderr, bad);
+});
+
+t.test('under systemd (JOURNAL_STREAM is our stdout) lines carry the journal priority and no time; elsewhere a time', async (t) => {
+  const port = await freePort();
+  const path = writeConfig(`listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nlog:\n  level: debug\n`);
+  const run = async (journalStream: (fd: number) => string) => {
+    const file = join(dir, `out-${++fileCounter}.log`);
+    const fd = openSync(file, 'w');
+    const gw = startProcess(t, process.execPath, [MAIN, '--config', path], 20_000, { cwd: dir, env: { JOURNAL_STREAM: journalStream(fd) }, stdoutFd: fd });
+    closeSync(fd);
+    await waitForOutput(() => readFileSync(file, 'utf8'), /edgeway started/, 5000, 'the started line');
+    gw.child.kill('SIGTERM');
+    t.equal((await gw.exited).code, 0);
+    return readFileSync(file, 'utf8').trimEnd().split('\n');
+  };
+  const journal = await run((fd) => {
+    const st = fstatSync(fd);
+    return `${st.dev}:${st.ino}`;
+  });
+  t.ok(journal.length >= 2, 'several lines');
+  t.ok(journal.every((l) => /^<[3-7]>(debug|info|warn|error) /.test(l)), `every line starts with its priority: ${journal[0]}`);
+  t.ok(journal.some((l) => l.startsWith('<6>info listening')), 'info is priority 6');
+  t.notOk(journal.some((l) => /\d{4}-\d\d-\d\dT/.test(l.slice(0, 40))), 'no time of its own');
+  const plain = await run(() => '1:1');
+  t.ok(plain.every((l) => /^\d{4}-\d\d-\d\dT\S+Z (debug|info|warn|error) /.test(l)), `another stream's JOURNAL_STREAM: plain lines with a time: ${plain[0]}`);
 });

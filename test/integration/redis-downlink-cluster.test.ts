@@ -238,7 +238,7 @@ t.test('downlink: invalid entries are skipped with a log line and do not block t
   );
   await waitForOutput(() => gw.stdout + gw.stderr, /redis downlink: entry skipped/, 3000, 'the log line of a skipped entry');
   const line = (gw.stdout + gw.stderr).split('\n').find((l) => l.includes('redis downlink: entry skipped')) ?? '';
-  t.match(line, /^warn /, 'a warning');
+  t.match(line, /^\S+Z warn /, 'a warning, after the time');
   t.match(line, new RegExp(`id=${noTopic}\\b`), 'names the entry id');
   t.match(line, /reason="no topic field"/, 'names the reason');
   t.match(line, /stream=edgeway:downlink:dl-invalid/, 'names the stream');
