@@ -47,15 +47,53 @@ interface OpenedStorage {
   readonly outbox: SqliteOutbox | undefined;
 }
 
+/** What a reload applied, and the sections that changed but take effect only after a restart. */
+export interface ReloadResult {
+  readonly applied: readonly string[];
+  readonly needsRestart: readonly string[];
+  readonly serial?: { readonly added: readonly string[]; readonly removed: readonly string[]; readonly changed: readonly string[] };
+}
+
+/** Sections a running gateway takes over from a reloaded file; everything else needs a restart. */
+const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>(['log', 'serial']);
+
 export class Gateway {
   private stopping: Promise<void> | undefined;
 
   private constructor(
     readonly broker: Broker,
     readonly storage: OpenedStorage | undefined,
-    private readonly serial: SerialAdapter | undefined,
+    private serial: SerialAdapter | undefined,
     readonly redis: RedisAdapter | undefined,
+    /** The configuration in effect: the start's, with reloaded sections replaced. */
+    private config: Config,
+    /** How serial adapters are made (also one added by a reload). */
+    private readonly serialOptions: { readonly gatewayId: string; readonly version: string },
   ) {}
+
+  /**
+   * SIGHUP (issue 6): takes over the sections of `next` that can change while running — `log`
+   * (through `setLogLevel`) and `serial` (ports added, removed or changed; unchanged ones keep
+   * running) — and names the other changed sections, which keep their old values until a restart.
+   */
+  async reload(next: Config, setLogLevel: (level: Config['log']['level']) => void): Promise<ReloadResult> {
+    if (this.stopping !== undefined) return { applied: [], needsRestart: [] };
+    const changed = (Object.keys(next) as (keyof Config)[]).filter((key) => JSON.stringify(this.config[key]) !== JSON.stringify(next[key]));
+    const applied = changed.filter((key) => RELOADABLE.has(key));
+    const needsRestart = changed.filter((key) => !RELOADABLE.has(key));
+    if (applied.includes('log')) setLogLevel(next.log.level);
+    let serial: ReloadResult['serial'];
+    if (applied.includes('serial')) {
+      if (this.serial === undefined) {
+        const { SerialAdapter } = loadSerial();
+        this.serial = new SerialAdapter(this.broker.context('serial'), [], this.serialOptions);
+        await this.serial.start();
+      }
+      serial = await this.serial.reconfigure(next.serial);
+    }
+    this.config = { ...this.config, log: next.log, serial: next.serial };
+    return { applied, needsRestart, ...(serial === undefined ? {} : { serial }) };
+  }
 
   /** Opens storage, starts the broker's listeners, serial ports and Redis. Rejects if a listener cannot open. */
   static async start(options: GatewayOptions): Promise<Gateway> {
@@ -82,6 +120,8 @@ export class Gateway {
     if (stored !== undefined) broker.sys.addValues(() => storageSysValues(stored));
     // Resolved before serial starts: both name the gateway the same way.
     const redisSettings = config.redis === undefined ? undefined : loadRedis().resolveRedisSettings(config.redis, hostname());
+    // One gateway id everywhere (discovery, Redis keys) when the redis section names one.
+    const serialOptions = { gatewayId: redisSettings?.gatewayId ?? hostname(), version };
     let serial: SerialAdapter | undefined;
     let redis: RedisAdapter | undefined;
     try {
@@ -89,8 +129,7 @@ export class Gateway {
       // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
       if (config.serial.length > 0) {
         const { SerialAdapter } = loadSerial();
-        // One gateway id everywhere (discovery, Redis keys) when the redis section names one.
-        serial = new SerialAdapter(broker.context('serial'), config.serial, { gatewayId: redisSettings?.gatewayId ?? hostname(), version });
+        serial = new SerialAdapter(broker.context('serial'), config.serial, serialOptions);
         // Resolves after each port's first open attempt; missing ports are retried in the background.
         await serial.start();
       }
@@ -105,10 +144,10 @@ export class Gateway {
         redis.start(); // connects in the background: Redis is never waited for
       }
     } catch (err) {
-      await new Gateway(broker, stored, serial, redis).stop();
+      await new Gateway(broker, stored, serial, redis, config, serialOptions).stop();
       throw err;
     }
-    return new Gateway(broker, stored, serial, redis);
+    return new Gateway(broker, stored, serial, redis, config, serialOptions);
   }
 
   /**
@@ -148,6 +187,59 @@ export function stopOnSignals(gateway: Gateway, logger: Logger): void {
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/** A log field with the names, or nothing when there are none. */
+function listed(key: string, names: readonly string[] | undefined): Record<string, string> {
+  return names === undefined || names.length === 0 ? {} : { [key]: names.join(',') };
+}
+
+/**
+ * SIGHUP: reads the configuration file again and applies what can change while running
+ * (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
+ * reload at a time; a SIGHUP during one runs one more afterwards.
+ */
+export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(level: Config['log']['level']): void }, configPath: string | undefined, load: (path: string) => Config): void {
+  let running: Promise<void> | undefined;
+  let again = false;
+  const reload = async (): Promise<void> => {
+    if (configPath === undefined) {
+      logger.warn('SIGHUP: nothing to reload, running on the built-in defaults (no --config / EDGEWAY_CONFIG)');
+      return;
+    }
+    let next: Config;
+    try {
+      next = load(configPath);
+    } catch (err) {
+      logger.error('SIGHUP: configuration not reloaded; the running one stays in effect', { config: configPath, problems: (err as { problems?: readonly string[] }).problems?.join('; ') ?? errorMessage(err) });
+      return;
+    }
+    const result = await gateway.reload(next, (level) => logger.setLevel(level));
+    logger.info('SIGHUP: configuration reloaded', {
+      config: configPath,
+      applied: result.applied.join(',') || 'nothing changed',
+      ...listed('serialAdded', result.serial?.added),
+      ...listed('serialRemoved', result.serial?.removed),
+      ...listed('serialChanged', result.serial?.changed),
+    });
+    if (result.needsRestart.length > 0) logger.warn('SIGHUP: changed sections not applied; they take effect after a restart', { sections: result.needsRestart.join(',') });
+  };
+  const run = (): void => {
+    if (running !== undefined) {
+      again = true;
+      return;
+    }
+    running = reload()
+      .catch((err: unknown) => logger.error('SIGHUP: reload failed', { error: errorMessage(err) }))
+      .finally(() => {
+        running = undefined;
+        if (again) {
+          again = false;
+          run();
+        }
+      });
+  };
+  process.on('SIGHUP', run);
 }
 
 

@@ -38,8 +38,8 @@ export function detectLogFormat(env: NodeJS.ProcessEnv = process.env): 'journal'
  * starts with its syslog priority (`<3>` … `<7>`), which journald turns into the entry's priority,
  * and carries no time (the journal has it); otherwise each line starts with an ISO time.
  */
-export function createConsoleLogger(level: LogLevel, format: 'journal' | 'plain' = detectLogFormat()): Logger {
-  const min = RANK[level];
+export function createConsoleLogger(level: LogLevel, format: 'journal' | 'plain' = detectLogFormat()): Logger & { setLevel(level: LogLevel): void } {
+  let min = RANK[level];
   const write = (lvl: LogLevel, msg: string, fields?: LogFields): void => {
     if (RANK[lvl] < min) return;
     let line = `${format === 'journal' ? `<${JOURNAL_PRIORITY[lvl]}>` : `${new Date().toISOString()} `}${lvl} ${msg}`;
@@ -53,5 +53,8 @@ export function createConsoleLogger(level: LogLevel, format: 'journal' | 'plain'
     info: (msg, fields) => write('info', msg, fields),
     warn: (msg, fields) => write('warn', msg, fields),
     error: (msg, fields) => write('error', msg, fields),
+    setLevel: (next) => {
+      min = RANK[next];
+    },
   };
 }

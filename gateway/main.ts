@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
-import { Gateway, loadSerial, stopOnSignals } from './app';
+import { Gateway, loadSerial, reloadOnHangup, stopOnSignals } from './app';
 import { EdgewayError } from './broker';
 import { createConsoleLogger } from './console-logger';
 
@@ -127,6 +127,7 @@ async function main(argv: string[]): Promise<void> {
   }
   logger.info('edgeway started', { version, config: configPath ?? 'built-in defaults', serialPorts: config.serial.length });
   stopOnSignals(gateway, logger);
+  reloadOnHangup(gateway, logger, configPath, loadConfigFile);
 }
 
 function parseCli(argv: string[]) {

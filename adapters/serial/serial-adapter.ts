@@ -23,20 +23,67 @@ export interface SerialAdapterOptions {
  * client's PUBLISH: routing, retained handling and hooks (and, later, ACL and the outbox).
  */
 export class SerialAdapter {
-  private readonly bridges: PortBridge[];
+  private bridges: PortBridge[];
+  private readonly deps: ConstructorParameters<typeof PortBridge>[2];
+  /** Shared by every bridge (deps.reservedTopics): refilled in place when the port list changes. */
+  private readonly reservedTopics: Set<string>;
+  private started = false;
 
   /** No side effects: nothing is opened, subscribed or scheduled until start(). */
-  constructor(ctx: GatewayContext, ports: readonly SerialPortOptions[], options: SerialAdapterOptions) {
-    const deps = {
+  constructor(
+    private readonly ctx: GatewayContext,
+    ports: readonly SerialPortOptions[],
+    options: SerialAdapterOptions,
+  ) {
+    this.reservedTopics = reservedTopicsOf(ports);
+    this.deps = {
       opener: options.opener ?? openSerialPort,
       gatewayId: options.gatewayId,
       version: options.version,
       random: options.random ?? Math.random,
       now: options.now ?? Date.now,
       openTimeoutMs: options.openTimeoutMs ?? OPEN_TIMEOUT_MS,
-      reservedTopics: reservedTopicsOf(ports),
+      reservedTopics: this.reservedTopics,
     };
-    this.bridges = ports.map((p) => new PortBridge(ctx, p, deps));
+    this.bridges = ports.map((p) => new PortBridge(ctx, p, this.deps));
+  }
+
+  /**
+   * A new port list (SIGHUP): ports whose options are unchanged keep running untouched; removed
+   * and changed ones are stopped (publishing `offline`), added and changed ones started. Resolves
+   * with the names of each kind, after the new ports' first open attempt.
+   */
+  async reconfigure(ports: readonly SerialPortOptions[], timeoutMs = 2000): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
+    const before = new Map(this.bridges.map((b) => [b.options.name, b]));
+    const kept: PortBridge[] = [];
+    const fresh: PortBridge[] = [];
+    const result = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
+    const stopping: Promise<void>[] = [];
+    for (const p of ports) {
+      const old = before.get(p.name);
+      before.delete(p.name);
+      if (old !== undefined && JSON.stringify(old.options) === JSON.stringify(p)) {
+        kept.push(old);
+        continue;
+      }
+      if (old !== undefined) stopping.push(old.stop(timeoutMs));
+      (old === undefined ? result.added : result.changed).push(p.name);
+      const bridge = new PortBridge(this.ctx, p, this.deps);
+      kept.push(bridge);
+      fresh.push(bridge);
+    }
+    for (const [name, old] of before) {
+      result.removed.push(name);
+      stopping.push(old.stop(timeoutMs));
+    }
+    // A changed port's old bridge releases the device before its new one opens it.
+    await Promise.all(stopping);
+    this.bridges = kept;
+    const reserved = reservedTopicsOf(ports);
+    this.reservedTopics.clear();
+    for (const topic of reserved) this.reservedTopics.add(topic);
+    if (this.started) await Promise.all(fresh.map((b) => b.start()));
+    return result;
   }
 
   /**
@@ -44,11 +91,13 @@ export class SerialAdapter {
    * that are missing keep being retried in the background. Bounded by the open timeout. Idempotent.
    */
   async start(): Promise<void> {
+    this.started = true;
     await Promise.all(this.bridges.map((b) => b.start()));
   }
 
   /** Closes every port and timer; each port publishes `offline`. Idempotent; bounded by `timeoutMs`. */
   async stop(timeoutMs = 2000): Promise<void> {
+    this.started = false;
     await Promise.all(this.bridges.map((b) => b.stop(timeoutMs)));
   }
 

@@ -248,3 +248,31 @@ t.test('a line with one reading the broker would refuse is dropped whole, nothin
   t.equal(f.status().linesDropped.invalidTopic, 1, 'the line counted once as invalidTopic');
   t.equal(f.status().messagesPublished, 1, 'only the good line was published');
 });
+
+t.test('reconfigure: unchanged ports keep running, changed ones restart, removed ones stop, added ones start', async (t) => {
+  const f = setup(t, { format: 'raw' });
+  MockBinding.createPort('/dev/mock0', { record: true });
+  MockBinding.createPort('/dev/mock1', { record: true });
+  MockBinding.createPort('/dev/mock2', { record: true });
+  await f.adapter.start();
+  const original = f.ports[0];
+  const m = portOptions({ format: 'raw' });
+  const other = (name: string, path: string, spec: Record<string, unknown> = {}): SerialPortOptions => ({ ...portOptions({ format: 'raw', ...spec }), name, path });
+
+  const unchanged = await f.adapter.reconfigure([m, other('n', '/dev/mock1')]);
+  t.same(unchanged, { added: ['n'], removed: [], changed: [] });
+  t.equal(f.ports.length, 2, 'only the added port was opened');
+  t.equal(original?.isOpen, true, 'the unchanged port was not touched');
+  t.same(f.adapter.status().map((s) => [s.name, s.state]), [['m', 'online'], ['n', 'online']]);
+
+  const changed = await f.adapter.reconfigure([m, other('n', '/dev/mock2')]);
+  t.same(changed, { added: [], removed: [], changed: ['n'] });
+  t.equal(f.ports[1]?.isOpen, false, "the changed port's old device is closed");
+  t.equal(f.ports[2]?.path, '/dev/mock2', 'and the new one opened');
+
+  const removed = await f.adapter.reconfigure([other('n', '/dev/mock2')]);
+  t.same(removed, { added: [], removed: ['m'], changed: [] });
+  t.equal(original?.isOpen, false, 'the removed port is closed');
+  t.equal(f.lastStatus()?.state, 'offline', 'and published offline');
+  t.same(f.adapter.status().map((s) => s.name), ['n']);
+});
