@@ -214,6 +214,21 @@ export const storageSchema = z.strictObject({
     .prefault({}),
 });
 
+/**
+ * Optional (issue 6): an HTTP endpoint with `/metrics` (Prometheus text format) and `/healthz`.
+ * Off without the section; `metrics: {}` turns it on at the defaults.
+ */
+export const metricsSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(1).max(65_535).default(9883),
+  health: z
+    .strictObject({
+      /** Seconds: an uplink backlog whose oldest message waited longer makes /healthz unhealthy. */
+      maxBacklogAge: z.number().int().min(1).max(31_536_000).default(3600),
+    })
+    .prefault({}),
+});
+
 export const configSchema = z
   .strictObject({
     listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
@@ -224,6 +239,7 @@ export const configSchema = z
     storage: storageSchema.prefault({}),
     /** Optional: without it nothing about Redis runs. */
     redis: redisSchema.optional(),
+    metrics: metricsSchema.optional(),
   })
   .superRefine((config, ctx) => {
     // Across sections: a serial topic deeper than limits.maxTopicLevels would be refused by the
@@ -250,4 +266,5 @@ export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type SerialPortConfig = z.output<typeof serialPortSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
+export type MetricsConfig = z.output<typeof metricsSchema>;
 export type { RedisConfig } from './redis';

@@ -8,11 +8,13 @@ import type { Config } from '../config/schema';
 import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
 import { cameThroughRedis } from '../adapters/redis/sources';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
+import { MetricsServer } from './metrics-http';
 
 type SerialModule = typeof import('../adapters/serial');
 type RedisModule = typeof import('../adapters/redis');
 type SerialAdapter = InstanceType<SerialModule['SerialAdapter']>;
 type RedisAdapter = InstanceType<RedisModule['RedisAdapter']>;
+type PortStatus = ReturnType<SerialAdapter['status']>[number];
 
 /**
  * Loaded only when a serial port is configured or listed: `serialport` loads a native addon,
@@ -70,6 +72,14 @@ export class Gateway {
     /** How serial adapters are made (also one added by a reload). */
     private readonly serialOptions: { readonly gatewayId: string; readonly version: string },
   ) {}
+
+  /** The `/metrics` and `/healthz` listener, with a `metrics` section. */
+  metrics: MetricsServer | undefined;
+
+  /** Per-port status of the serial bridge (none without serial ports). */
+  serialStatus(): PortStatus[] {
+    return this.serial?.status() ?? [];
+  }
 
   /**
    * SIGHUP (issue 6): takes over the sections of `next` that can change while running — `log`
@@ -147,7 +157,19 @@ export class Gateway {
       await new Gateway(broker, stored, serial, redis, config, serialOptions).stop();
       throw err;
     }
-    return new Gateway(broker, stored, serial, redis, config, serialOptions);
+    const gateway = new Gateway(broker, stored, serial, redis, config, serialOptions);
+    if (config.metrics !== undefined) {
+      // Reads the gateway's parts at scrape time.
+      gateway.metrics = new MetricsServer(gateway, config.metrics, logger);
+      try {
+        await gateway.metrics.start();
+      } catch (err) {
+        gateway.metrics = undefined;
+        await gateway.stop();
+        throw err;
+      }
+    }
+    return gateway;
   }
 
   /**
@@ -158,6 +180,7 @@ export class Gateway {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       try {
+        await this.metrics?.stop();
         await this.redis?.stop();
         await this.serial?.stop(2000);
         await this.broker.stop();

@@ -89,6 +89,11 @@ export class SqliteStorage {
     this.failLog = new RateLimitedLog((msg, fields) => this.logger.error(msg, fields));
   }
 
+  /** The last commit failed and its changes wait for a retry (disk full, read-only file system…). */
+  get failing(): boolean {
+    return this.retryAt > 0;
+  }
+
   /** Adds a part; parts attached before `open()` read their state inside the quarantine guard. */
   attach(part: StoragePart): void {
     this.parts.push(part);
