@@ -14,6 +14,14 @@ import type { OutboxEntry } from '../../gateway/broker';
  */
 export const FIELDS_PER_ENTRY = 7;
 
+/**
+ * Encoded topics and sources (header + UTF-8), by string: a gateway sends the same few names over
+ * and over, and copying their bytes costs a fraction of encoding them again. Bounded: cleared
+ * when full, so a client inventing names costs only the encoding.
+ */
+const encodedNames = new Map<string, Uint8Array>();
+const MAX_ENCODED_NAMES = 4096;
+
 export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
   let size = 5;
   for (const e of entries) size += 5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length) + e.payload.length;
@@ -21,17 +29,31 @@ export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
   let off = writeArrayHeader(buf, 0, entries.length * FIELDS_PER_ENTRY);
   for (const e of entries) {
     off = writeDecimal(buf, off, e.seq);
-    off = writeText(buf, off, e.topic);
+    off = writeName(buf, off, e.topic);
     off = writeHeader(buf, off, e.payload.length);
-    off += e.payload.copy(buf, off);
+    // TypedArray#set: no native call per small payload, unlike Buffer#copy.
+    buf.set(e.payload, off);
+    off += e.payload.length;
     buf[off++] = 0xa1; // fixstr of length 1
     buf[off++] = 0x30 + e.qos;
     buf[off++] = 0xa1;
     buf[off++] = e.retain ? 0x31 : 0x30;
     off = writeDecimal(buf, off, e.arrivedAt);
-    off = writeText(buf, off, e.source);
+    off = writeName(buf, off, e.source);
   }
   return buf.subarray(0, off);
+}
+
+function writeName(buf: Buffer, off: number, name: string): number {
+  let encoded = encodedNames.get(name);
+  if (encoded === undefined) {
+    const scratch = Buffer.allocUnsafe(5 + 3 * name.length);
+    encoded = new Uint8Array(scratch.subarray(0, writeText(scratch, 0, name)));
+    if (encodedNames.size >= MAX_ENCODED_NAMES) encodedNames.clear();
+    encodedNames.set(name, encoded);
+  }
+  buf.set(encoded, off);
+  return off + encoded.length;
 }
 
 function writeArrayHeader(buf: Buffer, off: number, n: number): number {
