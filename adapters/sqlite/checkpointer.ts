@@ -19,46 +19,138 @@ export type CheckpointReply =
 
 /** A checkpoint at most this often (ms) while commits happen: the log grows by at most what one second writes. */
 export const CHECKPOINT_INTERVAL_MS = 1000;
-/** SQLite's own default, restored on the writer whenever the worker is not available. */
-const AUTOCHECKPOINT_PAGES = 1000;
+/**
+ * An inline checkpoint that took longer than this (ms) moves checkpoints to the worker thread for
+ * the rest of the run. The thread costs ~15 MB of memory (a V8 isolate with SQLite), which a
+ * gateway whose checkpoints are quick — little data, a fast disk — should not pay.
+ */
+export const INLINE_STALL_MS = 20;
 /** How long close() waits for the worker to close its connection (it may be inside a checkpoint). */
 const CLOSE_WAIT_MS = 2000;
 
 /**
- * Moves WAL checkpoints off the event loop. SQLite checkpoints inside the commit that crosses
- * 1,000 log pages: it copies those pages into the database file and syncs it, which on an SD card
- * stalls every client for tens of milliseconds (and a fifth of the time under the durable
- * benchmark's load). Here the writer's automatic checkpoint is off while a worker thread with its
- * own connection runs `wal_checkpoint(PASSIVE)` after commits, at most every CHECKPOINT_INTERVAL_MS
- * (and once more that long after the last commit); WAL mode lets it run beside the writer. Durability does not change: a commit is durable once it
- * is in the log, and the checkpoint syncs the database before the log is reused.
+ * Runs the WAL checkpoints itself instead of SQLite's automatic one, which copies 1,000 log
+ * pages into the database file and syncs it inside whichever commit crosses that mark — on an SD
+ * card a stall of every client for tens of milliseconds, and at high rates a fifth of the time.
  *
- * If the worker cannot start or dies, the writer's automatic checkpoint is switched back on
- * (logged once): the log stays bounded either way.
+ * After commits, at most every CHECKPOINT_INTERVAL_MS (and once more that long after the last
+ * commit, so a burst's end is synced within about a second: with `sync: normal` only a checkpoint
+ * syncs commits), it runs `wal_checkpoint(PASSIVE)`: on the event loop while that is quick; once
+ * one takes longer than `inlineStallMs`, in a worker thread with its own connection (WAL mode lets
+ * it run beside the writer). If the worker cannot start or dies, checkpoints run inline again
+ * (logged once). Durability does not change: a commit is durable once it is in the log, and a
+ * checkpoint syncs the database before the log is reused.
  */
 export class Checkpointer {
   private worker: Worker | undefined;
-  private state: 'new' | 'starting' | 'ready' | 'unavailable' | 'closed' = 'new';
+  private mode: 'inline' | 'starting' | 'worker' | 'closed' = 'inline';
+  /** The worker failed once: checkpoints stay inline. */
+  private workerFailed = false;
   private inProgress = false;
   /** Commits since the last checkpoint started (or one did not copy the whole log). */
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
   private lastStartedAt = -Infinity;
   private closedFlag: Int32Array | undefined;
-  readonly counters = { checkpoints: 0, failed: 0, pagesCheckpointed: 0 };
+  readonly counters = { checkpoints: 0, inline: 0, failed: 0, pagesCheckpointed: 0 };
   private readonly failLog: RateLimitedLog;
 
   constructor(
     private readonly db: SqliteDatabase,
-    private readonly options: { readonly path: string; readonly sync: SyncMode; readonly logger: Logger; readonly workerScript?: string },
+    private readonly options: {
+      readonly path: string;
+      readonly sync: SyncMode;
+      readonly logger: Logger;
+      readonly workerScript?: string;
+      /** Default INLINE_STALL_MS; 0 moves to the worker at the first checkpoint (tests). */
+      readonly inlineStallMs?: number;
+    },
   ) {
     this.failLog = new RateLimitedLog((msg, fields) => options.logger.warn(msg, fields));
+    db.pragma('wal_autocheckpoint = 0');
   }
 
-  /** Starts the worker; until it reports ready, SQLite's automatic checkpoint stays on. */
-  start(): void {
-    if (this.state !== 'new') return;
-    this.state = 'starting';
+  /**
+   * After a commit: a checkpoint now if none runs and the last one started long enough ago, else
+   * once that is so — also when no commit follows. Nothing runs while nothing is committed.
+   */
+  committed(): void {
+    this.dirty = true;
+    this.maybeStart();
+  }
+
+  /** A checkpoint runs or is due (false: nothing committed since the last one). */
+  get pending(): boolean {
+    return this.inProgress || this.timer !== undefined;
+  }
+
+  /** True while checkpoints run in the worker thread. */
+  get workerRunning(): boolean {
+    return this.mode === 'worker';
+  }
+
+  /**
+   * Synchronous, like the storage's close: the worker closes its connection first (waited for at
+   * most CLOSE_WAIT_MS), so that the writer's close is the last one and leaves no log behind.
+   */
+  close(): void {
+    const worker = this.worker;
+    const wasReady = this.mode === 'worker';
+    this.worker = undefined;
+    this.mode = 'closed';
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (worker === undefined) return;
+    worker.removeAllListeners();
+    worker.on('error', () => undefined);
+    if (wasReady && this.closedFlag !== undefined) {
+      worker.postMessage('close');
+      Atomics.wait(this.closedFlag, 0, 0, CLOSE_WAIT_MS);
+    }
+    void worker.terminate();
+  }
+
+  private maybeStart(): void {
+    if (this.mode === 'closed' || this.inProgress || !this.dirty || this.timer !== undefined) return;
+    const now = Date.now();
+    const wait = this.lastStartedAt + CHECKPOINT_INTERVAL_MS - now;
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.maybeStart();
+      }, wait);
+      this.timer.unref();
+      return;
+    }
+    this.dirty = false;
+    this.lastStartedAt = now;
+    if (this.mode === 'worker') {
+      this.inProgress = true;
+      this.worker?.postMessage('checkpoint');
+      return;
+    }
+    this.checkpointInline();
+  }
+
+  private checkpointInline(): void {
+    const started = performance.now();
+    let reply: CheckpointReply;
+    try {
+      const [row] = this.db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+      reply = { kind: 'done', busy: row?.busy ?? 0, log: row?.log ?? 0, checkpointed: row?.checkpointed ?? 0, ms: performance.now() - started };
+    } catch (err) {
+      reply = { kind: 'failed', error: errorMessage(err) };
+    }
+    this.counters.inline++;
+    this.settle(reply);
+    if (reply.kind === 'done' && reply.ms > (this.options.inlineStallMs ?? INLINE_STALL_MS) && this.mode === 'inline' && !this.workerFailed) {
+      this.options.logger.info('storage: checkpoints move to a background thread', { path: this.options.path, checkpointMs: Math.round(reply.ms) });
+      this.startWorker();
+    }
+  }
+
+  private startWorker(): void {
+    this.mode = 'starting';
     const closedFlag = new SharedArrayBuffer(4);
     this.closedFlag = new Int32Array(closedFlag);
     const workerData: CheckpointWorkerData = { path: this.options.path, sync: this.options.sync, journalSizeLimit: JOURNAL_SIZE_LIMIT, closedFlag };
@@ -74,99 +166,37 @@ export class Checkpointer {
     this.worker.on('exit', (code) => this.fallBack(`exited with code ${code}`));
   }
 
-  /**
-   * After a commit: a checkpoint now if none runs and the last one started long enough ago, else
-   * once that is so — also when no commit follows, so that a burst's last commits are synced
-   * within about a second (with `sync: normal` only a checkpoint syncs them). Nothing runs while
-   * nothing is committed.
-   */
-  committed(): void {
-    this.dirty = true;
-    this.maybeStart();
-  }
-
-  private maybeStart(): void {
-    if (this.state !== 'ready' || this.inProgress || !this.dirty || this.timer !== undefined) return;
-    const now = Date.now();
-    const wait = this.lastStartedAt + CHECKPOINT_INTERVAL_MS - now;
-    if (wait > 0) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.maybeStart();
-      }, wait);
-      this.timer.unref();
-      return;
-    }
-    this.dirty = false;
-    this.inProgress = true;
-    this.lastStartedAt = now;
-    this.worker?.postMessage('checkpoint');
-  }
-
-  /** A checkpoint runs or is due (false: nothing committed since the last one). */
-  get pending(): boolean {
-    return this.inProgress || this.timer !== undefined;
-  }
-
-  /** True while checkpoints run in the worker (false: starting, closed, or fallen back to SQLite's own). */
-  get workerRunning(): boolean {
-    return this.state === 'ready';
-  }
-
-  /**
-   * Synchronous, like the storage's close: the worker closes its connection first (waited for at
-   * most CLOSE_WAIT_MS), so that the writer's close is the last one and leaves no log behind.
-   */
-  close(): void {
-    const worker = this.worker;
-    const wasReady = this.state === 'ready';
-    this.worker = undefined;
-    this.state = 'closed';
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    if (worker === undefined) return;
-    worker.removeAllListeners();
-    worker.on('error', () => undefined);
-    if (wasReady && this.closedFlag !== undefined) {
-      worker.postMessage('close');
-      Atomics.wait(this.closedFlag, 0, 0, CLOSE_WAIT_MS);
-    }
-    void worker.terminate();
-  }
-
   private readonly onReply = (reply: CheckpointReply): void => {
     if (reply.kind === 'ready') {
-      if (this.state !== 'starting') return;
-      this.state = 'ready';
-      this.db.pragma('wal_autocheckpoint = 0');
+      if (this.mode === 'starting') this.mode = 'worker';
       return;
     }
     this.inProgress = false;
+    this.settle(reply);
+    this.maybeStart();
+  };
+
+  private settle(reply: CheckpointReply): void {
     if (reply.kind === 'failed') {
       this.counters.failed++;
       this.dirty = true;
       this.failLog.emit('storage: checkpoint failed; retried in a second', { path: this.options.path, error: reply.error, failed: this.counters.failed });
-    } else {
+    } else if (reply.kind === 'done') {
       this.counters.checkpoints++;
       this.counters.pagesCheckpointed += Math.max(0, reply.checkpointed);
       // Frames the writer appended meanwhile (or a checkpoint that met a reader) are copied next time.
       if (reply.checkpointed < reply.log) this.dirty = true;
     }
-    this.maybeStart();
-  };
+    if (this.mode === 'inline' && this.dirty) this.maybeStart();
+  }
 
   private fallBack(reason: string): void {
-    if (this.state === 'closed' || this.state === 'unavailable') return;
-    this.state = 'unavailable';
+    if (this.mode === 'closed' || this.workerFailed) return;
+    this.workerFailed = true;
+    this.mode = 'inline';
     this.worker = undefined;
     this.inProgress = false;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    try {
-      if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
-    } catch {
-      // the database is closing
-    }
-    this.options.logger.warn('storage: checkpoint worker unavailable; SQLite checkpoints in the main thread again', { path: this.options.path, reason });
+    this.options.logger.warn('storage: checkpoint worker unavailable; checkpoints run in the main thread again', { path: this.options.path, reason });
+    this.maybeStart();
   }
 }

@@ -13,6 +13,8 @@ export interface SqliteStorageOptions {
   readonly now?: () => Date;
   /** How long a commit waits for a lock held by another process; default 2000 ms. */
   readonly busyTimeoutMs?: number;
+  /** A checkpoint on the event loop slower than this (ms) moves checkpoints to a thread; default INLINE_STALL_MS. */
+  readonly inlineCheckpointLimitMs?: number;
 }
 
 /**
@@ -80,7 +82,7 @@ export class SqliteStorage {
   readonly logger: Logger;
   readonly counters = { commits: 0, failedCommits: 0 };
   readonly diskWrites = new DiskWriteMeter();
-  /** WAL checkpoints in a worker thread while open (checkpointer.ts). */
+  /** WAL checkpoints, on the event loop or in a worker thread (checkpointer.ts). */
   checkpointer: Checkpointer | undefined;
 
   /** No side effects: no file is touched until open(). */
@@ -128,8 +130,12 @@ export class SqliteStorage {
     });
     this.state = 'open';
     this.diskWrites.start();
-    this.checkpointer = new Checkpointer(this.db, { path: this.options.path, sync: this.options.sync, logger: this.logger });
-    this.checkpointer.start();
+    this.checkpointer = new Checkpointer(this.db, {
+      path: this.options.path,
+      sync: this.options.sync,
+      logger: this.logger,
+      ...(this.options.inlineCheckpointLimitMs === undefined ? {} : { inlineStallMs: this.options.inlineCheckpointLimitMs }),
+    });
   }
 
   /**

@@ -158,28 +158,52 @@ async function until(t: Test, check: () => boolean, ms: number, what: string): P
   t.ok(check(), what);
 }
 
-/** A store whose checkpoint worker runs, with the writer's connection for pragmas. */
+/**
+ * A store whose checkpoints moved to the worker thread (any inline checkpoint counts as slow), with
+ * the writer's connection for pragmas.
+ */
 async function withCheckpointWorker(t: Test) {
   const path = join(tempDir(t), 'edgeway.db');
   const logger = recordingLogger();
-  const { storage, store } = openStore(t, path, { logger });
+  const { storage, store } = openStore(t, path, { logger, inlineCheckpointLimitMs: -1 });
   const checkpointer = storage.checkpointer;
   if (checkpointer === undefined) throw new Error('no checkpointer');
-  await until(t, () => checkpointer.workerRunning, 5000, 'the worker started');
+  store.save('warm/up', retained('warm/up'));
+  await storage.durable();
+  await until(t, () => checkpointer.workerRunning, 5000, 'the first checkpoint ran inline and moved them to the worker');
+  t.ok(logger.lines.some((l) => /checkpoints move to a background thread/.test(l.msg)), 'logged');
   const writer = (storage as unknown as { db: Database.Database }).db;
   return { path, logger, storage, store, checkpointer, writer };
 }
+
+t.test('quick checkpoints stay on the event loop: no worker thread, the log still copied after commits', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const { storage, store } = openStore(t, path, { inlineCheckpointLimitMs: 60_000 });
+  const checkpointer = storage.checkpointer;
+  if (checkpointer === undefined) throw new Error('no checkpointer');
+  const writer = (storage as unknown as { db: Database.Database }).db;
+  t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 0, "SQLite's automatic checkpoint is off: the checkpointer decides");
+  store.save('q/1', retained('q/1', 'x'.repeat(50_000)));
+  await storage.durable();
+  await until(t, () => checkpointer.counters.checkpoints >= 1 && !checkpointer.pending, 5000, 'a checkpoint ran');
+  t.equal(checkpointer.counters.inline, checkpointer.counters.checkpoints, 'inline');
+  t.notOk(checkpointer.workerRunning, 'no worker thread');
+  t.ok(checkpointer.counters.pagesCheckpointed > 10, 'the pages were copied');
+});
 
 t.test('checkpoints run in a worker thread: the writer never checkpoints, the log is copied into the database', async (t) => {
   const { path, storage, store, checkpointer, writer } = await withCheckpointWorker(t);
   t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 0, "the writer's automatic checkpoint is off");
   // One commit and nothing after it: its checkpoint still comes (a burst's end gets synced).
+  const pages0 = checkpointer.counters.pagesCheckpointed;
+  const c0 = checkpointer.counters.checkpoints;
   store.save('a/1', retained('a/1', 'x'.repeat(100_000)));
   await storage.durable();
-  await until(t, () => checkpointer.counters.checkpoints >= 1, 5000, 'a checkpoint ran');
-  t.ok(checkpointer.counters.pagesCheckpointed > 20, `the 100 kB value's pages were copied (${checkpointer.counters.pagesCheckpointed})`);
+  await until(t, () => checkpointer.counters.checkpoints > c0, 5000, 'a checkpoint ran');
+  t.ok(checkpointer.counters.pagesCheckpointed - pages0 > 20, `the 100 kB value's pages were copied (${checkpointer.counters.pagesCheckpointed})`);
   // Commits in quick succession: at most one checkpoint per interval, and one after the last.
   const before = checkpointer.counters.checkpoints;
+  const inlineBefore = checkpointer.counters.inline;
   for (let i = 0; i < 20; i++) {
     store.save(`a/${i + 2}`, retained(`a/${i + 2}`));
     await storage.durable();
@@ -190,10 +214,11 @@ t.test('checkpoints run in a worker thread: the writer never checkpoints, the lo
   t.ok(after - before >= 1 && after - before <= 3, `about one checkpoint per second of commits (${after - before} for ~0.6 s)`);
   await sleep(1200);
   t.equal(checkpointer.counters.checkpoints, after, 'none while nothing is committed');
+  t.equal(checkpointer.counters.inline, inlineBefore, 'all of them in the worker');
   t.equal(checkpointer.counters.failed, 0);
   storage.close();
   t.notOk(existsSync(`${path}-wal`), 'after close the log is gone: the writer closed last and checkpointed it');
-  t.equal(rowsIn(path).length, 21, 'everything is in the database');
+  t.equal(rowsIn(path).length, 22, 'everything is in the database');
 });
 
 t.test('a checkpoint worker that dies: SQLite checkpoints in the main thread again, logged once; commits go on', async (t) => {
@@ -201,9 +226,12 @@ t.test('a checkpoint worker that dies: SQLite checkpoints in the main thread aga
   const worker = (checkpointer as unknown as { worker: { terminate(): Promise<number> } }).worker;
   await worker.terminate();
   await until(t, () => !checkpointer.workerRunning, 5000, 'the storage noticed');
-  t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 1000, "the writer's automatic checkpoint is back at SQLite's default");
   t.equal(logger.lines.filter((l) => /checkpoint worker unavailable/.test(l.msg)).length, 1, 'one warning');
+  const inline = checkpointer.counters.inline;
   store.save('b/1', retained('b/1'));
   await storage.durable();
-  t.same(rowsIn(path), ['b/1'], 'commits go on');
+  await until(t, () => checkpointer.counters.inline > inline && !checkpointer.pending, 5000, 'checkpoints run inline again');
+  t.notOk(checkpointer.workerRunning, 'and stay there');
+  t.equal(writer.pragma('wal_autocheckpoint', { simple: true }), 0);
+  t.same(rowsIn(path), ['b/1', 'warm/up'], 'commits go on');
 });
