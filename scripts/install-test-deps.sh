@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite talks to: Mosquitto's CLI clients (tests), the
-# Mosquitto broker (benchmark reference), socat (serial ptys), redis-server (uplink tests).
+# Mosquitto broker (benchmark reference), socat (serial ptys), redis-server (uplink tests),
+# systemd (systemd-analyze verify of the unit in the installer test; nothing is started).
 # Debian/Ubuntu/Raspberry Pi OS; needs root (or sudo). Safe to run again.
 set -euo pipefail
-packages=(mosquitto mosquitto-clients socat redis-server)
+packages=(mosquitto mosquitto-clients socat redis-server systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
