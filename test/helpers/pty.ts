@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { SerialPort } from 'serialport';
+import type { Test } from 'tap';
 import { waitFor } from './broker';
 
 export class PtyPair {
@@ -133,4 +134,23 @@ export class Device {
     if (this.closed || !this.port.isOpen) return Promise.resolve();
     return new Promise((resolve) => this.port.close(() => resolve()));
   }
+}
+
+/** A pty pair and the device end opened on it; `device` is replaced after a replug. */
+export interface Plugged {
+  readonly pty: PtyPair;
+  device: Device | undefined;
+}
+
+/** Starts a pty pair in `dir` and opens its device end; both are closed when `t` ends. */
+export async function plugIn(t: Test, dir: string, name: string): Promise<Plugged & { device: Device }> {
+  const plugged: Plugged = { pty: new PtyPair(dir, name), device: undefined };
+  t.teardown(async () => {
+    await plugged.device?.close();
+    await plugged.pty.stop();
+  });
+  await plugged.pty.start();
+  plugged.device = await Device.open(plugged.pty.devicePath);
+  // The same object the teardown closes: a test that replugs assigns its new device here.
+  return plugged as Plugged & { device: Device };
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startGatewayProcess } from '../helpers/gateway';
 import { freePort, startProcess } from '../helpers/processes';
-import { Device, PtyPair } from '../helpers/pty';
+import { plugIn } from '../helpers/pty';
 import { RedisServer } from '../helpers/redis';
 
 // The package has no type declarations: its documented result shape.
@@ -31,14 +31,7 @@ async function get(port: number, path: string, method = 'GET'): Promise<{ status
 
 t.test('/metrics and /healthz with serial, storage and a live uplink; unhealthy once the backlog is too old', async (t) => {
   const redis = await RedisServer.start(t);
-  const pty = new PtyPair(dir, 'shed');
-  let device: Device | undefined;
-  t.teardown(async () => {
-    await device?.close();
-    await pty.stop();
-  });
-  await pty.start();
-  device = await Device.open(pty.devicePath);
+  const { pty, device } = await plugIn(t, dir, 'shed');
   const [mqttPort, metricsPort] = [await freePort(), await freePort()];
   const config = join(dir, 'edgeway.yaml');
   writeFileSync(

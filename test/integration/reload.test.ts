@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
-import { Device, PtyPair } from '../helpers/pty';
+import { plugIn } from '../helpers/pty';
 
 // dist/test/integration → dist/gateway/main.js
 const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
@@ -17,14 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'edgeway-reload-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 t.test('SIGHUP: log level and serial ports change while running; the rest waits for a restart; a broken file changes nothing', async (t) => {
-  const pty = new PtyPair(dir, 'shed');
-  let device: Device | undefined;
-  t.teardown(async () => {
-    await device?.close();
-    await pty.stop();
-  });
-  await pty.start();
-  device = await Device.open(pty.devicePath);
+  const { pty, device } = await plugIn(t, dir, 'shed');
   const port = await freePort();
   const config = join(dir, 'edgeway.yaml');
   const base = `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(dir, 'db', 'edgeway.db')}\n`;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import t from 'tap';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
-import { Device, PtyPair } from '../helpers/pty';
+import { Device, plugIn } from '../helpers/pty';
 
 // dist/test/integration → dist/gateway/main.js
 const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
@@ -59,14 +59,9 @@ t.test('unknown commands and misplaced --json are usage errors', async (t) => {
 });
 
 t.test('five lines of YAML: readings on mosquitto_sub; unplug and replug resume the flow', async (t) => {
-  const pty = new PtyPair(dir, 'greenhouse');
-  let device: Device | undefined;
-  t.teardown(async () => {
-    await device?.close();
-    await pty.stop();
-  });
-  await pty.start();
-  device = await Device.open(pty.devicePath);
+  const plugged = await plugIn(t, dir, 'greenhouse');
+  const { pty } = plugged;
+  let device: Device = plugged.device;
   const port = await freePort();
   const config = join(dir, 'edgeway.yaml');
   writeFileSync(
@@ -93,7 +88,7 @@ t.test('five lines of YAML: readings on mosquitto_sub; unplug and replug resume 
   await pty.stop();
   await waitForOutput(() => gw.stdout, /warn serial port lost; reopening with back-off/, 5000, 'the lost line');
   await pty.start();
-  device = await Device.open(pty.devicePath);
+  device = plugged.device = await Device.open(pty.devicePath);
   await waitForOutput(() => gw.stdout, /info serial port online again/, 10_000, 'the port to come back');
   await device.write('{"temp":22.25}\n');
   await waitForOutput(() => sub.stdout, /^sensors\/greenhouse\/temp 22\.25$/m, 5000, 'readings after the replug');
