@@ -42,9 +42,14 @@ async function client(t: Test, url: string, clientId: string): Promise<MqttClien
   return c;
 }
 
-t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in order', async (t) => {
+/**
+ * mqtt.js clients publish QoS 1 as fast as the gateway acknowledges; `signal` stops the gateway in
+ * the middle of the stream. Every PUBACKed message must then be in the outbox, once, in order.
+ * Returns the port and the highest seq stored.
+ */
+async function publishWhileStopping(t: Test, name: string, signal: 'SIGKILL' | 'SIGTERM'): Promise<{ port: number; lastSeq: number }> {
   const port = await freePort();
-  const { gw, url } = await startGateway(t, 'kill', port, 20);
+  const { gw, url } = await startGateway(t, name, port, 20);
   const CLIENTS = 3;
   const WINDOW = 50; // publishes outstanding per client
   const acked: Set<number>[] = [];
@@ -76,14 +81,15 @@ t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in o
   t.ok(total() >= 3000, `published and acknowledged ${total()} messages before the kill`);
   // At a random point of the commit cycle: acknowledgements are released a commit at a time.
   await new Promise((r) => setTimeout(r, Math.random() * 40));
-  gw.child.kill('SIGKILL');
-  await gw.exited;
+  gw.child.kill(signal);
+  const exit = await gw.exited;
+  if (signal === 'SIGTERM') t.equal(exit.code, 0, 'SIGTERM under load: a graceful stop, exit 0');
   // No acknowledgement can arrive any more. The workers' last publishes stay pending in mqtt.js
   // (it keeps unacknowledged QoS 1 for a reconnect), so they are not awaited.
   stop = true;
   const ackedTotal = total();
 
-  const entries = await readOutbox(join(dir, 'kill.db'));
+  const entries = await readOutbox(join(dir, `${name}.db`));
   const seen = new Map<string, number>();
   let duplicates = 0;
   let outOfOrder = 0;
@@ -111,7 +117,11 @@ t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in o
   t.equal(wrongSource, 0, 'each entry names its publishing client as source');
   t.equal(outOfOrder, 0, 'seq ascending, and each client in its publish order');
   t.ok(entries.length >= ackedTotal, `outbox holds ${entries.length} (≥ acknowledged; the rest were committed but their PUBACK was not sent yet)`);
+  return { port, lastSeq };
+}
 
+t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in order', async (t) => {
+  const { port, lastSeq } = await publishWhileStopping(t, 'kill', 'SIGKILL');
   // The gateway starts again on the same database and continues the sequence.
   const again = await startGateway(t, 'kill', port, 20);
   const c = await client(t, again.url, 'after-restart');
@@ -123,6 +133,10 @@ t.test('every QoS 1 message PUBACKed before kill -9 is in the outbox, once, in o
   const last = after[after.length - 1];
   t.equal(last?.payload.toString(), 'after', 'the new message is the last entry');
   t.ok((last?.seq ?? 0) > lastSeq, 'with a seq above every seq before the kill');
+});
+
+t.test('SIGTERM under load: exit 0, and every QoS 1 message PUBACKed before it is in the outbox, once, in order', async (t) => {
+  await publishWhileStopping(t, 'term', 'SIGTERM');
 });
 
 t.test('acknowledgements of outbox messages wait for the commit, and all acknowledgements stay in order', async (t) => {
