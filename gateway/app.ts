@@ -193,6 +193,12 @@ export class Gateway {
   }
 }
 
+/**
+ * The longest a graceful stop may take before the process exits anyway (ms): below the systemd
+ * unit's TimeoutStopSec (15 s), so systemd never has to SIGKILL a gateway in the middle of a commit.
+ */
+export const STOP_DEADLINE_MS = 10_000;
+
 /** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
 export function stopOnSignals(gateway: Gateway, logger: Logger): void {
   let stopping = false;
@@ -200,6 +206,10 @@ export function stopOnSignals(gateway: Gateway, logger: Logger): void {
     if (stopping) return;
     stopping = true;
     logger.info('stopping', { signal });
+    setTimeout(() => {
+      logger.error('stop took too long; exiting without waiting further', { deadlineMs: STOP_DEADLINE_MS });
+      process.exit(1);
+    }, STOP_DEADLINE_MS).unref();
     gateway.stop().then(
       () => process.exit(0),
       (err: unknown) => {
