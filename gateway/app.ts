@@ -88,7 +88,9 @@ export class Gateway {
    */
   async reload(next: Config, setLogLevel: (level: Config['log']['level']) => void): Promise<ReloadResult> {
     if (this.stopping !== undefined) return { applied: [], needsRestart: [] };
-    const changed = (Object.keys(next) as (keyof Config)[]).filter((key) => JSON.stringify(this.config[key]) !== JSON.stringify(next[key]));
+    // Both sides' keys: an optional section (redis, metrics) removed from the file is a change too.
+    const keys = new Set([...Object.keys(this.config), ...Object.keys(next)] as (keyof Config)[]);
+    const changed = [...keys].filter((key) => JSON.stringify(this.config[key]) !== JSON.stringify(next[key]));
     const applied = changed.filter((key) => RELOADABLE.has(key));
     const needsRestart = changed.filter((key) => !RELOADABLE.has(key));
     if (applied.includes('log')) setLogLevel(next.log.level);

@@ -25,6 +25,11 @@ export const CHECKPOINT_INTERVAL_MS = 1000;
  * gateway whose checkpoints are quick — little data, a fast disk — should not pay.
  */
 export const INLINE_STALL_MS = 20;
+/**
+ * Frames in the log (since its last rewind) above which the writer finishes a worker checkpoint
+ * itself, so that the log is rewound: JOURNAL_SIZE_LIMIT at 4 KiB pages.
+ */
+const REWIND_FRAMES = JOURNAL_SIZE_LIMIT / 4096;
 /** How long close() waits for the worker to close its connection (it may be inside a checkpoint). */
 const CLOSE_WAIT_MS = 2000;
 
@@ -52,7 +57,9 @@ export class Checkpointer {
   private timer: NodeJS.Timeout | undefined;
   private lastStartedAt = -Infinity;
   private closedFlag: Int32Array | undefined;
-  readonly counters = { checkpoints: 0, inline: 0, failed: 0, pagesCheckpointed: 0 };
+  readonly counters = { checkpoints: 0, inline: 0, failed: 0, finishedInline: 0 };
+  /** The last checkpoint's result: frames in the log and frames copied so far (SQLite's numbers). */
+  last: { readonly busy: number; readonly log: number; readonly checkpointed: number } | undefined;
   private readonly failLog: RateLimitedLog;
 
   constructor(
@@ -173,6 +180,15 @@ export class Checkpointer {
     }
     this.inProgress = false;
     this.settle(reply);
+    if (reply.kind === 'done' && reply.log >= REWIND_FRAMES && this.mode === 'worker') {
+      // The log was not rewound for a while: SQLite rewinds it when a commit starts after a
+      // checkpoint copied every frame, and under steady load a commit always lands while the
+      // worker copies, so the log would grow for as long as the load lasts. The writer copies
+      // the frames appended meanwhile itself, between commits (none can land then): the next
+      // commit rewinds the log, and journal_size_limit trims the file.
+      this.counters.finishedInline++;
+      this.checkpointInline();
+    }
     this.maybeStart();
   };
 
@@ -183,9 +199,10 @@ export class Checkpointer {
       this.failLog.emit('storage: checkpoint failed; retried in a second', { path: this.options.path, error: reply.error, failed: this.counters.failed });
     } else if (reply.kind === 'done') {
       this.counters.checkpoints++;
-      this.counters.pagesCheckpointed += Math.max(0, reply.checkpointed);
-      // Frames the writer appended meanwhile (or a checkpoint that met a reader) are copied next time.
-      if (reply.checkpointed < reply.log) this.dirty = true;
+      this.last = { busy: reply.busy, log: reply.log, checkpointed: reply.checkpointed };
+      // Frames the writer appended meanwhile, a checkpoint that met a reader, or one that could not
+      // get the lock at all (busy, -1/-1): copied next time.
+      if (reply.busy !== 0 || reply.log < 0 || reply.checkpointed < reply.log) this.dirty = true;
     }
     if (this.mode === 'inline' && this.dirty) this.maybeStart();
   }
@@ -195,6 +212,8 @@ export class Checkpointer {
     this.workerFailed = true;
     this.mode = 'inline';
     this.worker = undefined;
+    // A checkpoint the worker took with it still has to happen.
+    if (this.inProgress) this.dirty = true;
     this.inProgress = false;
     this.options.logger.warn('storage: checkpoint worker unavailable; checkpoints run in the main thread again', { path: this.options.path, reason });
     this.maybeStart();

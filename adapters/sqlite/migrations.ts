@@ -82,7 +82,8 @@ const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
   // `bytes` is the logical size of all its entries (what the bounds count). `outbox_head` holds
   // the highest seq that is gone (acknowledged or dropped): a block's entries up to it no longer
   // count, and it keeps seqs increasing after the queue emptied (as sqlite_sequence did for the
-  // table of step 1). The rows of step 1 are converted and that table dropped.
+  // table of step 1, whose value is kept in `used`). The rows of step 1 are converted and that
+  // table dropped.
   migrateOutboxToBlocks,
 ];
 
@@ -94,11 +95,13 @@ function migrateOutboxToBlocks(db: Database.Database): void {
       bytes INTEGER NOT NULL,
       data BLOB NOT NULL
     ) STRICT;
-    CREATE TABLE outbox_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL) STRICT;
+    CREATE TABLE outbox_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, used INTEGER NOT NULL) STRICT;
   `);
+  // `used`: the highest seq the old table ever handed out (sqlite_sequence), which new seqs must
+  // stay above even when its newest rows are gone.
   const used = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number | undefined;
   const oldest = db.prepare('SELECT min(seq) FROM outbox').pluck().get() as number | null;
-  db.prepare('INSERT INTO outbox_head (id, seq) VALUES (1, ?)').run(oldest === null ? (used ?? 0) : oldest - 1);
+  db.prepare('INSERT INTO outbox_head (id, seq, used) VALUES (1, ?, ?)').run(oldest === null ? (used ?? 0) : oldest - 1, used ?? 0);
   const page = db.prepare('SELECT seq, qos, retain, arrived_at, source, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 10000');
   const insert = db.prepare('INSERT INTO outbox_blocks (last_seq, first_seq, bytes, data) VALUES (?, ?, ?, ?)');
   let block: { first: number; last: number; builder: OutboxBlockBuilder } | undefined;

@@ -144,7 +144,8 @@ export class SqliteOutbox implements Outbox, StoragePart {
 
   opened(db: SqliteDatabase): void {
     this.stmts = prepare(db);
-    this.head = db.prepare('SELECT seq FROM outbox_head WHERE id = 1').pluck().get() as number;
+    const head = db.prepare('SELECT seq, used FROM outbox_head WHERE id = 1').get() as { seq: number; used: number };
+    this.head = head.seq;
     // Block headers only: the bounds need exact numbers, and the first block may be partly gone.
     const totals = db.prepare('SELECT coalesce(sum(last_seq - first_seq + 1), 0) AS n, coalesce(sum(bytes), 0) AS b, coalesce(max(last_seq), 0) AS m FROM outbox_blocks').get() as { n: number; b: number; m: number };
     this.size = totals.n;
@@ -155,7 +156,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
       this.size -= gone.count;
       this.bytes -= gone.bytes;
     }
-    this.storedLastSeq = Math.max(totals.m, this.head);
+    this.storedLastSeq = Math.max(totals.m, this.head, head.used);
     this.lastSeq = this.storedLastSeq;
     this.storage.logger.info('storage: outbox open', { path: this.storage.options.path, sync: this.storage.options.sync, messages: this.size, bytes: this.bytes, lastSeq: this.lastSeq });
   }
@@ -390,10 +391,13 @@ export class SqliteOutbox implements Outbox, StoragePart {
     if (this.sizesCache?.lastSeq === row.last_seq) return this.sizesCache.sizes;
     const count = row.last_seq - row.first_seq + 1;
     let sizes: number[];
+    // An SQLite error (I/O, busy) propagates: the commit fails and is retried with exact sizes.
+    const data = (this.stmts as Statements).data.get(row.last_seq) as Buffer;
     try {
-      sizes = blockEntrySizes((this.stmts as Statements).data.get(row.last_seq) as Buffer);
+      sizes = blockEntrySizes(data);
       if (sizes.length !== count) throw new MalformedBlockError(`${sizes.length} entries, the row says ${count}`);
     } catch (err) {
+      if (!(err instanceof MalformedBlockError)) throw err;
       // A damaged block must not stop every later commit: spread its recorded size evenly.
       this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq: row.first_seq, error: errorMessage(err) });
       sizes = Array.from({ length: count }, (_, i) => Math.floor((row.bytes * (i + 1)) / count) - Math.floor((row.bytes * i) / count));

@@ -22,7 +22,8 @@ t.test('SIGHUP: log level and serial ports change while running; the rest waits 
   const config = join(dir, 'edgeway.yaml');
   const base = `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}\nsys:\n  interval: 0\nstorage:\n  path: ${join(dir, 'db', 'edgeway.db')}\n`;
   const serial = `serial:\n  - name: shed\n    path: ${pty.gatewayPath}\n    baudRate: 115200\n    format: json\n`;
-  writeFileSync(config, `${base}log:\n  level: info\n`);
+  const metrics = `metrics:\n  host: 127.0.0.1\n  port: ${await freePort()}\n`;
+  writeFileSync(config, `${base}${metrics}log:\n  level: info\n`);
   const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 60_000, dir);
   await waitForOutput(() => gw.stdout, /edgeway started .*serialPorts=0/, 5000, 'the started line');
   const hup = () => {
@@ -37,7 +38,7 @@ t.test('SIGHUP: log level and serial ports change while running; the rest waits 
   };
 
   // 1. A serial port added, the level raised to warn, and a listener change that needs a restart.
-  writeFileSync(config, `${base.replace(`port: ${port}`, `port: ${port + 1}`)}log:\n  level: warn\n${serial}`);
+  writeFileSync(config, `${base.replace(`port: ${port}`, `port: ${port + 1}`)}${metrics}log:\n  level: warn\n${serial}`);
   hup();
   await waitForOutput(() => gw.stdout, /warn SIGHUP: changed sections not applied; they take effect after a restart sections=listeners/, 5000, 'the restart-needed line');
   await device.write('{"temp":19.5}\n');
@@ -48,15 +49,17 @@ t.test('SIGHUP: log level and serial ports change while running; the rest waits 
   t.notMatch(gw.stdout, /SIGHUP: configuration reloaded/, 'not even the (info) reload line');
 
   // 2. A broken file: one error line naming the problem, nothing changes.
-  writeFileSync(config, `${base}log:\n  level: loud\n${serial}`);
+  writeFileSync(config, `${base}${metrics}log:\n  level: loud\n${serial}`);
   hup();
   await waitForOutput(() => gw.stderr, /SIGHUP: configuration not reloaded; the running one stays in effect .*log\.level/, 5000, 'the error line');
   await device.write('{"temp":19.75}\n');
   await waitForOutput(() => sub.stdout, /^sensors\/shed\/temp 19\.75$/m, 5000, 'readings go on');
 
-  // 3. The port removed and the level back to info: the port goes offline, info lines are back.
+  // 3. The port removed and the level back to info: the port goes offline, info lines are back;
+  //    the metrics section removed: named as needing a restart (the endpoint keeps running).
   writeFileSync(config, `${base}log:\n  level: info\n`);
   hup();
+  await waitForOutput(() => gw.stdout, /SIGHUP: changed sections not applied; they take effect after a restart sections=metrics/, 5000, 'a removed section named');
   await waitForOutput(() => gw.stdout, /info SIGHUP: configuration reloaded .*applied="log,serial" serialRemoved=shed/, 5000, 'the removal');
   await waitForOutput(() => sub.stdout, /^edgeway\/serial\/shed\/status .*offline/m, 5000, 'the removed port publishes offline');
   await device.write('{"temp":30}\n');

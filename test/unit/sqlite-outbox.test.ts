@@ -335,6 +335,17 @@ t.test('migration from one row per entry (schema 4) to blocks keeps every entry,
   t.same(outbox.read(0, 3).map((e) => e.seq), [1700, 1701, 1750], 'an ack across migrated blocks');
 });
 
+t.test('migration keeps the sequence above the newest row when the newest rows were gone', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  schema4Database(path, [{ seq: 10, payload: 'a' }, { seq: 11, payload: 'b' }], 50);
+  const outbox = outboxAt(path);
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  t.match(outbox.stats(), { size: 2, lastSeq: 50 });
+  t.same(await outbox.append([sizedEntry(1)]), [51], 'never a seq the old table handed out');
+  t.same(outbox.read(0, 10).map((e) => e.seq), [10, 11, 51]);
+});
+
 t.test('migration of an emptied outbox keeps the sequence: the next seq is above every one used', async (t) => {
   const path = join(tempDir(t), 'edgeway.db');
   schema4Database(path, [{ seq: 42, payload: 'x' }], 42);
