@@ -175,9 +175,9 @@ export class Gateway {
   }
 
   /**
-   * Redis first (the batch in flight is confirmed and acknowledged), then serial (its ports
-   * publish `offline` while the broker still routes), then the broker, then storage, which commits
-   * what is pending before it closes. Idempotent.
+   * The metrics listener first, then Redis (the batch in flight is confirmed and acknowledged),
+   * then serial (its ports publish `offline` while the broker still routes), then the broker, then
+   * storage, which commits what is pending before it closes. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -199,7 +199,7 @@ export class Gateway {
  * The longest a graceful stop may take before the process exits anyway (ms): below the systemd
  * unit's TimeoutStopSec (15 s), so systemd never has to SIGKILL a gateway in the middle of a commit.
  */
-export const STOP_DEADLINE_MS = 10_000;
+const STOP_DEADLINE_MS = 10_000;
 
 /** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
 export function stopOnSignals(gateway: Gateway, logger: Logger): void {
@@ -276,7 +276,6 @@ export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(lev
   };
   process.on('SIGHUP', run);
 }
-
 
 /**
  * The database with its parts. One that cannot be opened (read-only file system, permissions) is

@@ -3,7 +3,6 @@ import { errorMessage, RateLimitedLog, type GatewayContext, type Message, type Q
 import type { RedisSettings } from './settings';
 import { cameThroughRedis, CLUSTER_SOURCE_PREFIX } from './sources';
 
-
 /** PUBLISH commands waiting for Redis' reply at most; beyond it messages are dropped and counted. */
 const MAX_IN_FLIGHT = 10_000;
 

@@ -120,7 +120,7 @@ const MAX_BATCH_BYTES = 512 * 1024;
  * round trip also waits for a turn of the event loop. Four keep the link busy; the script's gap
  * check keeps them in order.
  */
-export const BATCHES_IN_FLIGHT = 4;
+const BATCHES_IN_FLIGHT = 4;
 /** Consecutive timeouts after which the connection is replaced (a dead TCP peer gives no error). */
 const TIMEOUTS_BEFORE_RECONNECT = 3;
 
@@ -306,7 +306,7 @@ export class Uplink {
     let budget = MAX_BATCH_BYTES;
     let previous: OutboxEntry | undefined;
     while (sends.length < window && budget > 0 && this.running) {
-      const batch = this.nextBatch(previous?.seq ?? this.cursor, previous === undefined ? MAX_BATCH_BYTES : budget);
+      const batch = this.nextBatch(previous?.seq ?? this.cursor, budget);
       if (batch.length === 0) break;
       if (sends.length === 0) {
         const last = batch[batch.length - 1] as OutboxEntry;
@@ -357,13 +357,10 @@ export class Uplink {
     const rate = this.settings.uplink.replayRate;
     if (rate <= 0) return;
     const now = Date.now();
-    if (this.nextSendAt > now) await this.sleepUntil(this.nextSendAt);
+    // Not woken by new entries (those only matter once the pace allows another batch); a
+    // connection event ends one wait early, so wait again until the time has come.
+    while (this.running && Date.now() < this.nextSendAt) await this.sleep(this.nextSendAt - Date.now(), false);
     this.nextSendAt = Math.max(this.nextSendAt, now) + (count * 1000) / rate;
-  }
-
-  private async sleepUntil(at: number): Promise<void> {
-    // Not woken by new entries (those only matter once the pace allows another batch).
-    while (this.running && Date.now() < at) await new Promise((r) => setTimeout(r, Math.min(at - Date.now(), 250)));
   }
 
   /**

@@ -5,7 +5,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { CheckpointReply, CheckpointWorkerData } from './checkpointer';
+import type { CheckpointWorkerData } from './checkpointer';
+import { passiveCheckpoint, type CheckpointReply } from './passive-checkpoint';
 
 const { path, sync, journalSizeLimit, closedFlag } = workerData as CheckpointWorkerData;
 const port = parentPort;
@@ -29,14 +30,6 @@ port.on('message', (message: 'checkpoint' | 'close') => {
     port.close();
     return;
   }
-  const started = performance.now();
-  let reply: CheckpointReply;
-  try {
-    const [row] = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
-    reply = { kind: 'done', busy: row?.busy ?? 0, log: row?.log ?? 0, checkpointed: row?.checkpointed ?? 0, ms: performance.now() - started };
-  } catch (err) {
-    reply = { kind: 'failed', error: err instanceof Error ? err.message : String(err) };
-  }
-  port.postMessage(reply);
+  port.postMessage(passiveCheckpoint(db));
 });
 port.postMessage({ kind: 'ready' } satisfies CheckpointReply);

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { RateLimitedLog, errorMessage, type Logger } from '../../gateway/broker';
 import { JOURNAL_SIZE_LIMIT, type SqliteDatabase, type SyncMode } from './database';
+import { passiveCheckpoint, type CheckpointReply } from './passive-checkpoint';
 
 /** What the worker is started with. */
 export interface CheckpointWorkerData {
@@ -12,13 +13,8 @@ export interface CheckpointWorkerData {
   readonly closedFlag: SharedArrayBuffer;
 }
 
-export type CheckpointReply =
-  | { readonly kind: 'ready' }
-  | { readonly kind: 'done'; readonly busy: number; readonly log: number; readonly checkpointed: number; readonly ms: number }
-  | { readonly kind: 'failed'; readonly error: string };
-
 /** A checkpoint at most this often (ms) while commits happen: the log grows by at most what one second writes. */
-export const CHECKPOINT_INTERVAL_MS = 1000;
+const CHECKPOINT_INTERVAL_MS = 1000;
 /**
  * An inline checkpoint that took longer than this (ms) moves checkpoints to the worker thread for
  * the rest of the run. The thread costs ~15 MB of memory (a V8 isolate with SQLite), which a
@@ -140,14 +136,7 @@ export class Checkpointer {
   }
 
   private checkpointInline(): void {
-    const started = performance.now();
-    let reply: CheckpointReply;
-    try {
-      const [row] = this.db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
-      reply = { kind: 'done', busy: row?.busy ?? 0, log: row?.log ?? 0, checkpointed: row?.checkpointed ?? 0, ms: performance.now() - started };
-    } catch (err) {
-      reply = { kind: 'failed', error: errorMessage(err) };
-    }
+    const reply = passiveCheckpoint(this.db);
     this.counters.inline++;
     this.settle(reply);
     if (reply.kind === 'done' && reply.ms > (this.options.inlineStallMs ?? INLINE_STALL_MS) && this.mode === 'inline' && !this.workerFailed) {

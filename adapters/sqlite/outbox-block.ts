@@ -21,7 +21,7 @@ import type { OutboxEntry, OutboxInput, QoS } from '../../gateway/broker';
  * The entries' seqs are not stored: a block holds consecutive seqs, first_seq … last_seq of its row.
  * Names are shared by topic and source (one table), so a client id that is also a topic costs once.
  */
-export const BLOCK_FORMAT = 1;
+const BLOCK_FORMAT = 1;
 /** Entries per block. Bounds the work of decoding a block to reach an entry in its middle. */
 export const MAX_BLOCK_ENTRIES = 1024;
 /** Encoded bytes after which a block is closed (one larger entry makes a block of its own). */

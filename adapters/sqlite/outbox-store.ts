@@ -12,17 +12,12 @@ import {
 } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
 import { MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
-import type { SqliteStorage, StoragePart } from './storage';
+import type { SqliteStorage, StoragePart, Waiter } from './storage';
 
 /** Appended entries waiting for the next commit: a block being built, consecutive seqs from firstSeq. */
 interface PendingBlock {
   readonly firstSeq: number;
   readonly builder: OutboxBlockBuilder;
-}
-
-interface Waiter {
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
 }
 
 /** A stored block's header. */

@@ -40,7 +40,8 @@ export interface StoragePart {
   closed(): void;
 }
 
-interface Waiter {
+/** Someone waiting for a commit: resolved when it is done, rejected if the storage closes first. */
+export interface Waiter {
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }

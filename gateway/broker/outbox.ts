@@ -93,11 +93,12 @@ export interface Outbox {
    */
   close(timeoutMs?: number): Promise<void>;
   /**
-   * Appends a batch, in order. A payload may be a view of a larger buffer (the socket chunk it was
-   * read from): an implementation that keeps it beyond the call keeps a copy (`detachedPayload`). Resolves once the batch is durable (after the group commit that
+   * Appends a batch, in order. Resolves once the batch is durable (after the group commit that
    * contains it), with one result per input: its seq, or `null` if it was refused (`drop-new`, or
    * larger than `maxBytes`). A commit that fails (disk full) is retried and the promise keeps
    * waiting; it rejects with a `StorageError` only if the outbox closes before the batch is stored.
+   * A payload may be a view of a larger buffer (the socket chunk it was read from): an
+   * implementation that keeps it beyond the call keeps a copy (`detachedPayload`).
    */
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]>;
   /** Up to `limit` durable entries with `seq > after`, in ascending seq order. */
