@@ -15,6 +15,8 @@ export interface SpawnOptions {
   nofile: number;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Working directory (default: this process's). */
+  cwd?: string;
 }
 
 /**
@@ -27,7 +29,7 @@ export function spawnTracked(argv: string[], opts: SpawnOptions): ChildProcess {
   const child = spawn(
     '/bin/sh',
     ['-c', 'ulimit -Sn "$1" 2>/dev/null || true; shift; exec "$@"', 'sh', String(opts.nofile), ...pin, ...argv],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) },
   );
   if (child.pid === undefined) throw new Error(`failed to spawn ${argv[0] ?? '?'}`);
   const pid = child.pid;

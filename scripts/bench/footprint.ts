@@ -6,39 +6,30 @@
  *
  *   npm run build && node dist/scripts/bench/footprint.js [--idle-seconds 5] [--runs 3]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { freePort, probe, shebangNodeFlags } from './brokers';
+import { installCleanup, spawnTracked, stopChild } from './children';
+import { rssKb } from './proc';
+import { median } from './stats';
 
 const { values } = parseArgs({ options: { 'idle-seconds': { type: 'string', default: '5' }, runs: { type: 'string', default: '3' } } });
 const IDLE_MS = Number(values['idle-seconds']) * 1000;
 const RUNS = Number(values.runs);
 const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 
-const children = new Set<ChildProcess>();
-const kill = (c: ChildProcess) => {
-  if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
-};
-process.on('exit', () => children.forEach(kill));
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(1));
+installCleanup();
 
 function start(cmd: string, args: string[], cwd?: string): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd === undefined ? {} : { cwd }) });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
+  return spawnTracked([cmd, ...args], { cpu: null, nofile: 4096, ...(cwd === undefined ? {} : { cwd }) });
 }
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:')) ?? '';
-  return Number(/(\d+)/.exec(line)?.[1] ?? 'NaN') / 1024;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const rssMb = (child: ChildProcess): number => rssKb(child.pid as number) / 1024;
 
 async function waitFor(child: ChildProcess, re: RegExp, ms: number): Promise<void> {
   let out = '';
@@ -56,13 +47,6 @@ async function waitFor(child: ChildProcess, re: RegExp, ms: number): Promise<voi
   });
 }
 
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.pid === undefined) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  process.kill(child.pid, 'SIGTERM');
-  await Promise.race([exited, sleep(5000).then(() => kill(child))]);
-}
-
 async function measure(label: string, config: string | undefined, dir: string): Promise<{ label: string; readyMs: number[]; rss: number[] }> {
   const readyMs: number[] = [];
   const rss: number[] = [];
@@ -72,8 +56,8 @@ async function measure(label: string, config: string | undefined, dir: string): 
     await waitFor(gw, /edgeway started/, 15_000);
     readyMs.push(performance.now() - t0);
     await sleep(IDLE_MS);
-    rss.push(rssMb(gw.pid as number));
-    await stop(gw);
+    rss.push(rssMb(gw));
+    await stopChild(gw, 5000);
   }
   return { label, readyMs, rss };
 }
@@ -84,8 +68,8 @@ async function main(): Promise<void> {
     const results = [];
     const empty = start(process.execPath, [...shebangNodeFlags(MAIN), '-e', 'setInterval(() => {}, 1000)']);
     await sleep(IDLE_MS);
-    results.push({ label: 'empty Node process (same flags)', readyMs: [], rss: [rssMb(empty.pid as number)] });
-    kill(empty);
+    results.push({ label: 'empty Node process (same flags)', readyMs: [], rss: [rssMb(empty)] });
+    await stopChild(empty);
 
     const mqttPort = 1883; // built-in defaults: 127.0.0.1:1883
     if (!(await probe(mqttPort))) results.push(await measure('edgeway, built-in defaults (storage in ./data)', undefined, dir));
@@ -105,15 +89,13 @@ async function main(): Promise<void> {
         `serial:\n  - name: shed\n    path: ${ptyGateway}\n    format: json\nredis:\n  url: redis://127.0.0.1:${redisPort}\n  gatewayId: footprint\n`,
     );
     results.push(await measure('edgeway, storage + 1 serial port + Redis uplink', config, dir));
-    kill(socat);
-    kill(redis);
+    await stopChild(socat);
+    await stopChild(redis);
 
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
     process.stdout.write(`edgeway footprint — node ${process.version}, idle ${IDLE_MS / 1000} s, ${RUNS} runs (median)\n\n`);
     process.stdout.write('| process | start → "edgeway started" | idle RSS |\n| --- | ---: | ---: |\n');
     for (const r of results) process.stdout.write(`| ${r.label} | ${r.readyMs.length === 0 ? '–' : `${median(r.readyMs).toFixed(0)} ms`} | ${median(r.rss).toFixed(1)} MB |\n`);
   } finally {
-    children.forEach(kill);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -80,6 +80,8 @@ export function rssKb(pid: number): number {
  * `write_bytes` of /proc/<pid>/io: bytes the process caused to be written to storage (pages it
  * dirtied in the page cache, counted when dirtied, so WAL frames and checkpoints count even
  * before writeback; sockets do not). NaN if unreadable (process gone, restricted /proc).
+ * Like adapters/sqlite readWriteBytes, but for another process, and without importing the
+ * adapter: the load generator runs from a copy of scripts/bench only (run.ts snapshotScripts).
  */
 export function writeBytes(pid: number): number {
   try {

@@ -31,13 +31,13 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import Redis from 'ioredis';
 import mqtt from 'mqtt-packet';
 import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 import { freePort, probe, shebangNodeFlags } from './brokers';
 import { captureTail, clockTicks, detectPinning, installCleanup, pinSelf, spawnTracked, stopChild } from './children';
 import { machineBusyTicks, processTicks, rssKb } from './proc';
+import { median, slope } from './stats';
 import { FaninSubscriber } from './subscriber';
 import { PKT_PUBACK, PKT_PUBLISH, PKT_SUBACK, RawClient, connectMany, encodePublish, repeatPacket } from './wire';
 
@@ -398,28 +398,6 @@ async function writeAll(socket: net.Socket, buf: Buffer): Promise<void> {
 // Stats
 // ---------------------------------------------------------------------------
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  if (n === 0) return Number.NaN;
-  return n % 2 === 1 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
-}
-
-/** Least-squares slope of y against x. */
-function slope(xs: number[], ys: number[]): number {
-  const n = xs.length;
-  if (n < 2) return Number.NaN;
-  const mx = xs.reduce((a, b) => a + b, 0) / n;
-  const my = ys.reduce((a, b) => a + b, 0) / n;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < n; i++) {
-    num += ((xs[i] as number) - mx) * ((ys[i] as number) - my);
-    den += ((xs[i] as number) - mx) ** 2;
-  }
-  return num / den;
-}
-
 function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '—';
 }
@@ -457,6 +435,15 @@ async function fillDirect(dbPath: string): Promise<void> {
   }
   await Promise.all(waits);
   await outbox.close();
+}
+
+/** Entries in the outbox of the (stopped) gateway's database, as the outbox itself counts them. */
+async function storedEntries(dbPath: string): Promise<number> {
+  const outbox = new SqliteOutbox(new SqliteStorage({ path: dbPath, sync: 'normal', flushInterval: 50 }), { maxMessages: OUTBOX_MAX_MESSAGES, maxBytes: OUTBOX_MAX_BYTES, whenFull: 'drop-oldest' });
+  await outbox.open();
+  const { size } = outbox.stats();
+  await outbox.close();
+  return size;
 }
 
 /** N QoS 0 messages on one connection, 1000 per write, with TCP back-pressure; then a commit marker. */
@@ -827,11 +814,8 @@ async function memory(): Promise<void> {
     clients.length = 0;
     await gw.stop();
     const dbPath = join(dir, 'edgeway.db');
-    const db = new Database(dbPath, { readonly: true });
-    // Entries stored: those of every block past the head (outbox-store.ts).
-    const stored = db.prepare('SELECT coalesce(sum(last_seq - max(first_seq, (SELECT seq FROM outbox_head) + 1) + 1), 0) FROM outbox_blocks').pluck().get() as number;
-    db.close();
     const dbBytes = statSync(dbPath).size;
+    const stored = await storedEntries(dbPath);
     const half = Math.floor(rss.length / 2);
     const slopeMbMin = slope(times.slice(half), rss.slice(half));
     // The RSS saw-tooths with V8's major GCs; the floor (minimum of each 5-s window) shows a trend

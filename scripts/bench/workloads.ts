@@ -7,7 +7,7 @@
  * queue filling are excluded).
  */
 import { cpuBetween, cpuMark, isAlive, rssKb, writeBytes } from './proc';
-import { summarize } from './stats';
+import { slope, summarize } from './stats';
 import { FaninSubscriber, type SubscriberOptions } from './subscriber';
 import type { CpuUsage, LoadgenConfig, LoadgenResult } from './types';
 import {
@@ -108,19 +108,9 @@ function subOpts(cfg: LoadgenConfig, clientId: string, qos: 0 | 1): SubscriberOp
   return { host: cfg.host, port: cfg.port, clientId, topic: 'sensors/#', qos };
 }
 
-/** Least-squares slope of ys against their index (units per sample). */
+/** Least-squares slope of ys against their index (units per sample); 0 with fewer than two. */
 function linearSlope(ys: number[]): number {
-  const n = ys.length;
-  if (n < 2) return 0;
-  const meanX = (n - 1) / 2;
-  const meanY = ys.reduce((a, b) => a + b, 0) / n;
-  let num = 0;
-  let den = 0;
-  ys.forEach((y, x) => {
-    num += (x - meanX) * (y - meanY);
-    den += (x - meanX) ** 2;
-  });
-  return num / den;
+  return ys.length < 2 ? 0 : slope(ys.map((_, x) => x), ys);
 }
 
 function closeAll(clients: Iterable<RawClient>): void {
