@@ -25,7 +25,7 @@ export interface GatewayProcessOptions {
 /** Starts the gateway on `config`; resolves once it printed "edgeway started". SIGKILLed when `t` ends. */
 export async function startGatewayProcess(t: Test, config: string, options: GatewayProcessOptions): Promise<Running> {
   const args = options.uplinkTopics === undefined ? [GATEWAY_MAIN, '--config', config] : [GATEWAY_CHILD, config, options.uplinkTopics];
-  const gw = startProcess(t, process.execPath, args, 60_000, options.cwd);
+  const gw = startProcess(t, process.execPath, args, 60_000, { cwd: options.cwd });
   await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, options.what ?? 'the gateway to start');
   return gw;
 }

@@ -23,7 +23,6 @@ function killByPid(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-/** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
 export interface StartOptions {
   /** Where a gateway started without storage.path creates its ./data folder. */
   readonly cwd?: string;
@@ -33,8 +32,8 @@ export interface StartOptions {
   readonly stdoutFd?: number;
 }
 
-export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, options: string | StartOptions = {}): Running {
-  const { cwd, env, stdoutFd } = typeof options === 'string' ? { cwd: options, env: undefined, stdoutFd: undefined } : options;
+/** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
+export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, { cwd, env, stdoutFd }: StartOptions = {}): Running {
   const child = spawn(command, args, {
     stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
     ...(cwd === undefined ? {} : { cwd }),

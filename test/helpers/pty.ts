@@ -136,21 +136,18 @@ export class Device {
   }
 }
 
-/** A pty pair and the device end opened on it; `device` is replaced after a replug. */
-export interface Plugged {
-  readonly pty: PtyPair;
-  device: Device | undefined;
-}
-
-/** Starts a pty pair in `dir` and opens its device end; both are closed when `t` ends. */
-export async function plugIn(t: Test, dir: string, name: string): Promise<Plugged & { device: Device }> {
-  const plugged: Plugged = { pty: new PtyPair(dir, name), device: undefined };
+/**
+ * Starts a pty pair in `dir` and opens its device end; both are closed when `t` ends. A test that
+ * replugs assigns its new device to the returned object's `device`, which the teardown closes.
+ */
+export async function plugIn(t: Test, dir: string, name: string): Promise<{ readonly pty: PtyPair; device: Device }> {
+  const pty = new PtyPair(dir, name);
+  let plugged: { readonly pty: PtyPair; device: Device } | undefined;
   t.teardown(async () => {
-    await plugged.device?.close();
-    await plugged.pty.stop();
+    await plugged?.device.close();
+    await pty.stop();
   });
-  await plugged.pty.start();
-  plugged.device = await Device.open(plugged.pty.devicePath);
-  // The same object the teardown closes: a test that replugs assigns its new device here.
-  return plugged as Plugged & { device: Device };
+  await pty.start();
+  plugged = { pty, device: await Device.open(pty.devicePath) };
+  return plugged;
 }

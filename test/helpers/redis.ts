@@ -68,10 +68,10 @@ export class RedisServer {
       ...(this.options.password === undefined ? [] : ['--requirepass', this.options.password]),
       ...(this.options.args ?? []),
     ];
-    const running = startProcess(this.t, 'redis-server', args, 600_000, this.dir);
+    const running = startProcess(this.t, 'redis-server', args, 600_000, { cwd: this.dir });
     this.running = running;
     // Ready once it answers PING (the AOF loaded).
-    const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null, ...(this.options.password === undefined ? {} : { password: this.options.password }), ...(this.tlsProbe() ?? {}) });
+    const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null, ...(this.options.password === undefined ? {} : { password: this.options.password }) });
     probe.on('error', () => undefined); // refused until the server listens: expected here
     try {
       const deadline = Date.now() + 10_000;
@@ -91,11 +91,6 @@ export class RedisServer {
     } finally {
       probe.disconnect();
     }
-  }
-
-  /** Connection options for the readiness probe when the server only speaks TLS (override). */
-  protected tlsProbe(): Record<string, unknown> | undefined {
-    return undefined;
   }
 
   /** Graceful: SIGTERM (Redis writes its AOF and exits). */

@@ -7,10 +7,9 @@ import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { GATEWAY_MAIN as MAIN } from '../helpers/gateway';
 import { freePort, startProcess, waitForOutput, type Running } from '../helpers/processes';
 
-// dist/test/integration → dist/gateway/main.js
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const EXIT_CONFIG = 78;
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-cli-test-'));
@@ -27,13 +26,13 @@ function writeConfig(text: string): string {
  * Starts a command, killed by PID after `timeoutMs` or when the file ends; run in the test folder,
  * where a gateway without storage.path creates its ./data.
  */
-function start(command: string, args: string[], timeoutMs: number): Running {
-  return startProcess(t, command, args, timeoutMs, dir);
+function start(command: string, args: string[], timeoutMs: number, env?: Record<string, string>): Running {
+  return startProcess(t, command, args, timeoutMs, { cwd: dir, ...(env === undefined ? {} : { env }) });
 }
 
 /** Runs edgeway to completion and returns its exit code and output. */
 async function runEdgeway(args: string[], timeoutMs = 10_000, env?: Record<string, string>) {
-  const r = env === undefined ? start(process.execPath, [MAIN, ...args], timeoutMs) : startProcess(t, process.execPath, [MAIN, ...args], timeoutMs, { cwd: dir, env });
+  const r = start(process.execPath, [MAIN, ...args], timeoutMs, env);
   const { code, signal } = await r.exited;
   return { code, signal, stdout: r.stdout, stderr: r.stderr };
 }

@@ -11,7 +11,7 @@
  * The npm failure paths (the build-tools fallback for better-sqlite3, the checkout build and its
  * up-to-date check) run against a fake `npm` first in PATH that logs its calls.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import t from 'tap';
 import { loadConfigFile } from '../../config/load';
-import { freePort, waitForOutput } from '../helpers/processes';
+import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
 /** The compiled tree this file runs from (dist/, or a private tsc --outDir): holds gateway/, adapters/, config/. */
@@ -68,27 +68,13 @@ interface Result {
 }
 
 /** Runs a command to completion (SIGKILLed after `timeoutMs`), output captured. */
-function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, PATH, ...options.env },
-      cwd: options.cwd ?? tmp,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+async function run(command: string, args: string[], options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<Result> {
+  const r = startProcess(t, command, args, options.timeoutMs ?? 30_000, { cwd: options.cwd ?? tmp, env: { PATH, ...options.env } });
+  const { code, signal } = await r.exited;
+  return { code, signal, stdout: r.stdout, stderr: r.stderr };
 }
 
-const install = (args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 180_000): Promise<Result> => run('bash', [INSTALL, ...args], { env, timeoutMs });
+const install = (args: string[], env?: Record<string, string>, timeoutMs = 180_000): Promise<Result> => run('bash', [INSTALL, ...args], { env, timeoutMs });
 /** A failing assertion's diagnostics: the command's output (tap prints extras for failures only). */
 const output = (r: Result) => ({ stdout: r.stdout, stderr: r.stderr });
 const mode = (path: string): string => (statSync(path).mode & 0o7777).toString(8).padStart(4, '0');
@@ -242,28 +228,19 @@ t.test('the staged wrapper runs the installed gateway', async (t) => {
   t.same(loaded.listeners.map((l) => l.port), [port], 'the copy listens on the free port');
   if (loaded.storage.path !== db || loaded.listeners[0]?.port !== port) return;
 
-  const gw = spawn(wrapper, ['--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH, ...env }, cwd: tmp });
-  let out = '';
-  gw.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-  gw.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => gw.on('close', (code, signal) => resolve({ code, signal })));
-  const killer = setTimeout(() => gw.kill('SIGKILL'), 30_000);
-  t.teardown(async () => {
-    clearTimeout(killer);
-    if (gw.exitCode === null && gw.signalCode === null) gw.kill('SIGKILL');
-    await exited;
-  });
+  const gw = startProcess(t, wrapper, ['--config', configPath], 30_000, { cwd: tmp, env: { PATH, ...env } });
+  const out = () => gw.stdout + gw.stderr;
 
-  await waitForOutput(() => out, new RegExp(`listening .*port=${port}`), 10_000, 'the staged gateway to listen');
-  await waitForOutput(() => out, /edgeway started/, 10_000, 'the staged gateway to start');
+  await waitForOutput(out, new RegExp(`listening .*port=${port}`), 10_000, 'the staged gateway to listen');
+  await waitForOutput(out, /edgeway started/, 10_000, 'the staged gateway to start');
   const client = await RawClient.connect(port, { clientId: 'install-test' });
   t.pass('an MQTT client connects (CONNACK accepted)');
   client.disconnect();
   t.ok(statSync(db).size > 0, 'the database was created by the installed better-sqlite3');
 
-  if (gw.pid !== undefined) process.kill(gw.pid, 'SIGTERM');
-  const { code, signal } = await exited;
-  t.equal(signal, null, `not killed by a signal${out}`);
+  if (gw.child.pid !== undefined) process.kill(gw.child.pid, 'SIGTERM');
+  const { code, signal } = await gw.exited;
+  t.equal(signal, null, `not killed by a signal${out()}`);
   t.equal(code, 0, 'SIGTERM exits 0');
 });
 

@@ -15,10 +15,9 @@ import type Redis from 'ioredis';
 import { within } from '../helpers/mqtt-client';
 import { startGatewayProcess } from '../helpers/gateway';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
-import { Device, PtyPair } from '../helpers/pty';
+import { plugIn } from '../helpers/pty';
 import { RedisServer } from '../helpers/redis';
 
-// dist/test/integration → dist/gateway/main.js
 const GATEWAY_ID = 'gw-test';
 const STREAM = `edgeway:uplink:${GATEWAY_ID}`;
 const STATUS_TOPIC = `edgeway/${GATEWAY_ID}/uplink`;
@@ -341,15 +340,22 @@ function assertExactlyOnce(t: Test, entries: readonly StreamEntry[], acked: Map<
   t.equal(missing, 0, `every one of the ${ackedTotal} PUBACKed messages is in the stream${examples.length > 0 ? ` (missing e.g. ${examples.join(', ')})` : ''}`);
 }
 
+/** The publisher finishes; then the stream holds every message it had PUBACKed, exactly once, in order. */
+async function assertStreamHoldsAcked(t: Test, r: Redis, pub: Publisher, who: string, what: string): Promise<void> {
+  await pub.finish();
+  t.equal(pub.failed.size, 0, 'no publish failed');
+  const n = pub.acked.size;
+  await waitForStream(r, n, 15_000, 500);
+  const entries = await readStream(r);
+  t.equal(entries.length, n, `the stream holds exactly the ${n} ${what}`);
+  assertExactlyOnce(t, entries, new Map([[who, pub.acked]]), 1);
+}
+
 // ---- the tests ----
 
 t.test('10,000 messages from two MQTT clients and a serial port: exactly once, in order, every field right', async (t) => {
   const redis = await RedisServer.start(t);
-  const pty = new PtyPair(dir, 'meter');
-  await pty.start();
-  t.teardown(() => pty.stop());
-  const device = await Device.open(pty.devicePath);
-  t.teardown(() => device.close());
+  const { pty, device } = await plugIn(t, dir, 'meter');
   const before = Date.now();
   const gw = await startGateway(t, 'bulk', { redisUrl: redis.url, serial: [{ name: 'meter', path: pty.gatewayPath }] });
   const r = redis.client();
@@ -456,13 +462,7 @@ t.test('Redis stopped and restarted three times while a client publishes: every 
     await redis.restart();
     await sleep(400);
   }
-  await pub.finish();
-  t.equal(pub.failed.size, 0, 'no publish failed');
-  const n = pub.acked.size;
-  await waitForStream(r, n, 15_000, 500);
-  const entries = await readStream(r);
-  t.equal(entries.length, n, `the stream holds exactly the ${n} messages published`);
-  assertExactlyOnce(t, entries, new Map([['steady', pub.acked]]), 1);
+  await assertStreamHoldsAcked(t, r, pub, 'steady', 'messages published');
   t.notMatch(gw.output(), /outbox dropped|error while/, 'nothing dropped');
   await killGateway(gw, 'SIGTERM');
 });
@@ -643,13 +643,7 @@ t.test('Redis paused (SIGSTOP) for 2 s while a client publishes: every PUBACKed 
   t.ok(pub.acked.size > ackedAtPause, `acknowledged while Redis was paused: ${pub.acked.size - ackedAtPause}`);
   redis.resume();
   await sleep(500);
-  await pub.finish();
-  t.equal(pub.failed.size, 0, 'no publish failed');
-  const n = pub.acked.size;
-  await waitForStream(r, n, 15_000, 500);
-  const entries = await readStream(r);
-  t.equal(entries.length, n, `the stream holds exactly the ${n} messages`);
-  assertExactlyOnce(t, entries, new Map([['stopped', pub.acked]]), 1);
+  await assertStreamHoldsAcked(t, r, pub, 'stopped', 'messages');
   t.match(gw.output(), /no answer in time|timed out/i, 'the timeout was logged');
   await killGateway(gw, 'SIGTERM');
 });

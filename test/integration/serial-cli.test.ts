@@ -7,11 +7,10 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import t from 'tap';
+import { GATEWAY_MAIN as MAIN } from '../helpers/gateway';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { Device, plugIn } from '../helpers/pty';
 
-// dist/test/integration → dist/gateway/main.js
-const MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
 const noStackTrace = (stderr: string): boolean => !stderr.includes('    at ');
 
 function onPath(command: string): boolean {
@@ -70,7 +69,7 @@ t.test('five lines of YAML: readings on mosquitto_sub; unplug and replug resume 
       // The five lines a user adds:
       `serial:\n  - name: greenhouse\n    path: ${pty.gatewayPath}\n    baudRate: 115200\n    format: json\n`,
   );
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, dir);
+  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 30_000, { cwd: dir });
   await waitForOutput(() => gw.stdout, /edgeway started .*serialPorts=1/, 5000, 'the started line');
   t.match(gw.stdout, /serial port online adapter=serial port=greenhouse/, 'the port is online at start');
 

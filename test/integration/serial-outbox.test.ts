@@ -3,25 +3,20 @@
  * child process reads a socat pseudo-terminal; every reading on an uplink topic is in the outbox,
  * in the order of the lines, with the port as its source.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import type { OutboxEntry } from '../../gateway/broker';
 import { readOutbox, startGatewayProcess } from '../helpers/gateway';
 import { freePort } from '../helpers/processes';
-import { Device, PtyPair } from '../helpers/pty';
+import { plugIn } from '../helpers/pty';
+import { tempDir } from '../helpers/sqlite';
 
 const LINES = 2000;
 
 t.test('serial readings on uplink topics are in the outbox, in line order, with the port as source', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'edgeway-serial-outbox-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const pty = new PtyPair(dir, 'meter');
-  await pty.start();
-  t.teardown(() => pty.stop());
-  const device = await Device.open(pty.devicePath);
-  t.teardown(() => device.close());
+  const dir = tempDir(t, 'edgeway-serial-outbox-');
+  const { pty, device } = await plugIn(t, dir, 'meter');
 
   const port = await freePort();
   const db = join(dir, 'edgeway.db');
