@@ -315,6 +315,7 @@ function storageSysValues({ storage, outbox }: OpenedStorage): [string, string][
       ['outbox/bytes', String(s.bytes)],
       ['outbox/dropped', String(s.droppedOldest + s.droppedNew)],
       ['outbox/failed', String(s.failed)],
+      ['outbox/never written', String(s.neverWritten)],
     );
   }
   return values;

@@ -139,6 +139,7 @@ export class MetricsServer {
         const s = outbox.stats();
         out.gauge('edgeway_outbox_messages', 'Messages waiting in the outbox', s.size);
         out.gauge('edgeway_outbox_bytes', 'Their bytes (payload, topic, source)', s.bytes);
+        out.counter('edgeway_outbox_never_written_total', 'Messages the uplink delivered before their commit: never written to disk', s.neverWritten);
         out.counter('edgeway_outbox_dropped_total', 'Messages dropped at a bound of the outbox, by policy', [
           [{ policy: 'drop-oldest' }, s.droppedOldest],
           [{ policy: 'drop-new' }, s.droppedNew],

@@ -136,7 +136,9 @@ type WithAppend = Redis & { edgewayUplinkAppend(key: string, ...args: (string | 
  * already, from a batch whose reply was lost or a run that was killed before acknowledging — and
  * acknowledge them in the outbox, which deletes them with the next group commit. On any other
  * error the rest of the batch is left for the next attempt, after a back-off. Live messages are
- * never sent ahead of older ones: there is only the cursor.
+ * never sent ahead of older ones: there is only the cursor. Entries not committed yet are read
+ * too (outbox.ts ReadOptions): a live message goes out at once, and if Redis confirms it within
+ * the commit window the outbox never writes it.
  */
 export class Uplink {
   private running = false;
@@ -336,7 +338,9 @@ export class Uplink {
 
   /** The next entries after `after`: at most batchSize, and at most `maxBytes` of payload (at least one). */
   private nextBatch(after: number, maxBytes: number): OutboxEntry[] {
-    const batch = this.outbox.read(after, this.batchLimit());
+    // Pending too: a live message is sent right away, and one Redis confirms before the group
+    // commit is never written to the gateway's disk (outbox.ts ReadOptions).
+    const batch = this.outbox.read(after, this.batchLimit(), { pending: true });
     let bytes = 0;
     for (let i = 0; i < batch.length; i++) {
       bytes += (batch[i] as OutboxEntry).payload.length;

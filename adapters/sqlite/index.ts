@@ -3,7 +3,7 @@
  * core and imports from gateway/broker's public index only; gateway/main.ts wires it.
  */
 export { EARLY_COMMIT_CHANGES, SqliteStorage, type SqliteStorageOptions, type StoragePart } from './storage';
-export { SqliteOutbox } from './outbox-store';
+export { SEQ_RESERVATION, SqliteOutbox } from './outbox-store';
 export { SqliteRetainedStore } from './retained-store';
 export { SqliteStateStore } from './state-store';
 export { SqliteSessionStore } from './session-store';

@@ -91,6 +91,14 @@ export class OutboxBlockBuilder {
   }
 
   /**
+   * The entries added so far, as a block `decodeBlock` reads, while the builder goes on. Adding
+   * only writes past the end, or into a new buffer when it grows, so the view stays valid.
+   */
+  view(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+
+  /**
    * Writes a name at `off` — its index when the block has it already, else its length and UTF-8
    * bytes, entering it in the table — and returns the new offset; `lastNameWasNew` and
    * `lastNameBytes` tell which and how long (fields, not an object per call: this runs per message).

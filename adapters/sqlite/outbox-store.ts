@@ -9,6 +9,7 @@ import {
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
+  type ReadOptions,
 } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
 import { MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
@@ -27,18 +28,30 @@ interface BlockRow {
   bytes: number;
 }
 
+/**
+ * Seqs reserved ahead of the entries handed out, so that a reader may send pending entries before
+ * they are stored (see `read`): the reservation is stored first, and a gateway killed before its
+ * next commit continues above it instead of handing those seqs out again for other messages. A
+ * crash then leaves a gap of at most this many seqs; a clean stop leaves none (`closed`).
+ */
+export const SEQ_RESERVATION = 65_536;
+
 /** What one commit changed; applied to the counters only once the transaction committed. */
 interface CommitDelta {
   inserted: number;
   insertedBytes: number;
+  /** Pending entries the reader had acknowledged already: never written, gone with this commit. */
+  skipped: number;
   acked: number;
   ackedBytes: number;
   evicted: number;
   evictedBytes: number;
   /** The head after the commit: every seq up to it is gone. */
   head: number;
-  /** The highest seq stored after the commit. */
+  /** The highest seq stored (or skipped) after the commit. */
   storedLastSeq: number;
+  /** The seq reservation after the commit (`outbox_head.used`). */
+  reservedSeq: number;
 }
 
 type Statements = ReturnType<typeof prepare>;
@@ -53,6 +66,7 @@ function prepare(db: SqliteDatabase) {
     firstHeaderFrom: db.prepare('SELECT last_seq, first_seq, bytes FROM outbox_blocks WHERE last_seq >= ? ORDER BY last_seq LIMIT 1'),
     deleteUpTo: db.prepare('DELETE FROM outbox_blocks WHERE last_seq <= ?'),
     setHead: db.prepare('UPDATE outbox_head SET seq = ? WHERE id = 1'),
+    setUsed: db.prepare('UPDATE outbox_head SET used = ? WHERE id = 1'),
   };
 }
 
@@ -74,6 +88,11 @@ function prepare(db: SqliteDatabase) {
  * storage logs it at a bounded rate and retries): nothing accepted is given up while the process
  * runs. Pending entries stay within the same bounds plus at most one block: under `drop-oldest`
  * whole pending blocks that no longer fit make room.
+ *
+ * A reader may take entries before their commit (`read` with `pending`, the live uplink); those
+ * it acknowledges before the commit are never written — while Redis keeps up, the SD card sees
+ * only the head moving. QoS 0 appends therefore only arm the window's timer instead of counting
+ * towards an early commit. Seqs read that way are reserved on disk first (SEQ_RESERVATION).
  *
  * `open()` and `close()` open and close the whole storage: an outbox on its own storage (tests,
  * the benchmark) needs nothing else; in the gateway they are idempotent calls on a storage the
@@ -97,9 +116,13 @@ export class SqliteOutbox implements Outbox, StoragePart {
   private storedLastSeq = 0;
   /** Highest seq handed out (pending ones included). */
   private lastSeq = 0;
+  /** Stored: no seq up to here is handed out again after a restart. Pending entries up to it are readable. */
+  private reservedSeq = 0;
+  /** A reader asked for pending entries beyond the reservation: the next commit extends it. */
+  private reservationWanted = false;
   /** The entry sizes of the block last decoded for them: the head's block, decoded again at every ack. */
   private sizesCache: { lastSeq: number; sizes: number[] } | undefined;
-  private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, failed: 0, commits: 0 };
+  private readonly counters = { appended: 0, acknowledged: 0, neverWritten: 0, droppedOldest: 0, droppedNew: 0, failed: 0, commits: 0 };
   private readonly dropLog: RateLimitedLog;
   private readonly malformedLog: RateLimitedLog;
   private readonly watchers = new OutboxWatchers();
@@ -153,6 +176,7 @@ export class SqliteOutbox implements Outbox, StoragePart {
     }
     this.storedLastSeq = Math.max(totals.m, this.head, head.used);
     this.lastSeq = this.storedLastSeq;
+    this.reservedSeq = this.lastSeq;
     this.storage.logger.info('storage: outbox open', { path: this.storage.options.path, sync: this.storage.options.sync, messages: this.size, bytes: this.bytes, lastSeq: this.lastSeq });
   }
 
@@ -175,15 +199,19 @@ export class SqliteOutbox implements Outbox, StoragePart {
     const { appended, appendWaiters, ackWaiters } = this.takePending();
     this.counters.commits++;
     this.counters.appended += appended;
-    this.counters.acknowledged += delta.acked;
+    this.counters.acknowledged += delta.acked + delta.skipped;
+    this.counters.neverWritten += delta.skipped;
     this.size += delta.inserted - delta.acked - delta.evicted;
     this.bytes += delta.insertedBytes - delta.ackedBytes - delta.evictedBytes;
     this.head = delta.head;
     this.storedLastSeq = delta.storedLastSeq;
+    const reservationGrew = delta.reservedSeq > this.reservedSeq;
+    this.reservedSeq = delta.reservedSeq;
+    this.reservationWanted = false;
     if (delta.evicted > 0) this.countDrops(delta.evicted, 0);
     for (const w of appendWaiters) w.resolve();
     for (const w of ackWaiters) w.resolve();
-    if (delta.inserted > 0) this.watchers.notify();
+    if (delta.inserted > 0 || reservationGrew) this.watchers.notify();
   }
 
   watch(listener: () => void): () => void {
@@ -199,6 +227,15 @@ export class SqliteOutbox implements Outbox, StoragePart {
 
   closed(): void {
     this.closed_ = true;
+    // After the final commit nothing is pending and no seq above lastSeq was handed out: give
+    // the unused reservation back, so that a clean restart continues without a gap.
+    if (this.stmts !== undefined && this.pendingCount === 0 && this.reservedSeq > this.lastSeq) {
+      try {
+        this.stmts.setUsed.run(this.lastSeq);
+      } catch {
+        // a gap after the restart, nothing worse
+      }
+    }
     this.stmts = undefined;
     const { appendWaiters, ackWaiters } = this.takePending();
     const err = new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox was closed before this commit');
@@ -250,29 +287,61 @@ export class SqliteOutbox implements Outbox, StoragePart {
     if (whenFull === 'drop-oldest') this.trimPending();
     if (refused > 0) this.countDrops(0, refused);
     if (refused === entries.length) return Promise.resolve(result);
+    // The reader may take entries before they are stored (see read).
+    if (this.lastSeq - (entries.length - refused) < this.reservedSeq) this.watchers.notify();
     return new Promise<void>((resolve, reject) => {
       this.appendWaiters.push({ resolve, reject });
-      this.storage.schedule(entries.length - refused);
+      // QoS 0 entries only arm the window's timer: no acknowledgement waits for them, and within
+      // the window a live uplink confirms most of them — those are then never written at all.
+      // QoS 1/2 entries count towards an early commit, like every change someone waits for.
+      let awaited = 0;
+      for (const input of entries) if (input.qos > 0) awaited++;
+      this.storage.schedule(awaited);
     }).then(() => result);
   }
 
-  read(after: number, limit: number): OutboxEntry[] {
+  /**
+   * Stored entries first, then pending ones up to the seq reservation: a reader may send an entry
+   * before its commit, and if it acknowledges it before that commit the entry is never written
+   * (writeBlocks). That is safe because the seq cannot be handed out again (SEQ_RESERVATION) and
+   * an entry whose commit never comes (kill -9) was not acknowledged to anyone by the outbox.
+   */
+  read(after: number, limit: number, options?: ReadOptions): OutboxEntry[] {
     const stmts = this.stmts;
     if (stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
     const out: OutboxEntry[] = [];
     if (limit <= 0) return out;
     const from = Math.floor(Math.max(after, this.head)) + 1;
     const take = (entry: OutboxEntry) => out.push(entry) < limit;
-    for (const row of stmts.readFrom.iterate(from) as IterableIterator<{ first_seq: number; data: Buffer }>) {
-      try {
-        decodeBlock(row.data, row.first_seq, Math.max(0, from - row.first_seq), take);
-      } catch (err) {
-        // Only a damaged file (or a bug) gets here: the rest of the queue must still flow.
-        this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq: row.first_seq, error: errorMessage(err) });
+    if (from <= this.storedLastSeq) {
+      for (const row of stmts.readFrom.iterate(from) as IterableIterator<{ first_seq: number; data: Buffer }>) {
+        this.decode(row.data, row.first_seq, from, take);
+        if (out.length >= limit) return out;
       }
-      if (out.length >= limit) break;
     }
+    if (options?.pending !== true) return out;
+    let reserved = true;
+    const readable = (entry: OutboxEntry) => {
+      reserved = entry.seq <= this.reservedSeq;
+      return reserved && take(entry);
+    };
+    for (const { firstSeq, builder } of this.pending) {
+      if (firstSeq + builder.count <= from) continue;
+      this.decode(builder.view(), firstSeq, from, readable);
+      if (out.length >= limit || !reserved) break;
+    }
+    // The next commit extends the reservation; the reader is told (watch) when it did.
+    if (!reserved) this.reservationWanted = true;
     return out;
+  }
+
+  private decode(data: Buffer, firstSeq: number, from: number, visit: (entry: OutboxEntry) => boolean): void {
+    try {
+      decodeBlock(data, firstSeq, Math.max(0, from - firstSeq), visit);
+    } catch (err) {
+      // Only a damaged file (or a bug) gets here: the rest of the queue must still flow.
+      this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq, error: errorMessage(err) });
+    }
   }
 
   ack(upTo: number): Promise<void> {
@@ -313,9 +382,16 @@ export class SqliteOutbox implements Outbox, StoragePart {
   /** Inside the transaction: insert the pending blocks, apply the ack, then drop the oldest entries beyond a bound. */
   private writeBlocks(): CommitDelta {
     const stmts = this.stmts as Statements;
-    const delta: CommitDelta = { inserted: 0, insertedBytes: 0, acked: 0, ackedBytes: 0, evicted: 0, evictedBytes: 0, head: this.head, storedLastSeq: this.storedLastSeq };
+    const delta: CommitDelta = { inserted: 0, insertedBytes: 0, skipped: 0, acked: 0, ackedBytes: 0, evicted: 0, evictedBytes: 0, head: this.head, storedLastSeq: this.storedLastSeq, reservedSeq: this.reservedSeq };
     for (const { firstSeq, builder } of this.pending) {
       const lastSeq = firstSeq + builder.count - 1;
+      if (lastSeq <= this.ackUpTo) {
+        // Sent before its commit and confirmed already: nothing to write (a block only partly
+        // confirmed is written, and the head then points into it).
+        delta.skipped += builder.count;
+        delta.storedLastSeq = lastSeq;
+        continue;
+      }
       stmts.insert.run(lastSeq, firstSeq, builder.bytes, builder.finish());
       delta.inserted += builder.count;
       delta.insertedBytes += builder.bytes;
@@ -335,6 +411,11 @@ export class SqliteOutbox implements Outbox, StoragePart {
     if (delta.head !== this.head) {
       stmts.deleteUpTo.run(delta.head);
       stmts.setHead.run(delta.head);
+    }
+    // Extended while a reader takes pending entries, half a reservation before it runs out.
+    if (this.reservationWanted || (this.reservedSeq > this.storedLastSeq && this.lastSeq + SEQ_RESERVATION / 2 > this.reservedSeq)) {
+      delta.reservedSeq = Math.max(this.reservedSeq, this.lastSeq + SEQ_RESERVATION);
+      stmts.setUsed.run(delta.reservedSeq);
     }
     return delta;
   }

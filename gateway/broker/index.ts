@@ -18,4 +18,5 @@ export {
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
+  type ReadOptions,
 } from './outbox';

@@ -109,6 +109,6 @@ export class MemoryOutbox implements Outbox {
   }
 
   stats(): OutboxStats {
-    return { size: this.ring.length, bytes: this.bytes, pending: 0, lastSeq: this.lastSeq, failed: 0, ...this.counters };
+    return { size: this.ring.length, bytes: this.bytes, pending: 0, lastSeq: this.lastSeq, failed: 0, neverWritten: 0, ...this.counters };
   }
 }

@@ -10,6 +10,7 @@ import type { QoS } from './types';
  *   let cursor = 0;                               // nothing read yet in this process
  *   for (;;) {
  *     const batch = outbox.read(cursor, 500);     // durable entries with seq > cursor, ascending
+ *                                                 // ({ pending: true }: and appended ones, see ReadOptions)
  *     if (batch.length === 0) { wait for outbox.stats().lastSeq to move; continue; }
  *     await redis XADD … with explicit stream id `${entry.seq}-0` per entry;   // idempotent
  *     cursor = batch[batch.length - 1].seq;
@@ -22,6 +23,19 @@ import type { QoS } from './types';
  * instead of being stored twice. Entries can be missing between two seqs (dropped by the bound,
  * refused, or lost by a failed commit); a reader must not expect seqs to be contiguous.
  */
+
+/**
+ * `pending`: also return entries appended but not yet committed, after the durable ones. A reader
+ * that delivers them somewhere durable (the Redis uplink) and acknowledges them before their
+ * commit saves writing them at all. Their seqs are final — an implementation hands out only seqs
+ * it has reserved durably, so a seq read here is never given to another message, even after a
+ * crash before the commit (which loses the entry as it would have anyway: its append had not
+ * resolved). An implementation may return fewer pending entries than there are (those beyond
+ * its reservation), and then calls the `watch` listeners once more are readable.
+ */
+export interface ReadOptions {
+  readonly pending?: boolean;
+}
 
 /** What a producer hands to `append`. */
 export interface OutboxInput {
@@ -74,6 +88,8 @@ export interface OutboxStats {
   readonly appended: number;
   /** Entries deleted by `ack` since open. */
   readonly acknowledged: number;
+  /** Of those, entries acknowledged before their commit (read with `pending`): never written at all. */
+  readonly neverWritten: number;
   /** Entries deleted to make room (`drop-oldest`). */
   readonly droppedOldest: number;
   /** Entries refused: full under `drop-new`, or larger than `maxBytes`. */
@@ -101,8 +117,11 @@ export interface Outbox {
    * implementation that keeps it beyond the call keeps a copy (`detachedPayload`).
    */
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]>;
-  /** Up to `limit` durable entries with `seq > after`, in ascending seq order. */
-  read(after: number, limit: number): OutboxEntry[];
+  /**
+   * Up to `limit` entries with `seq > after`, in ascending seq order: durable ones, and with
+   * `pending` also entries appended but not committed yet (see ReadOptions).
+   */
+  read(after: number, limit: number, options?: ReadOptions): OutboxEntry[];
   /**
    * Deletes every stored entry with `seq <= upTo` (acknowledged by the uplink). Resolves once the
    * deletion is durable. Acknowledging seqs already gone is a no-op.
@@ -110,8 +129,9 @@ export interface Outbox {
   ack(upTo: number): Promise<void>;
   stats(): OutboxStats;
   /**
-   * Calls `listener` whenever new entries have become readable (after the commit that holds them),
-   * so a reader can wait instead of polling. Returns the function that removes the listener.
+   * Calls `listener` whenever new entries have become readable (appended, for a reader of pending
+   * entries, or committed), so a reader can wait instead of polling. Returns the function that
+   * removes the listener.
    */
   watch(listener: () => void): () => void;
 }

@@ -58,7 +58,7 @@ const USAGE = `usage: node scripts/bench/uplink.js [flags]
   --no-outage-run           cost: skip variant C (redis section, Redis down)
   --outage-seconds S        memory: outage duration                          [60]
   --rate R                  memory: publish rate, msg/s                      [20000]
-  --profile                 drain: run the gateway with --cpu-prof and print its top functions
+  --profile                 drain, cost: run the gateway with --cpu-prof and print its top functions
   --gateway-node-flags F    Node flags for the gateway, space-separated ('' for none)
                                                             [the entry's shebang flags]
   --no-pin                  do not pin with taskset
@@ -623,6 +623,7 @@ interface FaninResult {
 async function faninRun(variant: Variant): Promise<FaninResult> {
   const dir = tempDir(`cost${variant}`);
   const redisDir = join(dir, 'redis');
+  const profDir = join(dir, 'prof');
   mkdirSync(redisDir, { recursive: true });
   const port = await freePort();
   const redisPort = variant === 'A' ? undefined : await freePort();
@@ -631,7 +632,8 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
   const clients: RawClient[] = [];
   try {
     if (variant === 'B') redis = await startRedis(redisPort as number, redisDir);
-    gw = await startGateway({ dir, port, ...(redisPort === undefined ? {} : { redisPort }) });
+    if (values.profile === true) mkdirSync(profDir, { recursive: true });
+    gw = await startGateway({ dir, port, ...(redisPort === undefined ? {} : { redisPort }), ...(values.profile === true ? { cpuProfDir: profDir } : {}) });
     if (redis !== undefined) {
       // Traffic starts once the uplink is connected.
       const deadline = Date.now() + 15_000;
@@ -708,6 +710,13 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
     for (const c of clients) c.close();
     await gw?.stop();
     await redis?.stop();
+    if (values.profile === true) {
+      try {
+        notes.push(`cost ${variant}:`, ...summarizeProfile(profDir), '');
+      } catch (err) {
+        notes.push(`profile not read: ${String(err)}`);
+      }
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import t from 'tap';
-import { APPLICATION_ID, JOURNAL_SIZE_LIMIT, SCHEMA_VERSION, SqliteOutbox, SqliteStorage, openDatabase, type SqliteStorageOptions } from '../../adapters/sqlite';
-import { silentLogger, type OutboxLimits } from '../../gateway/broker';
+import t, { type Test } from 'tap';
+import { APPLICATION_ID, JOURNAL_SIZE_LIMIT, SCHEMA_VERSION, SEQ_RESERVATION, SqliteOutbox, SqliteStorage, openDatabase, type SqliteStorageOptions } from '../../adapters/sqlite';
+import { silentLogger, type OutboxInput, type OutboxLimits } from '../../gateway/broker';
 import { startProcess, waitForOutput } from '../helpers/processes';
 import { recordingLogger, smallFileSystem, tempDir } from '../helpers/sqlite';
 import { sizedEntry } from '../helpers/outbox-contract';
@@ -404,4 +404,94 @@ t.test('a damaged block is logged and skipped; the entries after it still flow a
   await outbox.ack(second[0] as number); // inside the damaged block: sizes are estimated, the commit succeeds
   await outbox.ack(third[0] as number);
   t.match(outbox.stats(), { size: 0, bytes: 0 }, 'emptied: nothing stuck behind it');
+});
+
+/** An outbox whose commits the test makes (flush), on a storage it can reach. */
+async function manualOutbox(t: Test, path: string): Promise<{ outbox: SqliteOutbox; storage: SqliteStorage }> {
+  const storage = new SqliteStorage({ path, sync: 'normal', flushInterval: 60_000, now: FIXED_NOW });
+  const outbox = new SqliteOutbox(storage, LIMITS);
+  t.teardown(() => outbox.close());
+  await outbox.open();
+  return { outbox, storage };
+}
+
+const qos0 = (i: number): OutboxInput => ({ ...sizedEntry(i), qos: 0 });
+
+/** Entries the database holds (blocks' spans minus what lies behind the head). */
+function storedSpan(path: string): { rows: number; entries: number; head: number; used: number } {
+  const db = new Database(path, { readonly: true });
+  try {
+    const head = db.prepare('SELECT seq, used FROM outbox_head').get() as { seq: number; used: number };
+    const rows = db.prepare('SELECT first_seq, last_seq FROM outbox_blocks').all() as { first_seq: number; last_seq: number }[];
+    const entries = rows.reduce((n, r) => n + Math.max(0, r.last_seq - Math.max(r.first_seq, head.seq + 1) + 1), 0);
+    return { rows: rows.length, entries, head: head.seq, used: head.used };
+  } finally {
+    db.close();
+  }
+}
+
+t.test('pending entries: readable up to the seq reservation; those acknowledged before their commit are never written', async (t) => {
+  const path = join(tempDir(t), 'edgeway.db');
+  const { outbox, storage } = await manualOutbox(t, path);
+  const first = outbox.append(Array.from({ length: 10 }, (_, i) => qos0(i)));
+  t.same(outbox.read(0, 100), [], 'without `pending`: nothing before the commit');
+  t.same(outbox.read(0, 100, { pending: true }), [], 'nothing reserved yet: no pending entry is readable');
+  let notified = 0;
+  outbox.watch(() => notified++);
+  storage.flush();
+  await first;
+  t.equal(notified, 1, 'the commit that reserved seqs told the reader');
+  t.ok(storedSpan(path).used >= 10 + SEQ_RESERVATION - 1, 'the reservation is stored with the commit');
+
+  const seqs = (await Promise.all([outbox.append(Array.from({ length: 2500 }, (_, i) => qos0(10 + i))), (storage.flush(), Promise.resolve())]))[0];
+  t.equal(seqs[0], 11, 'seqs continue');
+  const later = outbox.append(Array.from({ length: 3000 }, (_, i) => qos0(2510 + i)));
+  t.ok(notified >= 2, 'appending reserved entries tells the reader');
+  const read = outbox.read(0, 10_000, { pending: true });
+  t.equal(read.length, 5510, 'stored entries, then every pending one');
+  t.same(read.map((e) => e.seq), Array.from({ length: 5510 }, (_, i) => i + 1), 'in seq order, none twice');
+  t.equal(read[5509]?.payload.subarray(0, 7).toString(), '#5509#\0', 'payloads of pending entries as appended');
+  t.same(outbox.read(2510, 10_000).length, 0, 'without `pending` still only stored ones');
+
+  // The reader confirms everything but the last 100 pending entries before the commit.
+  void outbox.ack(5410);
+  storage.flush();
+  await later;
+  const span = storedSpan(path);
+  t.equal(span.entries, 100, 'only the unconfirmed entries are on disk');
+  t.equal(span.rows, 1, 'in the one block holding them (the confirmed blocks were never inserted)');
+  t.equal(span.head, 5410, 'the head is past every confirmed entry');
+  const s = outbox.stats();
+  t.equal(s.size, 100, 'size counts what is stored');
+  t.equal(s.appended, 5510, 'every entry counted as appended');
+  t.equal(s.acknowledged, 5410, 'and as acknowledged');
+  t.ok(s.neverWritten >= 2000 && s.neverWritten <= 3000, `${s.neverWritten} of the 3000 confirmed before their commit were never written (whole blocks)`);
+  t.same(outbox.read(0, 1000).map((e) => e.seq), Array.from({ length: 100 }, (_, i) => 5411 + i), 'the rest reads back in order');
+});
+
+t.test('seq reservation: after a crash new seqs are above every seq a reader saw; after a clean close there is no gap', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'edgeway.db');
+  const { outbox, storage } = await manualOutbox(t, path);
+  const committed = outbox.append(Array.from({ length: 5 }, (_, i) => qos0(i)));
+  outbox.read(0, 10, { pending: true }); // asks for a reservation
+  storage.flush();
+  await committed;
+  void outbox.append(Array.from({ length: 50 }, (_, i) => qos0(5 + i)));
+  const seen = outbox.read(5, 100, { pending: true }).map((e) => e.seq);
+  t.equal(seen.length, 50, 'pending entries read before their commit');
+  // A crash now: the files as they are on disk (the WAL holds the committed reservation).
+  const crashed = join(dir, 'crashed.db');
+  copyFileSync(path, crashed);
+  copyFileSync(`${path}-wal`, `${crashed}-wal`);
+  const after = await manualOutbox(t, crashed);
+  t.same(after.outbox.read(0, 100).map((e) => e.seq), [1, 2, 3, 4, 5], 'the committed entries survived; the pending ones did not');
+  const [next] = await Promise.all([after.outbox.append([qos0(99)]), (after.storage.flush(), Promise.resolve())]).then(([s]) => s);
+  t.ok((next as number) > Math.max(...seen), `the next seq (${next}) is above every seq handed to the reader (${Math.max(...seen)})`);
+
+  storage.flush();
+  await outbox.close();
+  const reopened = await manualOutbox(t, path);
+  const [again] = await Promise.all([reopened.outbox.append([qos0(100)]), (reopened.storage.flush(), Promise.resolve())]).then(([s]) => s);
+  t.equal(again, 56, 'a clean close gives the unused reservation back: no gap');
 });
