@@ -23,12 +23,29 @@ const encodedNames = new Map<string, Uint8Array>();
 const MAX_ENCODED_NAMES = 4096;
 
 export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
-  let size = 5;
-  for (const e of entries) size += 5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length) + e.payload.length;
-  const buf = Buffer.allocUnsafe(size);
-  let off = writeArrayHeader(buf, 0, entries.length * FIELDS_PER_ENTRY);
-  for (const e of entries) {
-    off = writeDecimal(buf, off, e.seq);
+  const encoder = new BatchEncoder();
+  for (const e of entries) encoder.add(e);
+  return encoder.finish();
+}
+
+/** The array header is written last, in front of the entries: room for its longest form. */
+const HEADER_ROOM = 5;
+
+/**
+ * Encodes a batch entry by entry, so that the caller need not keep the entries: the uplink
+ * encodes each entry as the outbox hands it over, and it is garbage right after (entries held
+ * for a whole batch were promoted to V8's old generation — see Outbox.add).
+ */
+export class BatchEncoder {
+  private buf = Buffer.allocUnsafe(16 * 1024);
+  private off = HEADER_ROOM;
+  /** Entries added. */
+  count = 0;
+
+  add(e: OutboxEntry): void {
+    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length) + e.payload.length);
+    const buf = this.buf;
+    let off = writeDecimal(buf, this.off, e.seq);
     off = writeName(buf, off, e.topic);
     off = writeHeader(buf, off, e.payload.length);
     // TypedArray#set: no native call per small payload, unlike Buffer#copy.
@@ -39,9 +56,25 @@ export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
     buf[off++] = 0xa1;
     buf[off++] = e.retain ? 0x31 : 0x30;
     off = writeDecimal(buf, off, e.arrivedAt);
-    off = writeName(buf, off, e.source);
+    this.off = writeName(buf, off, e.source);
+    this.count++;
   }
-  return buf.subarray(0, off);
+
+  /** The MessagePack array of every entry added (the encoder must not be used afterwards). */
+  finish(): Buffer {
+    const header = Buffer.allocUnsafe(HEADER_ROOM);
+    const length = writeArrayHeader(header, 0, this.count * FIELDS_PER_ENTRY);
+    const start = HEADER_ROOM - length;
+    header.copy(this.buf, start, 0, length);
+    return this.buf.subarray(start, this.off);
+  }
+
+  private reserve(extra: number): void {
+    if (this.off + extra <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.off + extra, this.buf.length * 2));
+    this.buf.copy(grown, 0, 0, this.off);
+    this.buf = grown;
+  }
 }
 
 function writeName(buf: Buffer, off: number, name: string): number {

@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import { errorMessage, RateLimitedLog, type Logger, type Outbox, type OutboxEntry } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
 import type { RedisSettings } from './settings';
-import { FIELDS_PER_ENTRY, encodeBatch } from './batch-encoding';
+import { BatchEncoder, FIELDS_PER_ENTRY } from './batch-encoding';
 import { lastGeneratedId } from './stream-id';
 
 /** Small named values kept across restarts, written with the storage's group commit. */
@@ -121,6 +121,14 @@ const MAX_BATCH_BYTES = 512 * 1024;
  * check keeps them in order.
  */
 const BATCHES_IN_FLIGHT = 4;
+/**
+ * After sending everything there was (live traffic, no backlog), wait this long (ms) before the
+ * next read: without it every turn of the event loop that appended a few messages becomes a
+ * script call of its own, and that per-call cost (ioredis, a socket write, the script's start)
+ * was most of the uplink's CPU at moderate rates (scripts/bench/uplink.ts --only steady). Well
+ * inside the storage's commit window, so what Redis confirms is still never written locally.
+ */
+const LINGER_MS = 5;
 /** Consecutive timeouts after which the connection is replaced (a dead TCP peer gives no error). */
 const TIMEOUTS_BEFORE_RECONNECT = 3;
 
@@ -267,7 +275,8 @@ export class Uplink {
       }
       try {
         if (!this.epochChecked) await this.checkEpoch();
-        if (!(await this.sendWindow())) {
+        const sent = await this.sendWindow();
+        if (sent === 'nothing') {
           this.setState('connected');
           await this.sleep(undefined, true);
           continue;
@@ -275,6 +284,8 @@ export class Uplink {
         attempt = 0;
         this.timeoutsInARow = 0;
         this.lastError = undefined;
+        // Caught up with live traffic: let messages gather instead of sending every few.
+        if (sent === 'caught-up') await this.sleep(LINGER_MS, false);
       } catch (err) {
         if (err instanceof EpochConflict) {
           await this.moveToNewEpoch(err.id);
@@ -299,26 +310,28 @@ export class Uplink {
   /**
    * Sends up to BATCHES_IN_FLIGHT batches after the cursor without waiting in between (one when
    * `replayRate` paces them), then settles the replies in order. A reply after a failed one is not
-   * used: its entries are re-sent from the cursor and recognised there. Resolves false when there
-   * was nothing to send; throws what the first failed batch threw.
+   * used: its entries are re-sent from the cursor and recognised there. Resolves 'nothing' when
+   * there was nothing to send, 'caught-up' when it sent everything there was, 'more' when it
+   * stopped at the window; throws what the first failed batch threw.
    */
-  private async sendWindow(): Promise<boolean> {
-    const sends: { batch: OutboxEntry[]; reply: Promise<AppendReply> }[] = [];
+  private async sendWindow(): Promise<'nothing' | 'caught-up' | 'more'> {
+    const sends: { batch: Batch; reply: Promise<AppendReply> }[] = [];
     const window = this.settings.uplink.replayRate > 0 ? 1 : BATCHES_IN_FLIGHT;
     let budget = MAX_BATCH_BYTES;
-    let previous: OutboxEntry | undefined;
+    let previous: Batch | undefined;
+    let caughtUp = false;
     while (sends.length < window && budget > 0 && this.running) {
-      const batch = this.nextBatch(previous?.seq ?? this.cursor, budget);
-      if (batch.length === 0) break;
+      const batch = this.nextBatch(previous?.lastSeq ?? this.cursor, budget);
+      caughtUp = batch.all;
+      if (batch.count === 0) break;
       if (sends.length === 0) {
-        const last = batch[batch.length - 1] as OutboxEntry;
-        this.setState(batch.length >= this.settings.uplink.batchSize || this.outbox.read(last.seq, 1).length > 0 ? 'draining' : 'connected');
+        this.setState(batch.count >= this.settings.uplink.batchSize || this.outbox.read(batch.lastSeq, 1).length > 0 ? 'draining' : 'connected');
       }
-      await this.pace(batch.length);
+      await this.pace(batch.count);
       if (!this.running) break;
-      for (const e of batch) budget -= e.payload.length;
+      budget -= batch.payloadBytes;
       sends.push({ batch, reply: this.append(batch, previous) });
-      previous = batch[batch.length - 1];
+      previous = batch;
     }
     let failure: unknown;
     let settled = true;
@@ -333,20 +346,45 @@ export class Uplink {
       }
     }
     if (failure !== undefined) throw failure;
-    return sends.length > 0;
+    if (sends.length === 0) return 'nothing';
+    return caughtUp ? 'caught-up' : 'more';
   }
 
-  /** The next entries after `after`: at most batchSize, and at most `maxBytes` of payload (at least one). */
-  private nextBatch(after: number, maxBytes: number): OutboxEntry[] {
+  /**
+   * The next entries after `after`, encoded as they are read (no entry is kept: see BatchEncoder):
+   * at most batchSize, and at most `maxBytes` of payload (at least one).
+   */
+  private nextBatch(after: number, maxBytes: number): Batch {
+    const limit = this.batchLimit();
+    const encoder = new BatchEncoder();
+    const seqs = new Float64Array(limit);
+    let payloadBytes = 0;
+    let last: OutboxEntry | undefined;
+    let cut = false;
     // Pending too: a live message is sent right away, and one Redis confirms before the group
     // commit is never written to the gateway's disk (outbox.ts ReadOptions).
-    const batch = this.outbox.read(after, this.batchLimit(), { pending: true });
-    let bytes = 0;
-    for (let i = 0; i < batch.length; i++) {
-      bytes += (batch[i] as OutboxEntry).payload.length;
-      if (bytes > maxBytes && i > 0) return batch.slice(0, i);
-    }
-    return batch;
+    this.outbox.scan(after, limit, (entry) => {
+      if (last !== undefined && payloadBytes + entry.payload.length > maxBytes) {
+        cut = true;
+        return false;
+      }
+      seqs[encoder.count] = entry.seq;
+      encoder.add(entry);
+      payloadBytes += entry.payload.length;
+      last = entry;
+      return true;
+    }, { pending: true });
+    const count = encoder.count;
+    return {
+      encoded: encoder.finish(),
+      count,
+      seqs,
+      payloadBytes,
+      lastSeq: last?.seq ?? after,
+      lastArrivedAt: last?.arrivedAt ?? 0,
+      lastSource: last?.source ?? '',
+      all: !cut && count < limit,
+    };
   }
 
   /** With a replay rate, batches are small enough to be spread over the second. */
@@ -403,23 +441,23 @@ export class Uplink {
     this.counters.epochChanges++;
   }
 
-  private append(batch: readonly OutboxEntry[], previous: OutboxEntry | undefined): Promise<AppendReply> {
+  private append(batch: Batch, previous: Batch | undefined): Promise<AppendReply> {
     const { stream, maxLen } = this.settings.uplink;
-    const behind = previous === undefined ? ['', '', ''] : [String(previous.seq), String(previous.arrivedAt), previous.source];
-    return (this.redis as WithAppend).edgewayUplinkAppend(stream, maxLen, this.settings.gatewayId, this.epoch.toString(), encodeBatch(batch), ...behind);
+    const behind = previous === undefined ? ['', '', ''] : [String(previous.lastSeq), String(previous.lastArrivedAt), previous.lastSource];
+    return (this.redis as WithAppend).edgewayUplinkAppend(stream, maxLen, this.settings.gatewayId, this.epoch.toString(), batch.encoded, ...behind);
   }
 
   /**
    * Takes a batch's reply: advances the cursor over what Redis confirmed; throws for the rest.
    * False when the script refused the batch for a gap behind it (nothing stored, nothing confirmed).
    */
-  private confirm(batch: readonly OutboxEntry[], [added, present, error]: AppendReply): boolean {
+  private confirm(batch: Batch, [added, present, error]: AppendReply): boolean {
     if (error === 'EDGEWAY_GAP') return false;
-    const done = Math.min(batch.length, added + present);
+    const done = Math.min(batch.count, added + present);
     this.counters.delivered += done;
     this.counters.alreadyPresent += present;
     if (done > 0) {
-      const confirmed = (batch[done - 1] as OutboxEntry).seq;
+      const confirmed = batch.seqs[done - 1] as number;
       this.cursor = confirmed;
       // Not awaited: the deletion rides on the next group commit, and the cursor already skips
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
@@ -427,8 +465,22 @@ export class Uplink {
     }
     if (error === undefined) return true;
     if (error.startsWith('EDGEWAY_CONFLICT ')) throw new EpochConflict(error.slice('EDGEWAY_CONFLICT '.length));
-    throw new Error(`Redis refused entry seq ${(batch[done] as OutboxEntry | undefined)?.seq ?? '?'}: ${error}`);
+    throw new Error(`Redis refused entry seq ${done < batch.count ? String(batch.seqs[done]) : '?'}: ${error}`);
   }
+}
+
+/** A batch as sent: encoded once, with what confirming it and the next batch's gap check need. */
+interface Batch {
+  readonly encoded: Buffer;
+  readonly count: number;
+  /** The entries' seqs, in order (seqs may have gaps). */
+  readonly seqs: Float64Array;
+  readonly payloadBytes: number;
+  readonly lastSeq: number;
+  readonly lastArrivedAt: number;
+  readonly lastSource: string;
+  /** Every entry readable at the time was taken (caught up). */
+  readonly all: boolean;
 }
 
 /** APPEND_SCRIPT found an entry's id in the stream with other content. */

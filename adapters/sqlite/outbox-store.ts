@@ -12,7 +12,7 @@ import {
   type ReadOptions,
 } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
-import { MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
+import { MAX_BLOCK_BYTES, MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
 import type { SqliteStorage, StoragePart, Waiter } from './storage';
 
 /** Appended entries waiting for the next commit: a block being built, consecutive seqs from firstSeq. */
@@ -104,6 +104,9 @@ export class SqliteOutbox implements Outbox, StoragePart {
   private pending: PendingBlock[] = [];
   private pendingCount = 0;
   private pendingBytes = 0;
+  /** Entries added since the last durable(), and how many of them are QoS 1/2. */
+  private unscheduled = 0;
+  private unscheduledAwaited = 0;
   private appendWaiters: Waiter[] = [];
   private ackUpTo = 0;
   private ackWaiters: Waiter[] = [];
@@ -258,46 +261,61 @@ export class SqliteOutbox implements Outbox, StoragePart {
 
   append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
     if (this.stmts === undefined) return Promise.reject(new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open'));
+    const result = entries.map((input) => this.add(input));
+    if (result.every((seq) => seq === null)) return Promise.resolve(result);
+    return this.durable().then(() => result);
+  }
+
+  add(input: OutboxInput): number | null {
+    if (this.stmts === undefined) return null;
     const { maxMessages, maxBytes, whenFull } = this.limits;
-    const result: (number | null)[] = [];
-    let refused = 0;
-    for (const input of entries) {
-      // An upper bound of the size first (UTF-8 needs at most 3 bytes per UTF-16 unit): far from
-      // the bounds, which is the normal case, the exact size comes for free from the encoder.
-      const atMost = input.payload.length + 3 * (input.topic.length + input.source.length);
-      const roomFor = (bytes: number) => this.size + this.pendingCount < maxMessages && this.bytes + this.pendingBytes + bytes <= maxBytes;
-      if (atMost > maxBytes || (whenFull === 'drop-new' && !roomFor(atMost))) {
-        const bytes = outboxEntryBytes(input);
-        if (bytes > maxBytes || (whenFull === 'drop-new' && !roomFor(bytes))) {
-          refused++;
-          result.push(null);
-          continue;
-        }
+    // An upper bound of the size first (UTF-8 needs at most 3 bytes per UTF-16 unit): far from
+    // the bounds, which is the normal case, the exact size comes for free from the encoder.
+    const atMost = input.payload.length + 3 * (input.topic.length + input.source.length);
+    if (atMost > maxBytes || (whenFull === 'drop-new' && !this.roomFor(atMost))) {
+      const bytes = outboxEntryBytes(input);
+      if (bytes > maxBytes || (whenFull === 'drop-new' && !this.roomFor(bytes))) {
+        this.countDrops(0, 1);
+        return null;
       }
-      const seq = ++this.lastSeq;
-      let block = this.pending[this.pending.length - 1];
-      if (block === undefined || block.builder.full) {
-        block = { firstSeq: seq, builder: new OutboxBlockBuilder() };
-        this.pending.push(block);
-      }
-      this.pendingBytes += block.builder.add(input);
-      this.pendingCount++;
-      result.push(seq);
     }
-    if (whenFull === 'drop-oldest') this.trimPending();
-    if (refused > 0) this.countDrops(0, refused);
-    if (refused === entries.length) return Promise.resolve(result);
-    // The reader may take entries before they are stored (see read).
-    if (this.lastSeq - (entries.length - refused) < this.reservedSeq) this.watchers.notify();
+    const seq = ++this.lastSeq;
+    let block = this.pending[this.pending.length - 1];
+    if (block === undefined || block.builder.full) {
+      // Sized for a whole block at once: growing by doubling allocated and copied every block ~6 times.
+      block = { firstSeq: seq, builder: new OutboxBlockBuilder(MAX_BLOCK_BYTES + 4096) };
+      this.pending.push(block);
+      if (whenFull === 'drop-oldest') this.trimPending();
+    }
+    this.pendingBytes += block.builder.add(input);
+    this.pendingCount++;
+    this.unscheduled++;
+    // QoS 0 entries only arm the window's timer: no acknowledgement waits for them, and within
+    // the window a live uplink confirms most of them — those are then never written at all.
+    // QoS 1/2 entries count towards an early commit, like every change someone waits for.
+    if (input.qos > 0) this.unscheduledAwaited++;
+    return seq;
+  }
+
+  durable(): Promise<void> {
+    if (this.stmts === undefined) return Promise.reject(new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open'));
+    if (this.unscheduled === 0 && !this.hasPending()) return Promise.resolve();
+    if (this.unscheduled > 0) {
+      if (this.limits.whenFull === 'drop-oldest') this.trimPending();
+      // The reader may take entries before they are stored (see read): tell it once per call.
+      if (this.lastSeq - this.unscheduled < this.reservedSeq) this.watchers.notify();
+      this.unscheduled = 0;
+    }
+    const awaited = this.unscheduledAwaited;
+    this.unscheduledAwaited = 0;
     return new Promise<void>((resolve, reject) => {
       this.appendWaiters.push({ resolve, reject });
-      // QoS 0 entries only arm the window's timer: no acknowledgement waits for them, and within
-      // the window a live uplink confirms most of them — those are then never written at all.
-      // QoS 1/2 entries count towards an early commit, like every change someone waits for.
-      let awaited = 0;
-      for (const input of entries) if (input.qos > 0) awaited++;
       this.storage.schedule(awaited);
-    }).then(() => result);
+    });
+  }
+
+  private roomFor(bytes: number): boolean {
+    return this.size + this.pendingCount < this.limits.maxMessages && this.bytes + this.pendingBytes + bytes <= this.limits.maxBytes;
   }
 
   /**
@@ -307,19 +325,33 @@ export class SqliteOutbox implements Outbox, StoragePart {
    * an entry whose commit never comes (kill -9) was not acknowledged to anyone by the outbox.
    */
   read(after: number, limit: number, options?: ReadOptions): OutboxEntry[] {
+    const out: OutboxEntry[] = [];
+    this.scan(after, limit, (entry) => {
+      out.push(entry);
+      return true;
+    }, options);
+    return out;
+  }
+
+  scan(after: number, limit: number, visit: (entry: OutboxEntry) => boolean, options?: ReadOptions): number {
     const stmts = this.stmts;
     if (stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
-    const out: OutboxEntry[] = [];
-    if (limit <= 0) return out;
+    let visited = 0;
+    if (limit <= 0) return visited;
+    let more = true;
+    const take = (entry: OutboxEntry) => {
+      visited++;
+      more = visit(entry) && visited < limit;
+      return more;
+    };
     const from = Math.floor(Math.max(after, this.head)) + 1;
-    const take = (entry: OutboxEntry) => out.push(entry) < limit;
     if (from <= this.storedLastSeq) {
       for (const row of stmts.readFrom.iterate(from) as IterableIterator<{ first_seq: number; data: Buffer }>) {
         this.decode(row.data, row.first_seq, from, take);
-        if (out.length >= limit) return out;
+        if (!more) return visited;
       }
     }
-    if (options?.pending !== true) return out;
+    if (options?.pending !== true) return visited;
     let reserved = true;
     const readable = (entry: OutboxEntry) => {
       reserved = entry.seq <= this.reservedSeq;
@@ -328,11 +360,11 @@ export class SqliteOutbox implements Outbox, StoragePart {
     for (const { firstSeq, builder } of this.pending) {
       if (firstSeq + builder.count <= from) continue;
       this.decode(builder.view(), firstSeq, from, readable);
-      if (out.length >= limit || !reserved) break;
+      if (!more || !reserved) break;
     }
     // The next commit extends the reservation; the reader is told (watch) when it did.
     if (!reserved) this.reservationWanted = true;
-    return out;
+    return visited;
   }
 
   private decode(data: Buffer, firstSeq: number, from: number, visit: (entry: OutboxEntry) => boolean): void {

@@ -7,7 +7,7 @@ import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { BrokerMetrics, type LimitName } from './metrics';
-import { detachedPayload, type Outbox, type OutboxInput } from './outbox';
+import { detachedPayload, type Outbox } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
@@ -95,8 +95,8 @@ export class Broker implements ConnectionHost {
   private readonly sessionStore: SessionStore | null;
   private readonly uplinkTopics: TopicTree<true> | null = null;
   private readonly uplinkDecisions = new Map<string, boolean>();
-  /** Messages for the outbox routed in this turn of the event loop, appended as one batch. */
-  private outboxBatch: OutboxInput[] = [];
+  /** Messages were added to the outbox in this turn of the event loop (one durable() at its end). */
+  private outboxAdded = false;
   private storageTickScheduled = false;
   /** Settles the acknowledgements held in this turn (see durableBarrier). */
   private turnBarrier: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | null = null;
@@ -396,7 +396,8 @@ export class Broker implements ConnectionHost {
       }
     }
     const from = origin === null ? source : origin.clientId;
-    if (this.uplinkTopics !== null && (origin !== null || this.options.uplink?.skipSource?.(from) !== true)) this.toOutbox(msg, from);
+    const uplink = this.options.uplink;
+    if (uplink !== undefined && this.uplinkTopics !== null && (origin !== null || uplink.skipSource?.(from) !== true)) this.toOutbox(uplink.outbox, msg, from);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
       for (const hook of this.hooks.published) hook(msg, info, from);
@@ -445,12 +446,16 @@ export class Broker implements ConnectionHost {
     return selected;
   }
 
-  /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
-  private toOutbox(msg: Message, source: string): void {
+  /**
+   * Adds a message to the outbox if the uplink takes its topic, at once (see Outbox.add: inputs
+   * kept until the end of the turn were pretenured by V8); its durability is awaited once per turn.
+   */
+  private toOutbox(outbox: Outbox, msg: Message, source: string): void {
     if (!this.uplinkTakes(msg.topic)) return;
     // The payload may still be a view of the socket chunk: the outbox copies what it keeps (the
     // SQLite one encodes it into a block at once), so no copy per message here.
-    this.outboxBatch.push({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
+    outbox.add({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
+    this.outboxAdded = true;
     this.storageChanges++;
     this.scheduleStorageTick();
   }
@@ -497,22 +502,21 @@ export class Broker implements ConnectionHost {
     const barrier = this.turnBarrier;
     this.turnBarrier = null;
     const waits: Promise<unknown>[] = [];
-    if (this.outboxBatch.length > 0 && this.options.uplink !== undefined) {
-      const batch = this.outboxBatch;
-      this.outboxBatch = [];
-      waits.push(this.appendToOutbox(this.options.uplink.outbox, batch));
+    if (this.outboxAdded && this.options.uplink !== undefined) {
+      this.outboxAdded = false;
+      waits.push(this.outboxDurable(this.options.uplink.outbox));
     }
     if (barrier === null) return;
     if (this.options.storage !== undefined) waits.push(this.options.storage.durable());
     Promise.all(waits).then(barrier.resolve, barrier.reject);
   };
 
-  private appendToOutbox(outbox: Outbox, batch: OutboxInput[]): Promise<unknown> {
-    const appended = outbox.append(batch);
+  private outboxDurable(outbox: Outbox): Promise<unknown> {
+    const durable = outbox.durable();
     // The outbox counts and logs refusals (a full outbox under drop-new) and failed commits; a
     // failure must not become an unhandled rejection when no acknowledgement waits for it.
-    appended.catch(() => undefined);
-    return appended;
+    durable.catch(() => undefined);
+    return durable;
   }
 
   /**

@@ -28,6 +28,8 @@ export class MemoryOutbox implements Outbox {
   private state: 'new' | 'open' | 'closed' = 'new';
   private lastSeq = 0;
   private bytes = 0;
+  /** Entries were added since the last durable(). */
+  private added = false;
   private readonly counters = { appended: 0, acknowledged: 0, droppedOldest: 0, droppedNew: 0, commits: 0 };
   private readonly dropLog: RateLimitedLog;
   private readonly watchers = new OutboxWatchers();
@@ -50,38 +52,50 @@ export class MemoryOutbox implements Outbox {
 
   async append(entries: readonly OutboxInput[]): Promise<(number | null)[]> {
     if (this.state !== 'open') throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
-    const result: (number | null)[] = [];
-    let droppedOldest = 0;
-    let droppedNew = 0;
-    const { maxMessages, maxBytes, whenFull } = this.limits;
-    for (const input of entries) {
-      const bytes = outboxEntryBytes(input);
-      const fits = () => this.ring.length < maxMessages && this.bytes + bytes <= maxBytes;
-      if (bytes > maxBytes || maxMessages === 0 || (whenFull === 'drop-new' && !fits())) {
-        droppedNew++;
-        result.push(null);
-        continue;
-      }
-      while (!fits()) {
-        const evicted = this.ring.shift();
-        if (evicted === undefined) break;
-        this.bytes -= evicted.bytes;
-        droppedOldest++;
-      }
-      const seq = ++this.lastSeq;
-      this.ring.push({ entry: { ...input, payload: detachedPayload(input.payload), seq }, bytes });
-      this.bytes += bytes;
-      result.push(seq);
-    }
-    this.counters.appended += entries.length - droppedNew;
-    this.counters.commits++;
-    if (droppedOldest + droppedNew > 0) {
-      this.counters.droppedOldest += droppedOldest;
-      this.counters.droppedNew += droppedNew;
-      this.dropLog.emit('outbox full: messages dropped', { policy: whenFull, droppedOldest, droppedNew, maxMessages, maxBytes });
-    }
-    if (droppedNew < entries.length) this.watchers.notify();
+    const result = entries.map((input) => this.add(input));
+    if (result.some((seq) => seq !== null)) await this.durable();
     return result;
+  }
+
+  add(input: OutboxInput): number | null {
+    if (this.state !== 'open') return null;
+    const { maxMessages, maxBytes, whenFull } = this.limits;
+    const bytes = outboxEntryBytes(input);
+    const fits = () => this.ring.length < maxMessages && this.bytes + bytes <= maxBytes;
+    if (bytes > maxBytes || maxMessages === 0 || (whenFull === 'drop-new' && !fits())) {
+      this.countDrops(0, 1);
+      return null;
+    }
+    let droppedOldest = 0;
+    while (!fits()) {
+      const evicted = this.ring.shift();
+      if (evicted === undefined) break;
+      this.bytes -= evicted.bytes;
+      droppedOldest++;
+    }
+    if (droppedOldest > 0) this.countDrops(droppedOldest, 0);
+    const seq = ++this.lastSeq;
+    this.ring.push({ entry: { ...input, payload: detachedPayload(input.payload), seq }, bytes });
+    this.bytes += bytes;
+    this.counters.appended++;
+    this.added = true;
+    return seq;
+  }
+
+  /** Everything added is "stored" at once; readers are told once per call, not per entry. */
+  async durable(): Promise<void> {
+    if (this.state !== 'open') throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
+    if (!this.added) return;
+    this.added = false;
+    this.counters.commits++;
+    this.watchers.notify();
+  }
+
+  private countDrops(droppedOldest: number, droppedNew: number): void {
+    this.counters.droppedOldest += droppedOldest;
+    this.counters.droppedNew += droppedNew;
+    const { maxMessages, maxBytes, whenFull } = this.limits;
+    this.dropLog.emit('outbox full: messages dropped', { policy: whenFull, droppedOldest, droppedNew, maxMessages, maxBytes });
   }
 
   watch(listener: () => void): () => void {
@@ -90,13 +104,22 @@ export class MemoryOutbox implements Outbox {
 
   read(after: number, limit: number): OutboxEntry[] {
     const out: OutboxEntry[] = [];
-    if (limit <= 0) return out;
+    this.scan(after, limit, (entry) => {
+      out.push(entry);
+      return true;
+    });
+    return out;
+  }
+
+  scan(after: number, limit: number, visit: (entry: OutboxEntry) => boolean): number {
+    let visited = 0;
+    if (limit <= 0) return visited;
     for (const stored of this.ring) {
       if (stored.entry.seq <= after) continue;
-      out.push(stored.entry);
-      if (out.length >= limit) break;
+      visited++;
+      if (!visit(stored.entry) || visited >= limit) break;
     }
-    return out;
+    return visited;
   }
 
   async ack(upTo: number): Promise<void> {

@@ -15,6 +15,10 @@
  *               A B C A B C … (--rounds); ratio of medians.
  *  3. memory  — Redis unreachable, --rate msg/s for --outage-seconds; gateway RSS every second:
  *               start, max, end, and the slope of a linear fit over the second half.
+ *  4. steady  — a fixed offered load (--steady-rate msg/s QoS 0, 10 publishers) for --seconds, the
+ *               variants of 2. (A, B, C): gateway CPU per message and bytes it wrote to storage
+ *               per message (/proc/<pid>/io). Below saturation the uplink's cost shows as CPU, and
+ *               the live path (entries Redis confirms before the commit are never written) as disk.
  *
  *   npx tsc -p . --outDir node_modules/.cache/edist-upbench
  *   node node_modules/.cache/edist-upbench/scripts/bench/uplink.js [--only drain,cost,memory] [--messages 1000000]
@@ -36,13 +40,13 @@ import mqtt from 'mqtt-packet';
 import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 import { freePort, probe, shebangNodeFlags } from './brokers';
 import { captureTail, clockTicks, detectPinning, installCleanup, pinSelf, spawnTracked, stopChild } from './children';
-import { machineBusyTicks, processTicks, rssKb } from './proc';
+import { machineBusyTicks, processTicks, rssKb, writeBytes } from './proc';
 import { median, slope } from './stats';
 import { FaninSubscriber } from './subscriber';
 import { PKT_PUBACK, PKT_PUBLISH, PKT_SUBACK, RawClient, connectMany, encodePublish, repeatPacket } from './wire';
 
 const USAGE = `usage: node scripts/bench/uplink.js [flags]
-  --only LIST               drain,cost,memory (comma-separated)              [all]
+  --only LIST               drain,cost,memory,steady (comma-separated)       [all]
   --messages N              drain: backlog size                              [1000000]
   --fill gateway|direct     drain: fill through the gateway (QoS 0 publisher, Redis down) or
                             append with SqliteOutbox into its database before it starts [gateway]
@@ -58,7 +62,8 @@ const USAGE = `usage: node scripts/bench/uplink.js [flags]
   --no-outage-run           cost: skip variant C (redis section, Redis down)
   --outage-seconds S        memory: outage duration                          [60]
   --rate R                  memory: publish rate, msg/s                      [20000]
-  --profile                 drain, cost: run the gateway with --cpu-prof and print its top functions
+  --steady-rate R           steady: publish rate, msg/s                      [50000]
+  --profile                 drain, cost, steady: run the gateway with --cpu-prof and print its top functions
   --gateway-node-flags F    Node flags for the gateway, space-separated ('' for none)
                                                             [the entry's shebang flags]
   --no-pin                  do not pin with taskset
@@ -68,7 +73,7 @@ const USAGE = `usage: node scripts/bench/uplink.js [flags]
 
 const { values } = parseArgs({
   options: {
-    only: { type: 'string', default: 'drain,cost,memory' },
+    only: { type: 'string', default: 'drain,cost,memory,steady' },
     messages: { type: 'string', default: '1000000' },
     fill: { type: 'string', default: 'gateway' },
     payload: { type: 'string', default: '64' },
@@ -83,6 +88,7 @@ const { values } = parseArgs({
     'no-outage-run': { type: 'boolean', default: false },
     'outage-seconds': { type: 'string', default: '60' },
     rate: { type: 'string', default: '20000' },
+    'steady-rate': { type: 'string', default: '50000' },
     profile: { type: 'boolean', default: false },
     'gateway-node-flags': { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -103,7 +109,7 @@ function int(name: string, text: string | undefined, min: number): number {
 }
 
 const ONLY = new Set((values.only ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''));
-for (const s of ONLY) if (!['drain', 'cost', 'memory'].includes(s)) throw new Error(`--only: unknown measurement ${s}\n${USAGE}`);
+for (const s of ONLY) if (!['drain', 'cost', 'memory', 'steady'].includes(s)) throw new Error(`--only: unknown measurement ${s}\n${USAGE}`);
 const MESSAGES = int('messages', values.messages, 1);
 if (values.fill !== 'gateway' && values.fill !== 'direct') throw new Error(`--fill must be gateway or direct\n${USAGE}`);
 const FILL: 'gateway' | 'direct' = values.fill;
@@ -118,6 +124,7 @@ const WINDOW = int('window', values.window, 1);
 const BURST = int('burst', values.burst, 1);
 const OUTAGE_SECONDS = int('outage-seconds', values['outage-seconds'], 2);
 const RATE = int('rate', values.rate, 100);
+const STEADY_RATE = int('steady-rate', values['steady-rate'], 100);
 if (BURST > WINDOW) throw new Error('--burst must not exceed --window');
 const GATEWAY_ENTRY = values['gateway-entry'] as string;
 const PARENT_DIR = values.dir as string;
@@ -470,6 +477,15 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
+/** summarizeProfile, or why there is none. */
+function profileSummary(dir: string): string[] {
+  try {
+    return summarizeProfile(dir);
+  } catch (err) {
+    return [`profile not read: ${String(err)}`];
+  }
+}
+
 /** Top functions by self time in the gateway's .cpuprofile (written when it exits). */
 function summarizeProfile(dir: string): string[] {
   const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
@@ -489,7 +505,16 @@ function summarizeProfile(dir: string): string[] {
     total += dt;
   });
   const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20);
+  // By file as well: a cost spread over many small functions (a library's) shows up here.
+  const byFile = new Map<string, number>();
+  for (const [key, us] of self) {
+    const file = / (\S+):\d+$/.exec(key)?.[1] ?? key;
+    byFile.set(file, (byFile.get(file) ?? 0) + us);
+  }
+  const fileTotals = [...byFile.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
   return [
+    `self time by file: ${fileTotals.map(([f, us]) => `${f} ${fmt((us / total) * 100, 1)} %`).join(', ')}`,
+    '',
     `gateway CPU profile (${file}): ${fmt(total / 1e6, 2)} s of non-idle samples; top self time:`,
     '',
     '| self ms | % | function |',
@@ -587,13 +612,7 @@ async function drain(): Promise<void> {
     sys?.close();
     await redis?.stop();
     await gw?.stop();
-    if (values.profile === true) {
-      try {
-        notes.push(...summarizeProfile(profDir), '');
-      } catch (err) {
-        notes.push(`profile not read: ${String(err)}`);
-      }
-    }
+    if (values.profile === true) notes.push(...profileSummary(profDir), '');
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -710,13 +729,7 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
     for (const c of clients) c.close();
     await gw?.stop();
     await redis?.stop();
-    if (values.profile === true) {
-      try {
-        notes.push(`cost ${variant}:`, ...summarizeProfile(profDir), '');
-      } catch (err) {
-        notes.push(`profile not read: ${String(err)}`);
-      }
-    }
+    if (values.profile === true) notes.push(`cost ${variant}:`, ...profileSummary(profDir), '');
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -761,6 +774,28 @@ async function cost(): Promise<void> {
 // 3. Gateway memory during a long outage
 // ---------------------------------------------------------------------------
 
+/**
+ * Timer-paced QoS 0 load: every 5 ms catch up to rate × elapsed, in bursts of `burst`, round-robin;
+ * a socket with more than 1 MB unsent (the gateway not keeping up) is skipped rather than
+ * buffered without bound.
+ */
+function pace(pubs: readonly RawClient[], bursts: readonly Buffer[], burst: number, rate: number, t0: number): { sent: number; skipped: number; stop(): void } {
+  const state = { sent: 0, skipped: 0, stop: () => clearInterval(timer) };
+  let rr = 0;
+  const timer = setInterval(() => {
+    const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+    while (state.sent + burst <= due) {
+      const i = rr;
+      rr = rr + 1 === pubs.length ? 0 : rr + 1;
+      state.sent += burst;
+      const socket = (pubs[i] as RawClient).socket;
+      if (socket.writableLength > 1024 * 1024) state.skipped += burst;
+      else socket.write(bursts[i] as Buffer);
+    }
+  }, 5);
+  return state;
+}
+
 async function memory(): Promise<void> {
   const dir = tempDir('memory');
   const port = await freePort();
@@ -782,22 +817,7 @@ async function memory(): Promise<void> {
     const loadBefore = loadNow();
     const m0 = cpuMark(gw.pid, undefined);
     const t0 = performance.now();
-    let sent = 0;
-    let skipped = 0;
-    let rr = 0;
-    // Timer-paced: every 5 ms catch up to rate × elapsed, in bursts of 10, round-robin; a socket with
-    // more than 1 MB unsent (the gateway not keeping up) is skipped rather than buffered without bound.
-    const pace = setInterval(() => {
-      const due = Math.floor(((performance.now() - t0) / 1000) * RATE);
-      while (sent + BURST_M <= due) {
-        const i = rr;
-        rr = rr + 1 === pubs.length ? 0 : rr + 1;
-        sent += BURST_M;
-        const socket = (pubs[i] as RawClient).socket;
-        if (socket.writableLength > 1024 * 1024) skipped += BURST_M;
-        else socket.write(bursts[i] as Buffer);
-      }
-    }, 5);
+    const pacer = pace(pubs, bursts, BURST_M, RATE, t0);
     const times: number[] = [];
     const rss: number[] = [];
     const heap: number[] = [];
@@ -809,9 +829,10 @@ async function memory(): Promise<void> {
       heap.push(sys.num('heap/current') / 1024 ** 2);
       if (exited(gw)) throw new Error(`gateway exited during the outage:\n${gw.output()}`);
     }
-    clearInterval(pace);
+    pacer.stop();
     const m1 = cpuMark(gw.pid, undefined);
     const loadAfter = loadNow();
+    const { sent, skipped } = pacer;
     const published = sent - skipped;
     const pubSec = (performance.now() - t0) / 1000;
     // Everything sent is stored once the marker's commit is done.
@@ -860,12 +881,98 @@ async function memory(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// 4. A fixed offered load: CPU and disk per message
+// ---------------------------------------------------------------------------
+
+interface SteadyResult {
+  variant: Variant;
+  published: number;
+  cpuUsPerMsg: number;
+  diskBytesPerMsg: number;
+  uplink: number;
+  cpu: CpuUse;
+}
+
+async function steadyRun(variant: Variant): Promise<SteadyResult> {
+  const dir = tempDir(`steady${variant}`);
+  const redisDir = join(dir, 'redis');
+  const profDir = join(dir, 'prof');
+  mkdirSync(redisDir, { recursive: true });
+  if (values.profile === true) mkdirSync(profDir, { recursive: true });
+  const port = await freePort();
+  const redisPort = variant === 'A' ? undefined : await freePort();
+  const PUBS = 10;
+  const BURST_S = 10;
+  let gw: Child | undefined;
+  let redis: RedisChild | undefined;
+  const clients: RawClient[] = [];
+  try {
+    if (variant === 'B') redis = await startRedis(redisPort as number, redisDir);
+    gw = await startGateway({ dir, port, ...(redisPort === undefined ? {} : { redisPort }), ...(values.profile === true ? { cpuProfDir: profDir } : {}) });
+    const pubs = await connectMany(PUBS, PUBS, (i) => ({ host: HOST, port, clientId: `ub-s${i}`, keepalive: 600 }));
+    clients.push(...pubs);
+    const payload = payloadBuf();
+    const bursts = pubs.map((_, i) => repeatPacket(encodePublish(`sensors/${i}/temp`, payload, 0), BURST_S));
+    const t0 = performance.now();
+    const pacer = pace(pubs, bursts, BURST_S, STEADY_RATE, t0);
+    await sleep(WARMUP * 1000);
+    const xlen = async (): Promise<number> => (redis === undefined ? 0 : redis.client.xlen(STREAM));
+    const m0 = cpuMark(gw.pid, redis?.pid);
+    const w0 = writeBytes(gw.pid);
+    const p0 = pacer.sent - pacer.skipped;
+    const x0 = await xlen();
+    await sleep(SECONDS * 1000);
+    const m1 = cpuMark(gw.pid, redis?.pid);
+    const w1 = writeBytes(gw.pid);
+    const p1 = pacer.sent - pacer.skipped;
+    const x1 = await xlen();
+    pacer.stop();
+    if (exited(gw)) throw new Error(`gateway exited during the run:\n${gw.output()}`);
+    if (pacer.skipped > 0) notes.push(`steady ${variant}: ${fmt(pacer.skipped)} messages skipped — the gateway did not keep up with ${fmt(STEADY_RATE)} msg/s`);
+    const cpu = cpuBetween(m0, m1);
+    const sec = (m1.at - m0.at) / 1000;
+    const n = p1 - p0;
+    return { variant, published: n / sec, cpuUsPerMsg: ((cpu.gw / 100) * sec * 1e6) / n, diskBytesPerMsg: (w1 - w0) / n, uplink: (x1 - x0) / sec, cpu };
+  } finally {
+    for (const c of clients) c.close();
+    await gw?.stop();
+    await redis?.stop();
+    if (values.profile === true) notes.push(`steady ${variant}:`, ...profileSummary(profDir), '');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function steady(): Promise<void> {
+  const variants: Variant[] = values['no-outage-run'] === true ? ['A', 'B'] : ['A', 'B', 'C'];
+  const results: SteadyResult[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const v of variants) {
+      const res = await steadyRun(v);
+      results.push(res);
+      process.stderr.write(`steady round ${r + 1} ${v}: ${fmt(res.published)} msg/s, ${fmt(res.cpuUsPerMsg, 2)} µs CPU and ${fmt(res.diskBytesPerMsg, 1)} bytes written per msg, uplink ${fmt(res.uplink)} msg/s\n`);
+    }
+  }
+  const med = (v: Variant, f: (r: SteadyResult) => number): number => median(results.filter((x) => x.variant === v).map(f));
+  const cpuA = med('A', (r) => r.cpuUsPerMsg);
+  const cpuB = med('B', (r) => r.cpuUsPerMsg);
+  rows.push({
+    measure: `4. QoS 0 at ${fmt(STEADY_RATE)} msg/s: gateway CPU per message, A/B (ratio of medians)`,
+    result: `**${fmt(cpuA / cpuB, 3)}** (uplink costs ${fmt((cpuB / cpuA - 1) * 100, 0)} % more CPU per message)`,
+    target: '',
+    details: [
+      `median µs CPU per msg: ${variants.map((v) => `${v} ${fmt(med(v, (r) => r.cpuUsPerMsg), 2)}`).join(', ')}; median bytes written to storage per msg: ${variants.map((v) => `${v} ${fmt(med(v, (r) => r.diskBytesPerMsg), 1)}`).join(', ')}`,
+      `10 publishers → no subscriber, ${PAYLOAD} B, warm-up ${WARMUP} s, window ${SECONDS} s, order ${variants.join(' ')} × ${ROUNDS}; per run: ${results.map((r) => `${r.variant} ${fmt(r.cpuUsPerMsg, 2)} µs/${fmt(r.diskBytesPerMsg, 0)} B${r.variant === 'B' ? ` (uplink ${fmt(r.uplink)}/s)` : ''}`).join('; ')}`,
+    ].join('<br>'),
+  });
+}
+
+// ---------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   installCleanup();
   if (pinning.loadCpu !== null) pinSelf(pinning.loadCpu);
   // A hard bound on the whole run, whatever hangs.
-  const budgetSec = 60 + (ONLY.has('drain') ? 600 + MESSAGES / 5000 : 0) + (ONLY.has('cost') ? ROUNDS * 3 * (SECONDS + WARMUP + 40) : 0) + (ONLY.has('memory') ? OUTAGE_SECONDS + 180 : 0);
+  const budgetSec = 60 + (ONLY.has('drain') ? 600 + MESSAGES / 5000 : 0) + (ONLY.has('cost') ? ROUNDS * 3 * (SECONDS + WARMUP + 40) : 0) + (ONLY.has('memory') ? OUTAGE_SECONDS + 180 : 0) + (ONLY.has('steady') ? ROUNDS * 3 * (SECONDS + WARMUP + 40) : 0);
   setTimeout(() => {
     process.stderr.write(`uplink bench: hard time limit (${fmt(budgetSec)} s) reached; killing children\n`);
     process.exit(3);
@@ -874,6 +981,7 @@ async function main(): Promise<void> {
   const started = loadNow();
   if (ONLY.has('drain')) await drain();
   if (ONLY.has('cost')) await cost();
+  if (ONLY.has('steady')) await steady();
   if (ONLY.has('memory')) await memory();
   const lines = [
     `edgeway Redis uplink benchmark — node ${process.version}, ${redisVersion.split(' ').slice(0, 3).join(' ')}, ${pinning.enabled ? `gateway pinned to CPU ${pinning.brokerCpu}, load + redis-server to CPU ${pinning.loadCpu}` : (pinning.warning ?? 'unpinned')}`,
