@@ -59,6 +59,9 @@ export const STATUS_REFRESH_MS = 60_000;
 /** Longest STATUS= text sent (characters): `systemctl status` shows one line. */
 const MAX_STATUS_LENGTH = 200;
 
+/** setInterval's longest delay (ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export type NotifySettings =
   | { readonly mode: 'off' }
   /** Under systemd but without the descriptor (started as `node main.js`, not through the wrapper). */
@@ -94,8 +97,9 @@ export function notifySettings(env: NodeJS.ProcessEnv, pid: number): NotifySetti
   if (!/^\d{1,15}$/.test(usecText) || Number(usecText) === 0) {
     return { mode: 'on', fd, watchdogIntervalMs: undefined, watchdogIgnored: `WATCHDOG_USEC=${JSON.stringify(usecText)} is not a positive number of microseconds` };
   }
-  // Half the timeout, as sd_watchdog_enabled(3) advises: one late ping is not yet a restart.
-  return { mode: 'on', fd, watchdogIntervalMs: Math.max(1, Math.floor(Number(usecText) / 2000)) };
+  // Half the timeout, as sd_watchdog_enabled(3) advises: one late ping is not yet a restart. At
+  // most setInterval's limit (about 24.8 days): Node would fire a longer one every millisecond.
+  return { mode: 'on', fd, watchdogIntervalMs: Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(Number(usecText) / 2000))) };
 }
 
 /** A STATUS= value: one line, bounded. */
@@ -111,8 +115,9 @@ function monotonicUsec(): bigint {
 
 /** Sends to systemd through the inherited, connected, non-blocking datagram socket. */
 export class SystemdNotifier implements ServiceNotifier {
-  /** Messages the kernel refused (socket queue full, systemd gone); each is logged at most once a minute. */
-  failures = 0;
+  /** starting → ready → stopping; a SIGHUP while stopping must not report READY=1 again. */
+  private state: 'starting' | 'ready' | 'stopping' = 'starting';
+  private failureCount = 0;
   private timer: NodeJS.Timeout | undefined;
   private statusOf: (() => string) | undefined;
   private lastStatus = '';
@@ -127,26 +132,35 @@ export class SystemdNotifier implements ServiceNotifier {
     this.failureLog = new RateLimitedLog((msg, fields) => logger.warn(msg, fields));
   }
 
+  /** Messages the kernel refused (socket queue full, systemd gone); logged at most once a minute. */
+  get failures(): number {
+    return this.failureCount;
+  }
+
   ready(status: () => string): void {
+    if (this.state !== 'starting') return;
+    this.state = 'ready';
     this.statusOf = status;
     this.lastStatus = statusValue(status());
     this.send(`READY=1\nSTATUS=${this.lastStatus}`);
-    if (this.timer !== undefined) return;
     // From the event loop on purpose: a loop that stalls stops the pings, and systemd restarts us.
     // unref(): the pings never keep a stopping gateway alive.
     this.timer = setInterval(() => this.tick(), this.watchdogIntervalMs ?? STATUS_REFRESH_MS).unref();
   }
 
   reloading(): void {
+    if (this.state !== 'ready') return;
     this.send(`RELOADING=1\nMONOTONIC_USEC=${monotonicUsec()}\nSTATUS=reloading the configuration`);
   }
 
   reloaded(): void {
-    this.lastStatus = this.statusOf === undefined ? '' : statusValue(this.statusOf());
-    this.send(`READY=1${this.lastStatus === '' ? '' : `\nSTATUS=${this.lastStatus}`}`);
+    if (this.state !== 'ready' || this.statusOf === undefined) return;
+    this.lastStatus = statusValue(this.statusOf());
+    this.send(`READY=1\nSTATUS=${this.lastStatus}`);
   }
 
   stopping(): void {
+    this.state = 'stopping';
     this.statusOf = undefined;
     this.lastStatus = 'stopping';
     this.send('STOPPING=1\nSTATUS=stopping');
@@ -176,17 +190,17 @@ export class SystemdNotifier implements ServiceNotifier {
       writeSync(this.fd, message);
       if (this.failing) {
         this.failing = false;
-        this.logger.info('systemd notifications delivered again', { failures: this.failures });
+        this.logger.info('systemd notifications delivered again', { failures: this.failureCount });
       }
     } catch (err) {
-      this.failures++;
+      this.failureCount++;
       this.failing = true;
       // EAGAIN: systemd's queue is full (it is busy), the message is dropped; ECONNREFUSED: the
       // socket it listened on is gone (systemd is not running any more), all later ones are too.
       this.failureLog.emit('systemd notification not delivered', {
         message: message.split('\n', 1)[0],
         error: (err as NodeJS.ErrnoException).code ?? errorMessage(err),
-        failures: this.failures,
+        failures: this.failureCount,
       });
     }
   }
