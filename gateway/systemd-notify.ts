@@ -48,13 +48,13 @@ export const noServiceNotifier: ServiceNotifier = {
 };
 
 /** The environment variable notify-exec.pl sets to the inherited socket's descriptor number. */
-export const NOTIFY_FD_VARIABLE = 'EDGEWAY_NOTIFY_FD';
+const NOTIFY_FD_VARIABLE = 'EDGEWAY_NOTIFY_FD';
 
 /**
  * How often STATUS= is refreshed without a watchdog (ms). With one, it rides on the pings. The
  * status changes with clients and uplink state; once a minute is enough for `systemctl status`.
  */
-export const STATUS_REFRESH_MS = 60_000;
+const STATUS_REFRESH_MS = 60_000;
 
 /** Longest STATUS= text sent (characters): `systemctl status` shows one line. */
 const MAX_STATUS_LENGTH = 200;
@@ -62,7 +62,7 @@ const MAX_STATUS_LENGTH = 200;
 /** setInterval's longest delay (ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export type NotifySettings =
+type NotifySettings =
   | { readonly mode: 'off' }
   /** Under systemd but without the descriptor (started as `node main.js`, not through the wrapper). */
   | { readonly mode: 'unusable'; readonly reason: string }

@@ -31,7 +31,7 @@ export class NotifySocket {
     private readonly t: Test,
     /** The value for $NOTIFY_SOCKET. */
     readonly address: string,
-    readonly receiver: Running,
+    private readonly receiver: Running,
   ) {}
 
   /** Binds `address` (a path, or "@name" for the abstract namespace); closed when `t` ends. */
