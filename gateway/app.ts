@@ -9,6 +9,7 @@ import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore
 import { cameThroughRedis } from '../adapters/redis/sources';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
 import { MetricsServer } from './metrics-http';
+import { noServiceNotifier, type ServiceNotifier } from './systemd-notify';
 
 type SerialModule = typeof import('../adapters/serial');
 type RedisModule = typeof import('../adapters/redis');
@@ -79,6 +80,25 @@ export class Gateway {
   /** Per-port status of the serial bridge (none without serial ports). */
   serialStatus(): PortStatus[] {
     return this.serial?.status() ?? [];
+  }
+
+  /**
+   * One line for `systemctl status` (systemd's STATUS=): clients, the listeners' actual addresses,
+   * serial ports online, the uplink's state and backlog.
+   */
+  statusLine(): string {
+    const clients = this.broker.connectionCount;
+    const parts = [`${clients} client${clients === 1 ? '' : 's'}`];
+    // broker.start() opened config.listeners one after the other, in order.
+    this.broker.addresses().forEach((address, i) => parts.push(`${this.config.listeners[i]?.protocol ?? 'mqtt'} ${address.address}:${address.port}`));
+    if (this.metrics !== undefined) parts.push(`metrics port ${this.metrics.port}`);
+    const ports = this.serialStatus();
+    if (ports.length > 0) parts.push(`serial ${ports.filter((p) => p.state === 'online').length}/${ports.length} online`);
+    if (this.redis !== undefined) {
+      const { state, backlog } = this.redis.stats().uplink;
+      parts.push(`uplink ${state}, backlog ${backlog}`);
+    }
+    return parts.join('; ');
   }
 
   /**
@@ -202,12 +222,13 @@ export class Gateway {
 const STOP_DEADLINE_MS = 10_000;
 
 /** SIGINT / SIGTERM: a graceful stop (pending writes committed), then exit. */
-export function stopOnSignals(gateway: Gateway, logger: Logger): void {
+export function stopOnSignals(gateway: Gateway, logger: Logger, notifier: ServiceNotifier = noServiceNotifier): void {
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     logger.info('stopping', { signal });
+    notifier.stopping();
     setTimeout(() => {
       logger.error('stop took too long; exiting without waiting further', { deadlineMs: STOP_DEADLINE_MS });
       process.exit(1);
@@ -232,9 +253,17 @@ function listed(key: string, names: readonly string[] | undefined): Record<strin
 /**
  * SIGHUP: reads the configuration file again and applies what can change while running
  * (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
- * reload at a time; a SIGHUP during one runs one more afterwards.
+ * reload at a time; a SIGHUP during one runs one more afterwards. Each run is framed by
+ * RELOADING=1 and READY=1 for systemd, also when nothing could be reloaded: `systemctl reload`
+ * under a Type=notify-reload unit (systemd ≥ 253) waits for that pair.
  */
-export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(level: Config['log']['level']): void }, configPath: string | undefined, load: (path: string) => Config): void {
+export function reloadOnHangup(
+  gateway: Gateway,
+  logger: Logger & { setLevel(level: Config['log']['level']): void },
+  configPath: string | undefined,
+  load: (path: string) => Config,
+  notifier: ServiceNotifier = noServiceNotifier,
+): void {
   let running: Promise<void> | undefined;
   let again = false;
   const reload = async (): Promise<void> => {
@@ -264,9 +293,11 @@ export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(lev
       again = true;
       return;
     }
+    notifier.reloading();
     running = reload()
       .catch((err: unknown) => logger.error('SIGHUP: reload failed', { error: errorMessage(err) }))
       .finally(() => {
+        notifier.reloaded();
         running = undefined;
         if (again) {
           again = false;

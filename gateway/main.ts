@@ -14,8 +14,9 @@ import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { Config } from '../config/schema';
 import { Gateway, loadSerial, reloadOnHangup, stopOnSignals } from './app';
-import { EdgewayError } from './broker';
+import { EdgewayError, errorMessage } from './broker';
 import { createConsoleLogger } from './console-logger';
+import { connectServiceNotifier } from './systemd-notify';
 
 /** sysexits.h EX_CONFIG: systemd units use it to avoid restart loops on a broken config. */
 export const EXIT_CONFIG = 78;
@@ -118,16 +119,22 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const logger = createConsoleLogger(config.log.level);
+  // Under systemd (Type=notify): READY=1 once everything below has started, never before.
+  const notifier = connectServiceNotifier(process.env, logger);
   let gateway: Gateway;
   try {
     gateway = await Gateway.start({ config, version, logger });
   } catch (err) {
+    notifier.status(`start failed: ${errorMessage(err)}`);
     if (err instanceof EdgewayError) fail(err.message, EXIT_LISTEN);
     throw err;
   }
   logger.info('edgeway started', { version, config: configPath ?? 'built-in defaults', serialPorts: config.serial.length });
-  stopOnSignals(gateway, logger);
-  reloadOnHangup(gateway, logger, configPath, loadConfigFile);
+  stopOnSignals(gateway, logger, notifier);
+  reloadOnHangup(gateway, logger, configPath, loadConfigFile, notifier);
+  // Last: storage is loaded, every listener (MQTT, metrics) accepts, serial ports had their first
+  // open attempt, and the Redis adapter connects in the background (never waited for).
+  notifier.ready(() => gateway.statusLine());
 }
 
 function parseCli(argv: string[]) {

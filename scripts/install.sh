@@ -5,6 +5,7 @@
 #
 #   /opt/edgeway                      the compiled application + production dependencies (root-owned)
 #   /usr/local/bin/edgeway            wrapper: node --max-semi-space-size=2 …/dist/gateway/main.js
+#                                     (under systemd through …/libexec/notify-exec.pl, for Type=notify)
 #   /etc/edgeway/edgeway.yaml         configuration, from config/edgeway.example.yaml (root:edgeway 0640)
 #   /var/lib/edgeway                  state: the SQLite database (edgeway:edgeway 0750)
 #   /etc/systemd/system/edgeway.service   scripts/edgeway.service
@@ -145,6 +146,19 @@ check_node() {
   say "Node.js $version ($NODE), npm $(npm --version), $(uname -m)"
 }
 
+# perl runs scripts/notify-exec.pl, through which the unit's Type=notify start hands the gateway a
+# socket to systemd (Node cannot open one). perl-base is Essential on Debian, Ubuntu and Raspberry
+# Pi OS, Socket and Fcntl included: there is nothing to install, only a broken system lacks it.
+PERL=""
+check_perl() {
+  # /usr/bin/perl first: a perl under /home (perlbrew) would be invisible to the service.
+  PERL=/usr/bin/perl
+  [ -x "$PERL" ] || PERL=$(command -v perl || true)
+  if [ -z "$PERL" ] || ! "$PERL" -MSocket -MFcntl -e 1 2>/dev/null; then
+    die 1 "perl with its Socket and Fcntl modules is needed (Debian package perl-base, part of every Debian and Raspberry Pi OS): the service reports its readiness to systemd through it"
+  fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # Building the checkout, installing dependencies
 
@@ -230,6 +244,8 @@ install_app() {
   # Source maps point at TypeScript sources that are not installed.
   find "$new/dist" -name '*.map' -delete
   cp "$SRC"/config/*.yaml "$new/config/"
+  mkdir -p "$new/libexec"
+  cp "$SRC/scripts/notify-exec.pl" "$new/libexec/"
   cp "$SRC/package.json" "$SRC/package-lock.json" "$new/"
   chmod -R u=rwX,go=rX "$new"
 
@@ -335,12 +351,19 @@ write_wrapper() {
 # the installer checked. --max-semi-space-size=2: a 2 MB young generation instead of V8's up to
 # 16 MB per semi-space (gateway/main.ts): a Pi has more CPU to spare than memory.
 # EDGEWAY_HOME points at another copy of the application (a tree staged by install.sh --root).
-exec "$NODE" --max-semi-space-size=2 "\${EDGEWAY_HOME:-$APP_DIR}/dist/gateway/main.js" "\$@"
+set -- "$NODE" --max-semi-space-size=2 "\${EDGEWAY_HOME:-$APP_DIR}/dist/gateway/main.js" "\$@"
+# Under systemd's Type=notify (NOTIFY_SOCKET set), notify-exec.pl connects a socket to systemd for
+# the gateway and exec()s it: the same process, which can then report readiness (edgeway.service).
+if [ -n "\${NOTIFY_SOCKET:-}" ]; then
+  exec "$PERL" "\${EDGEWAY_HOME:-$APP_DIR}/libexec/notify-exec.pl" "\$@"
+fi
+exec "\$@"
 EOF
 }
 
 do_install() {
   check_node
+  check_perl
   if [ -n "$DIST" ]; then
     [ -f "$DIST/gateway/main.js" ] || usage_error "--dist $DIST: no gateway/main.js there (expected a tsc --outDir of this checkout)"
     DIST=$(cd "$DIST" && pwd -P)

@@ -30,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import t from 'tap';
 import { loadConfigFile } from '../../config/load';
+import { NotifySocket } from '../helpers/notify-socket';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
 
@@ -149,7 +150,7 @@ t.test('install --root: the staged tree', async (t) => {
   t.match(r.stdout, /installing production dependencies into \/opt\/edgeway \(npm ci --omit=dev\)/);
 
   // The application, compiled JavaScript only, with production dependencies only.
-  for (const f of ['dist/gateway/main.js', 'dist/gateway/app.js', 'dist/config/load.js', 'config/edgeway.example.yaml', 'package.json', 'package-lock.json']) {
+  for (const f of ['dist/gateway/main.js', 'dist/gateway/app.js', 'dist/config/load.js', 'config/edgeway.example.yaml', 'libexec/notify-exec.pl', 'package.json', 'package-lock.json']) {
     t.ok(existsSync(join(app, f)), `opt/edgeway/${f}`);
   }
   t.ok(readdirSync(join(app, 'dist', 'adapters')).includes('sqlite'), 'opt/edgeway/dist/adapters/sqlite');
@@ -174,7 +175,8 @@ t.test('install --root: the staged tree', async (t) => {
   t.equal(mode(wrapper), '0755');
   const wrapperText = read(wrapper);
   t.match(wrapperText, /^#!\/bin\/sh\n/);
-  t.match(wrapperText, `exec "${join(NODE_DIR, 'node')}" --max-semi-space-size=2 "\${EDGEWAY_HOME:-/opt/edgeway}/dist/gateway/main.js" "$@"`);
+  t.match(wrapperText, `\nset -- "${join(NODE_DIR, 'node')}" --max-semi-space-size=2 "\${EDGEWAY_HOME:-/opt/edgeway}/dist/gateway/main.js" "$@"\n`);
+  t.match(wrapperText, `\nif [ -n "\${NOTIFY_SOCKET:-}" ]; then\n  exec "/usr/bin/perl" "\${EDGEWAY_HOME:-/opt/edgeway}/libexec/notify-exec.pl" "$@"\nfi\nexec "$@"\n`, 'through notify-exec.pl under systemd');
   t.equal(mode(dirname(conf)), '0750');
   t.equal(mode(conf), '0640', 'the configuration is not world-readable (it may hold a Redis password)');
   t.equal(mode(stateDir), '0750');
@@ -228,11 +230,15 @@ t.test('the staged wrapper runs the installed gateway', async (t) => {
   t.same(loaded.listeners.map((l) => l.port), [port], 'the copy listens on the free port');
   if (loaded.storage.path !== db || loaded.listeners[0]?.port !== port) return;
 
-  const gw = startProcess(t, wrapper, ['--config', configPath], 30_000, { cwd: tmp, env: { PATH, ...env } });
+  // As the unit starts it (Type=notify): with a NOTIFY_SOCKET, so through the installed notify-exec.pl.
+  const notify = await NotifySocket.bind(t, join(tmp, 'notify.sock'));
+  const gw = startProcess(t, wrapper, ['--config', configPath], 30_000, { cwd: tmp, env: { PATH, NOTIFY_SOCKET: notify.address, ...env } });
   const out = () => gw.stdout + gw.stderr;
 
   await waitForOutput(out, new RegExp(`listening .*port=${port}`), 10_000, 'the staged gateway to listen');
   await waitForOutput(out, /edgeway started/, 10_000, 'the staged gateway to start');
+  await notify.waitFor('READY=1', 10_000);
+  t.pass('it reports READY=1 to the notification socket');
   const client = await RawClient.connect(port, { clientId: 'install-test' });
   t.pass('an MQTT client connects (CONNACK accepted)');
   client.disconnect();
@@ -247,7 +253,10 @@ t.test('the staged wrapper runs the installed gateway', async (t) => {
 t.test('the unit: type, user, restart policy, hardening without PrivateDevices= or MemoryDenyWriteExecute=', async (t) => {
   const text = read(UNIT_SOURCE);
   for (const line of [
-    'Type=exec',
+    'Type=notify',
+    'NotifyAccess=main',
+    'TimeoutStartSec=60',
+    'WatchdogSec=30',
     'User=edgeway',
     'Group=edgeway',
     'SupplementaryGroups=dialout',
@@ -293,7 +302,7 @@ t.test('systemd-analyze verify passes and systemd-analyze security --offline sco
   // The check can fail: a misspelt key and a bad value are reported.
   const broken = join(dir, 'broken', 'edgeway.service');
   mkdirSync(dirname(broken));
-  writeFileSync(broken, read(copy).replace(/^Type=exec$/m, 'Type=exec\nRestartPreventExitStatuss=78\nProtectSystem=sometimes'));
+  writeFileSync(broken, read(copy).replace(/^Type=notify$/m, 'Type=notify\nRestartPreventExitStatuss=78\nProtectSystem=sometimes'));
   const bad = await run(analyze, ['verify', broken]);
   t.match(bad.stdout + bad.stderr, /RestartPreventExitStatuss/, 'verify reports an unknown key');
   t.match(bad.stdout + bad.stderr, /protect system value.*sometimes/i, 'verify reports a bad value');
@@ -428,7 +437,7 @@ t.test('any other npm failure is not retried, installs no build tools and stages
 t.test('from a checkout: npm ci + npm run build, skipped while dist/ is up to date', async (t) => {
   const dir = join(tmp, 'checkout-build');
   const checkout = join(dir, 'checkout');
-  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'config/edgeway.example.yaml', 'scripts/install.sh', 'scripts/edgeway.service']) {
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'config/edgeway.example.yaml', 'scripts/install.sh', 'scripts/edgeway.service', 'scripts/notify-exec.pl']) {
     mkdirSync(dirname(join(checkout, f)), { recursive: true });
     copyFileSync(join(REPO, f), join(checkout, f));
   }
