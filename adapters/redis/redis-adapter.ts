@@ -34,6 +34,8 @@ export class RedisAdapter {
   private statusTimer: NodeJS.Timeout | undefined;
   private lastStatus = '';
   private lastStatusAt = 0;
+  /** The backlog in the last status published. */
+  private backlogReported = 0;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -103,9 +105,15 @@ export class RedisAdapter {
     return { uplink: this.uplink.stats(), downlink: this.downlink?.stats(), cluster: this.cluster?.stats() };
   }
 
-  /** A drained backlog is reported at once; a draining one at most once a second. */
+  /**
+   * A backlog that has just drained is reported at once; progress otherwise at most once a second.
+   * (Live traffic confirms a batch every few ms with the backlog at 0 each time: reporting each
+   * would publish — and store — the retained status hundreds of times a second.)
+   */
   private onUplinkProgress(): void {
-    if (this.uplink.backlog === 0 || Date.now() - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
+    const backlog = this.uplink.backlog;
+    const drained = backlog === 0 && this.backlogReported > 0;
+    if (drained || Date.now() - this.lastStatusAt >= PROGRESS_STATUS_MS) this.publishStatus(false);
   }
 
   private onUplinkState(state: UplinkState): void {
@@ -132,6 +140,7 @@ export class RedisAdapter {
     if (!force && json === this.lastStatus) return;
     this.lastStatus = json;
     this.lastStatusAt = Date.now();
+    this.backlogReported = status.backlog;
     try {
       this.ctx.publish({ topic: this.settings.statusTopic, payload: Buffer.from(json), qos: 0, retain: true }, STATUS_SOURCE);
     } catch (err) {

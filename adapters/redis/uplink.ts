@@ -324,9 +324,9 @@ export class Uplink {
       const batch = this.nextBatch(previous?.lastSeq ?? this.cursor, budget);
       caughtUp = batch.all;
       if (batch.count === 0) break;
-      if (sends.length === 0) {
-        this.setState(batch.count >= this.settings.uplink.batchSize || this.outbox.read(batch.lastSeq, 1).length > 0 ? 'draining' : 'connected');
-      }
+      // Draining while stored entries wait behind this batch; live traffic alone is "connected"
+      // (judged by batch size, busy live traffic flapped between the two at every batch).
+      if (sends.length === 0) this.setState(this.outbox.read(batch.lastSeq, 1).length > 0 ? 'draining' : 'connected');
       await this.pace(batch.count);
       if (!this.running) break;
       budget -= batch.payloadBytes;
@@ -359,30 +359,41 @@ export class Uplink {
     const encoder = new BatchEncoder();
     const seqs = new Float64Array(limit);
     let payloadBytes = 0;
-    let last: OutboxEntry | undefined;
     let cut = false;
+    let lastSeq = after;
+    let lastArrivedAt = 0;
+    let lastData: Uint8Array | undefined;
+    let lastSourceStart = 0;
+    let lastSourceEnd = 0;
     // Pending too: a live message is sent right away, and one Redis confirms before the group
     // commit is never written to the gateway's disk (outbox.ts ReadOptions).
-    this.outbox.scan(after, limit, (entry) => {
-      if (last !== undefined && payloadBytes + entry.payload.length > maxBytes) {
+    this.outbox.scanRaw(after, limit, (entry) => {
+      const size = entry.payloadEnd - entry.payloadStart;
+      if (encoder.count > 0 && payloadBytes + size > maxBytes) {
         cut = true;
         return false;
       }
       seqs[encoder.count] = entry.seq;
-      encoder.add(entry);
-      payloadBytes += entry.payload.length;
-      last = entry;
+      encoder.addRaw(entry);
+      payloadBytes += size;
+      lastSeq = entry.seq;
+      lastArrivedAt = entry.arrivedAt;
+      // Only the last entry's source is needed (the next batch's gap check): decoded once, below.
+      lastData = entry.data;
+      lastSourceStart = entry.sourceStart;
+      lastSourceEnd = entry.sourceEnd;
       return true;
     }, { pending: true });
     const count = encoder.count;
+    const lastSource = lastData === undefined ? '' : Buffer.from(lastData.buffer, lastData.byteOffset, lastData.byteLength).toString('utf8', lastSourceStart, lastSourceEnd);
     return {
       encoded: encoder.finish(),
       count,
       seqs,
       payloadBytes,
-      lastSeq: last?.seq ?? after,
-      lastArrivedAt: last?.arrivedAt ?? 0,
-      lastSource: last?.source ?? '',
+      lastSeq,
+      lastArrivedAt,
+      lastSource,
       all: !cut && count < limit,
     };
   }

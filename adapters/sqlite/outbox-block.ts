@@ -1,4 +1,4 @@
-import type { OutboxEntry, OutboxInput, QoS } from '../../gateway/broker';
+import type { OutboxEntry, OutboxInput, QoS, RawEntry } from '../../gateway/broker';
 
 /**
  * The outbox stores entries in blocks: one SQLite row holds up to MAX_BLOCK_ENTRIES consecutive
@@ -166,6 +166,40 @@ export function decodeBlock(data: Buffer, firstSeq: number, from: number, visit:
   }
 }
 
+/**
+ * decodeBlock without objects: fills `raw` (byte ranges of `data`, numbers) for every entry from
+ * index `from` on and calls `visit(raw)` until it returns false. Names are byte ranges in a table
+ * of the block (two numbers per name), never strings. Throws MalformedBlockError.
+ */
+export function scanBlockRaw(data: Buffer, firstSeq: number, from: number, raw: RawEntry, visit: (entry: RawEntry) => boolean): void {
+  const reader = new BlockReader(data);
+  // start, end of each name in `data`, by index
+  const names: number[] = [];
+  raw.data = data;
+  for (let i = 0; reader.more(); i++) {
+    const flags = reader.byte();
+    const arrivedAt = reader.arrival();
+    reader.nameRange(flags & FLAG_NEW_TOPIC, names);
+    const topicStart = reader.rangeStart;
+    const topicEnd = reader.rangeEnd;
+    reader.nameRange(flags & FLAG_NEW_SOURCE, names);
+    const length = reader.varint();
+    const payloadAt = reader.skip(length);
+    if (i < from) continue;
+    raw.seq = firstSeq + i;
+    raw.qos = (flags & 0x03) as QoS;
+    raw.retain = (flags & FLAG_RETAIN) !== 0;
+    raw.arrivedAt = arrivedAt;
+    raw.topicStart = topicStart;
+    raw.topicEnd = topicEnd;
+    raw.sourceStart = reader.rangeStart;
+    raw.sourceEnd = reader.rangeEnd;
+    raw.payloadStart = payloadAt;
+    raw.payloadEnd = payloadAt + length;
+    if (!visit(raw)) return;
+  }
+}
+
 /** The logical size (`outboxEntryBytes`) of every entry of a block, in order, without decoding names. */
 export function blockEntrySizes(data: Buffer): number[] {
   const reader = new BlockReader(data);
@@ -239,6 +273,26 @@ class BlockReader {
     const name = names[index];
     if (name === undefined) throw new MalformedBlockError(`name ${index} referred to before it was defined`);
     return name;
+  }
+
+  /** Where the last nameRange() found its name: `data[rangeStart, rangeEnd)`. */
+  rangeStart = 0;
+  rangeEnd = 0;
+
+  /** A name as a byte range (new: entered in `names` as start, end; else looked up there). */
+  nameRange(isNew: number, names: number[]): void {
+    if (isNew !== 0) {
+      const length = this.varint();
+      this.rangeStart = this.skip(length);
+      this.rangeEnd = this.rangeStart + length;
+      names.push(this.rangeStart, this.rangeEnd);
+      return;
+    }
+    const index = this.varint();
+    const start = names[2 * index];
+    if (start === undefined) throw new MalformedBlockError(`name ${index} referred to before it was defined`);
+    this.rangeStart = start;
+    this.rangeEnd = names[2 * index + 1] as number;
   }
 
   nameLength(isNew: number, nameBytes: number[]): number {

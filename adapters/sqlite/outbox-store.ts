@@ -9,10 +9,12 @@ import {
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
+  type RawEntry,
   type ReadOptions,
+  emptyRawEntry,
 } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
-import { MAX_BLOCK_BYTES, MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock } from './outbox-block';
+import { MAX_BLOCK_BYTES, MalformedBlockError, OutboxBlockBuilder, blockEntrySizes, decodeBlock, scanBlockRaw } from './outbox-block';
 import type { SqliteStorage, StoragePart, Waiter } from './storage';
 
 /** Appended entries waiting for the next commit: a block being built, consecutive seqs from firstSeq. */
@@ -129,6 +131,8 @@ export class SqliteOutbox implements Outbox, StoragePart {
   private readonly dropLog: RateLimitedLog;
   private readonly malformedLog: RateLimitedLog;
   private readonly watchers = new OutboxWatchers();
+  /** The one RawEntry scanRaw fills for every entry. */
+  private readonly rawEntry = emptyRawEntry();
 
   /**
    * `ownsStorage` (default true): `open()` / `close()` open and close the storage itself — an
@@ -326,54 +330,68 @@ export class SqliteOutbox implements Outbox, StoragePart {
    */
   read(after: number, limit: number, options?: ReadOptions): OutboxEntry[] {
     const out: OutboxEntry[] = [];
-    this.scan(after, limit, (entry) => {
+    this.walk(after, limit, (data, firstSeq, from, visit) => decodeBlock(data, firstSeq, from, visit), (entry: OutboxEntry) => {
       out.push(entry);
       return true;
     }, options);
     return out;
   }
 
-  scan(after: number, limit: number, visit: (entry: OutboxEntry) => boolean, options?: ReadOptions): number {
+  scanRaw(after: number, limit: number, visit: (entry: Readonly<RawEntry>) => boolean, options?: ReadOptions): number {
+    const raw = this.rawEntry;
+    return this.walk(after, limit, (data, firstSeq, from, v) => scanBlockRaw(data, firstSeq, from, raw, v), visit, options);
+  }
+
+  /**
+   * The entries after `after` in order — stored blocks, then (with `pending`) pending ones up to
+   * the reservation — each block through `decode` (objects or raw), at most `limit` of them.
+   */
+  private walk<E extends { readonly seq: number }>(
+    after: number,
+    limit: number,
+    decode: (data: Buffer, firstSeq: number, from: number, visit: (entry: E) => boolean) => void,
+    visit: (entry: E) => boolean,
+    options: ReadOptions | undefined,
+  ): number {
     const stmts = this.stmts;
     if (stmts === undefined) throw new StorageError('EDGEWAY_ERR_STORAGE_CLOSED', 'the outbox is not open');
     let visited = 0;
     if (limit <= 0) return visited;
     let more = true;
-    const take = (entry: OutboxEntry) => {
+    let reserved = true;
+    const take = (entry: E): boolean => {
+      if (entry.seq > this.reservedSeq && entry.seq > this.storedLastSeq) {
+        reserved = false;
+        return false;
+      }
       visited++;
       more = visit(entry) && visited < limit;
       return more;
     };
     const from = Math.floor(Math.max(after, this.head)) + 1;
+    const block = (data: Buffer, firstSeq: number): void => {
+      try {
+        decode(data, firstSeq, Math.max(0, from - firstSeq), take);
+      } catch (err) {
+        // Only a damaged file (or a bug) gets here: the rest of the queue must still flow.
+        this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq, error: errorMessage(err) });
+      }
+    };
     if (from <= this.storedLastSeq) {
       for (const row of stmts.readFrom.iterate(from) as IterableIterator<{ first_seq: number; data: Buffer }>) {
-        this.decode(row.data, row.first_seq, from, take);
+        block(row.data, row.first_seq);
         if (!more) return visited;
       }
     }
     if (options?.pending !== true) return visited;
-    let reserved = true;
-    const readable = (entry: OutboxEntry) => {
-      reserved = entry.seq <= this.reservedSeq;
-      return reserved && take(entry);
-    };
     for (const { firstSeq, builder } of this.pending) {
       if (firstSeq + builder.count <= from) continue;
-      this.decode(builder.view(), firstSeq, from, readable);
+      block(builder.view(), firstSeq);
       if (!more || !reserved) break;
     }
     // The next commit extends the reservation; the reader is told (watch) when it did.
     if (!reserved) this.reservationWanted = true;
     return visited;
-  }
-
-  private decode(data: Buffer, firstSeq: number, from: number, visit: (entry: OutboxEntry) => boolean): void {
-    try {
-      decodeBlock(data, firstSeq, Math.max(0, from - firstSeq), visit);
-    } catch (err) {
-      // Only a damaged file (or a bug) gets here: the rest of the queue must still flow.
-      this.malformedLog.emit('storage: an outbox block cannot be read; its entries are skipped', { firstSeq, error: errorMessage(err) });
-    }
   }
 
   ack(upTo: number): Promise<void> {

@@ -18,5 +18,7 @@ export {
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
+  type RawEntry,
   type ReadOptions,
+  emptyRawEntry,
 } from './outbox';

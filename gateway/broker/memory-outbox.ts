@@ -3,12 +3,14 @@ import { StorageError } from './errors';
 import {
   OutboxWatchers,
   detachedPayload,
+  emptyRawEntry,
   outboxEntryBytes,
   type Outbox,
   type OutboxEntry,
   type OutboxInput,
   type OutboxLimits,
   type OutboxStats,
+  type RawEntry,
 } from './outbox';
 import { RingBuffer } from './ring-buffer';
 
@@ -104,20 +106,35 @@ export class MemoryOutbox implements Outbox {
 
   read(after: number, limit: number): OutboxEntry[] {
     const out: OutboxEntry[] = [];
-    this.scan(after, limit, (entry) => {
-      out.push(entry);
-      return true;
-    });
+    if (limit <= 0) return out;
+    for (const stored of this.ring) {
+      if (stored.entry.seq <= after) continue;
+      out.push(stored.entry);
+      if (out.length >= limit) break;
+    }
     return out;
   }
 
-  scan(after: number, limit: number, visit: (entry: OutboxEntry) => boolean): number {
+  /** Builds each entry's bytes on the fly: this outbox serves tests and storage-less runs, not speed. */
+  scanRaw(after: number, limit: number, visit: (entry: Readonly<RawEntry>) => boolean): number {
+    const raw = emptyRawEntry();
     let visited = 0;
-    if (limit <= 0) return visited;
-    for (const stored of this.ring) {
-      if (stored.entry.seq <= after) continue;
+    for (const e of this.read(after, limit)) {
+      const topic = Buffer.from(e.topic);
+      const source = Buffer.from(e.source);
+      raw.data = Buffer.concat([topic, source, e.payload]);
+      raw.seq = e.seq;
+      raw.qos = e.qos;
+      raw.retain = e.retain;
+      raw.arrivedAt = e.arrivedAt;
+      raw.topicStart = 0;
+      raw.topicEnd = topic.length;
+      raw.sourceStart = topic.length;
+      raw.sourceEnd = topic.length + source.length;
+      raw.payloadStart = raw.sourceEnd;
+      raw.payloadEnd = raw.data.length;
       visited++;
-      if (!visit(stored.entry) || visited >= limit) break;
+      if (!visit(raw)) break;
     }
     return visited;
   }

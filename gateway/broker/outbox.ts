@@ -37,6 +37,33 @@ export interface ReadOptions {
   readonly pending?: boolean;
 }
 
+/**
+ * An entry as `scanRaw` hands it over. ONE object is reused for every entry: copy the numbers you
+ * keep. `data` is the outbox's own memory and must not be changed; its bytes stay as they are
+ * after the call (a reader may decode a range later). Topic and source
+ * are UTF-8 bytes `data[topicStart, topicEnd)` and `data[sourceStart, sourceEnd)`, the payload
+ * `data[payloadStart, payloadEnd)`. The uplink copies them straight into its batch: decoding
+ * entries into objects, strings and payload views cost it more than everything else it does.
+ */
+export interface RawEntry {
+  seq: number;
+  qos: QoS;
+  retain: boolean;
+  arrivedAt: number;
+  data: Uint8Array;
+  topicStart: number;
+  topicEnd: number;
+  sourceStart: number;
+  sourceEnd: number;
+  payloadStart: number;
+  payloadEnd: number;
+}
+
+/** A fresh RawEntry to be filled in (implementations keep one). */
+export function emptyRawEntry(): RawEntry {
+  return { seq: 0, qos: 0, retain: false, arrivedAt: 0, data: new Uint8Array(0), topicStart: 0, topicEnd: 0, sourceStart: 0, sourceEnd: 0, payloadStart: 0, payloadEnd: 0 };
+}
+
 /** What a producer hands to `append`. */
 export interface OutboxInput {
   readonly topic: string;
@@ -138,11 +165,11 @@ export interface Outbox {
    */
   read(after: number, limit: number, options?: ReadOptions): OutboxEntry[];
   /**
-   * `read` without the array: calls `visit` for each entry in turn until it returns false or
-   * `limit` entries were visited, and returns how many were. The entry is the caller's to keep or
-   * (better, on a hot path) to drop at once.
+   * `read` for a hot path: calls `visit` for each entry in turn, as numbers and byte ranges (no
+   * strings, no buffers, no object per entry — see RawEntry), until it returns false or `limit`
+   * entries were visited; returns how many were.
    */
-  scan(after: number, limit: number, visit: (entry: OutboxEntry) => boolean, options?: ReadOptions): number;
+  scanRaw(after: number, limit: number, visit: (entry: Readonly<RawEntry>) => boolean, options?: ReadOptions): number;
   /**
    * Deletes every stored entry with `seq <= upTo` (acknowledged by the uplink). Resolves once the
    * deletion is durable. Acknowledging seqs already gone is a no-op.

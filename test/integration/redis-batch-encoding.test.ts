@@ -1,11 +1,15 @@
 /**
  * The uplink's batch encoding (adapters/redis/batch-encoding.ts) as the real redis-server's
- * `cmsgpack` reads it: every field back byte for byte, at the boundaries of each string type.
+ * `cmsgpack` reads it: every field back byte for byte, at the boundaries of each string type; and
+ * the raw path the uplink takes (Outbox.scanRaw) gives the same bytes as decoded entries.
  */
 import t from 'tap';
-import { FIELDS_PER_ENTRY, encodeBatch } from '../../adapters/redis/batch-encoding';
-import type { OutboxEntry, QoS } from '../../gateway/broker';
+import { join } from 'node:path';
+import { BatchEncoder, FIELDS_PER_ENTRY, encodeBatch } from '../../adapters/redis/batch-encoding';
+import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
+import { MemoryOutbox, type OutboxEntry, type OutboxInput, type QoS } from '../../gateway/broker';
 import { RedisServer } from '../helpers/redis';
+import { tempDir } from '../helpers/sqlite';
 
 function bytes(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
@@ -38,4 +42,45 @@ t.test('Redis unpacks every field of every entry exactly', async (t) => {
     );
     t.ok(f[2]?.equals(e.payload), `entry ${i}: payload of ${e.payload.length} bytes, byte for byte`);
   });
+});
+
+t.test('entries scanned raw (Outbox.scanRaw → BatchEncoder.addRaw) encode to the same bytes as decoded ones, stored or pending', async (t) => {
+  const dir = tempDir(t);
+  const limits = { maxMessages: 1000, maxBytes: 64 * 1024 ** 2, whenFull: 'drop-new' } as const;
+  const storage = new SqliteStorage({ path: join(dir, 'edgeway.db'), sync: 'normal', flushInterval: 60_000 });
+  const sqlite = new SqliteOutbox(storage, limits);
+  t.teardown(() => sqlite.close());
+  await sqlite.open();
+  const memory = new MemoryOutbox(limits);
+  await memory.open();
+  const input = (i: number): OutboxInput => ({
+    topic: ['a', 'x'.repeat(40), 'sensors/ünïcode/✓', 't/𝄞'][i % 4] as string,
+    payload: bytes([0, 5, 32, 33, 300, 70_000][i % 6] as number, i),
+    qos: (i % 3) as QoS,
+    retain: i % 2 === 0,
+    arrivedAt: 1_716_200_000_000 + ((i * 7919) % 5000) - 2500,
+    source: i % 5 === 0 ? 's'.repeat(33) : `serial:tty${i % 3}`,
+  });
+  const stored = Array.from({ length: 1100 }, (_, i) => input(i)).slice(0, 700);
+  // Committed: more than one block; then more entries left pending (a reader asked for them
+  // before the commit, so the commit reserved seqs for them).
+  const committed = sqlite.append(stored);
+  sqlite.read(0, 1, { pending: true });
+  storage.flush();
+  await committed;
+  for (let i = 700; i < 900; i++) sqlite.add(input(i));
+  await memory.append(Array.from({ length: 900 }, (_, i) => input(i)));
+  for (const [name, outbox] of [['sqlite', sqlite], ['memory', memory]] as const) {
+    for (const after of [0, 650, 699, 700, 850]) {
+      const expected = encodeBatch(outbox.read(after, 500, { pending: true }));
+      const encoder = new BatchEncoder();
+      const visited = outbox.scanRaw(after, 500, (e) => {
+        encoder.addRaw(e);
+        return true;
+      }, { pending: true });
+      t.equal(visited, Math.min(500, 900 - after), `${name}, after ${after}: entries visited`);
+      t.ok(encoder.finish().equals(expected), `${name}, after ${after}: same bytes`);
+    }
+  }
+  t.equal(sqlite.stats().pending, 200, 'the last 200 were read while pending');
 });
