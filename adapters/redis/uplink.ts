@@ -357,7 +357,9 @@ export class Uplink {
   private nextBatch(after: number, maxBytes: number): Batch {
     const limit = this.batchLimit();
     const encoder = new BatchEncoder();
-    const seqs = new Float64Array(limit);
+    let firstSeq = 0;
+    // Only when the seqs have a gap (entries dropped or refused): else firstSeq + index.
+    let seqs: number[] | undefined;
     let payloadBytes = 0;
     let cut = false;
     let lastSeq = after;
@@ -373,7 +375,12 @@ export class Uplink {
         cut = true;
         return false;
       }
-      seqs[encoder.count] = entry.seq;
+      if (encoder.count === 0) firstSeq = entry.seq;
+      else if (seqs !== undefined) seqs.push(entry.seq);
+      else if (entry.seq !== lastSeq + 1) {
+        seqs = Array.from({ length: encoder.count }, (_, i) => firstSeq + i);
+        seqs.push(entry.seq);
+      }
       encoder.addRaw(entry);
       payloadBytes += size;
       lastSeq = entry.seq;
@@ -389,7 +396,7 @@ export class Uplink {
     return {
       encoded: encoder.finish(),
       count,
-      seqs,
+      seqOf: seqsOf(firstSeq, seqs),
       payloadBytes,
       lastSeq,
       lastArrivedAt,
@@ -468,7 +475,7 @@ export class Uplink {
     this.counters.delivered += done;
     this.counters.alreadyPresent += present;
     if (done > 0) {
-      const confirmed = batch.seqs[done - 1] as number;
+      const confirmed = batch.seqOf(done - 1);
       this.cursor = confirmed;
       // Not awaited: the deletion rides on the next group commit, and the cursor already skips
       // these entries. If the gateway dies first, they are sent again and Redis refuses them.
@@ -476,16 +483,20 @@ export class Uplink {
     }
     if (error === undefined) return true;
     if (error.startsWith('EDGEWAY_CONFLICT ')) throw new EpochConflict(error.slice('EDGEWAY_CONFLICT '.length));
-    throw new Error(`Redis refused entry seq ${done < batch.count ? String(batch.seqs[done]) : '?'}: ${error}`);
+    throw new Error(`Redis refused entry seq ${done < batch.count ? String(batch.seqOf(done)) : '?'}: ${error}`);
   }
+}
+
+function seqsOf(firstSeq: number, seqs: readonly number[] | undefined): (i: number) => number {
+  return seqs === undefined ? (i) => firstSeq + i : (i) => seqs[i] as number;
 }
 
 /** A batch as sent: encoded once, with what confirming it and the next batch's gap check need. */
 interface Batch {
   readonly encoded: Buffer;
   readonly count: number;
-  /** The entries' seqs, in order (seqs may have gaps). */
-  readonly seqs: Float64Array;
+  /** The seq of the entry at index i of the batch (seqs may have gaps). */
+  readonly seqOf: (i: number) => number;
   readonly payloadBytes: number;
   readonly lastSeq: number;
   readonly lastArrivedAt: number;
