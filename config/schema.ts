@@ -45,6 +45,7 @@ export const limitsSchema = z
     maxPacketSize: byteSize.pipe(z.number().min(64).max(MQTT_MAX_PACKET)).default(1024 * 1024),
     maxConnections: z.number().int().min(1).default(10_000),
     maxInflight: z.number().int().min(1).max(65_535).default(20),
+    receiveMaximum: z.number().int().min(1).max(65_535).default(65_535),
     maxQueued: z.number().int().min(0).default(1000),
     maxQueuedBytes: byteSize.pipe(z.number().min(0)).default(16 * 1024 * 1024),
     maxSessions: z.number().int().min(1).default(10_000),

@@ -11,7 +11,8 @@ import { detachedPayload, type Outbox, type OutboxInput } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
-import { Session } from './session';
+import { NEVER_EXPIRES, Session } from './session';
+import { SessionExpiry } from './session-expiry';
 import { SysPublisher } from './sys-topics';
 import { topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
@@ -77,6 +78,8 @@ export class Broker implements ConnectionHost {
   readonly retained: RetainedMessages;
   readonly startedAt = Date.now();
   readonly parserPool = new ParserPool();
+  /** Ends offline sessions when their expiry interval has passed. */
+  private readonly sessionExpiry = new SessionExpiry(this.sessions, (session) => this.expireSession(session));
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
@@ -171,7 +174,15 @@ export class Broker implements ConnectionHost {
     // Connected when the gateway stopped (null) counts as the most recent.
     stored.sort((a, b) => (b.disconnectedAt ?? Infinity) - (a.disconnectedAt ?? Infinity));
     let messages = 0;
+    let expired = 0;
+    const now = Date.now();
     for (const s of stored) {
+      // Expired while the gateway was down: it ends now (MQTT 5.0 section 3.1.2.11.2).
+      if (s.disconnectedAt !== null && s.expiryInterval !== NEVER_EXPIRES && s.disconnectedAt + s.expiryInterval * 1000 <= now) {
+        store.sessionDeleted(s.clientId);
+        expired++;
+        continue;
+      }
       if (this.sessions.size >= this.limits.maxSessions) {
         this.metrics.publishDropped += s.messages.length;
         this.limitHit('maxSessions', 'stored session not restored: maxSessions reached', { clientId: s.clientId, droppedMessages: s.messages.length, maxSessions: this.limits.maxSessions });
@@ -187,8 +198,9 @@ export class Broker implements ConnectionHost {
       this.sessions.set(s.clientId, session);
       for (const [filter, options] of session.subscriptions) this.subscriptions.set(filter, s.clientId, { session, options });
       messages += session.queue.length + session.inflight.size;
+      this.sessionExpiry.watch(session);
     }
-    this.logger.info('persistent sessions restored', { count: this.sessions.size, messages });
+    this.logger.info('persistent sessions restored', { count: this.sessions.size, messages, expired });
   }
 
   addresses(): AddressInfo[] {
@@ -226,6 +238,7 @@ export class Broker implements ConnectionHost {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     this.sys.stop();
+    this.sessionExpiry.stop();
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const conn of [...this.connections]) conn.close('server-shutdown', 'broker stopping', true);
     this.flush();
@@ -274,8 +287,12 @@ export class Broker implements ConnectionHost {
     this.clients.delete(conn.clientId);
     const session = conn.session;
     if (session !== null && session.owner === conn.generation) {
-      if (session.expiryInterval === 0) this.destroySession(session);
-      else session.setOwner(null);
+      if (session.expiryInterval === 0) {
+        this.destroySession(session);
+      } else {
+        session.setOwner(null);
+        this.sessionExpiry.watch(session);
+      }
     }
     const level = reason === 'client-disconnect' || reason === 'socket-closed' || reason === 'server-shutdown' ? 'info' : 'warn';
     this.logger[level]('client disconnected', { clientId: conn.clientId, remote: conn.remote, reason, detail });
@@ -337,6 +354,12 @@ export class Broker implements ConnectionHost {
 
   // ---- sessions ----
 
+  /** An offline session reached its expiry: it ends with everything in it. */
+  private expireSession(session: Session): void {
+    this.logger.info('session expired', { clientId: session.clientId, expiryInterval: session.expiryInterval, droppedMessages: session.queue.length + session.inflight.size });
+    this.destroySession(session);
+  }
+
   destroySession(session: Session): void {
     for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
     session.clear();
@@ -379,9 +402,10 @@ export class Broker implements ConnectionHost {
    * Routes an accepted message: retained store, then every matching session once, at the highest
    * granted QoS of its overlapping subscriptions (3.1.1 section 3.3.5). `origin` is the publishing
    * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS), then
-   * named by `source` in the outbox.
+   * named by `source` in the outbox. Returns false when nothing took the message: no subscriber
+   * and not the outbox (MQTT 5 acknowledges that with "no matching subscribers").
    */
-  publish(msg: Message, origin: Connection | null, source = 'gateway'): void {
+  publish(msg: Message, origin: Connection | null, source = 'gateway'): boolean {
     // Retained and QoS 1/2 messages may be kept (store, queues, inflight); QoS 0 is only copied
     // into outgoing packets, so only the former need a payload of their own.
     if (msg.retain || msg.qos > 0) msg = ownPayload(msg);
@@ -396,7 +420,8 @@ export class Broker implements ConnectionHost {
       }
     }
     const from = origin === null ? source : origin.clientId;
-    if (this.uplinkTopics !== null && (origin !== null || this.options.uplink?.skipSource?.(from) !== true)) this.toOutbox(msg, from);
+    let taken = false;
+    if (this.uplinkTopics !== null && (origin !== null || this.options.uplink?.skipSource?.(from) !== true)) taken = this.toOutbox(msg, from);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
       for (const hook of this.hooks.published) hook(msg, info, from);
@@ -406,7 +431,7 @@ export class Broker implements ConnectionHost {
       const prev = targets.get(clientId);
       if (prev === undefined || sub.options.qos > prev.options.qos) targets.set(clientId, sub);
     });
-    if (targets.size === 0) return;
+    if (targets.size === 0) return taken;
     // Encode once for every QoS 0 recipient of the same protocol family (convention 7).
     let shared: Buffer | undefined;
     let sharedV5: Buffer | undefined;
@@ -427,6 +452,7 @@ export class Broker implements ConnectionHost {
       else bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
       this.writeQos0(conn, bytes, origin);
     }
+    return true;
   }
 
   // ---- storage: outbox and durable acknowledgements ----
@@ -445,14 +471,15 @@ export class Broker implements ConnectionHost {
     return selected;
   }
 
-  /** Queues a message for the outbox if the uplink takes its topic; appended at the end of the turn. */
-  private toOutbox(msg: Message, source: string): void {
-    if (!this.uplinkTakes(msg.topic)) return;
+  /** Queues a message for the outbox if the uplink takes its topic (true); appended at the end of the turn. */
+  private toOutbox(msg: Message, source: string): boolean {
+    if (!this.uplinkTakes(msg.topic)) return false;
     // The payload may still be a view of the socket chunk: the outbox copies what it keeps (the
     // SQLite one encodes it into a block at once), so no copy per message here.
     this.outboxBatch.push({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
     this.storageChanges++;
     this.scheduleStorageTick();
+    return true;
   }
 
   /**
@@ -606,7 +633,7 @@ export class Broker implements ConnectionHost {
       if (conn !== undefined) this.writeQos0(conn, encodePublish(msg, 0, retain, false, 0, conn.protocolVersion), origin);
       return;
     }
-    if (conn !== undefined && session.queue.length === 0 && session.inflight.size < this.limits.maxInflight) {
+    if (conn !== undefined && session.queue.length === 0 && session.inflight.size < conn.inflightLimit) {
       this.sendInflight(session, conn, msg, qos, retain);
       this.applyBackpressure(conn, origin);
       return;
@@ -628,7 +655,7 @@ export class Broker implements ConnectionHost {
   pump(session: Session): void {
     const conn = this.connectionOf(session);
     if (conn === undefined) return;
-    while (session.inflight.size < this.limits.maxInflight) {
+    while (session.inflight.size < conn.inflightLimit) {
       const next = session.dequeue();
       if (next === undefined) return;
       this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord);

@@ -34,6 +34,7 @@ t.test('an empty document gives the documented defaults', async (t) => {
         maxPacketSize: 1024 * 1024,
         maxConnections: 10_000,
         maxInflight: 20,
+        receiveMaximum: 65_535,
         maxQueued: 1000,
         maxQueuedBytes: 16 * 1024 * 1024,
         maxSessions: 10_000,

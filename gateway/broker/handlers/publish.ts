@@ -1,7 +1,8 @@
 import type { IPublishPacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
-import { encodeAck } from '../encode';
+import { ReasonCode } from '../errors';
+import { encodeAckFor } from '../mqtt5';
 import { topicNameError } from '../topic';
 import type { Message } from '../types';
 
@@ -13,6 +14,9 @@ import type { Message } from '../types';
  * Acknowledged means durable (issue 4): when routing changed stored state (the outbox, a
  * persistent session's queue, a retained message, the held QoS 2 id), PUBACK/PUBREC waits for the
  * commit that contains the change. Routing to live subscribers does not wait.
+ *
+ * MQTT 5 adds: the server's Receive Maximum (one QoS 1/2 message beyond it is DISCONNECT 0x93),
+ * reason code 0x10 when no subscriber took the message, and reason codes on the DISCONNECT.
  */
 export function handlePublish(broker: Broker, conn: Connection, packet: IPublishPacket): void {
   broker.metrics.publishReceived++;
@@ -28,8 +32,17 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     if (invalid.kind === 'too-many-levels') {
       broker.limitHit('maxTopicLevels', 'PUBLISH topic has too many levels; client disconnected', { clientId: conn.clientId, maxTopicLevels: broker.limits.maxTopicLevels });
     }
-    conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`);
+    conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`, false, ReasonCode.TopicNameInvalid);
     return;
+  }
+  const mqtt5 = conn.mqtt5;
+  if (mqtt5 !== null && qos > 0 && !(qos === 2 && conn.session?.incomingQos2.has(packet.messageId ?? 0) === true)) {
+    // A re-sent QoS 2 id is the same exchange, not one more.
+    if (mqtt5.inboundUnacked >= broker.limits.receiveMaximum) {
+      conn.close('protocol-error', `more than Receive Maximum (${broker.limits.receiveMaximum}) unacknowledged QoS 1/2 messages`, false, ReasonCode.ReceiveMaximumExceeded);
+      return;
+    }
+    mqtt5.inboundUnacked++;
   }
 
   const message: Message = { topic, payload, qos, retain: packet.retain };
@@ -39,18 +52,19 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     const session = conn.session;
     if (session === null) return;
     let barrier: Promise<void> | null;
+    let reasonCode: number = ReasonCode.Success;
     if (!session.incomingQos2.has(id)) {
       session.holdIncomingQos2(id);
-      broker.publish(message, conn);
+      if (!broker.publish(message, conn)) reasonCode = ReasonCode.NoMatchingSubscribers;
       barrier = broker.durableSince(changesBefore);
     } else {
       // A re-sent id (perhaps on a new connection, the first one's PUBREC never seen): the first
       // copy may not be committed yet, so this PUBREC waits for whatever is pending too.
       barrier = broker.options.storage === undefined ? null : broker.durableBarrier();
     }
-    conn.sendAck(encodeAck('pubrec', id, 0, conn.protocolVersion), barrier);
+    conn.sendAck(encodeAckFor(conn, 'pubrec', id, reasonCode), barrier);
     return;
   }
-  broker.publish(message, conn);
-  if (qos === 1) conn.sendAck(encodeAck('puback', id, 0, conn.protocolVersion), broker.durableSince(changesBefore));
+  const taken = broker.publish(message, conn);
+  if (qos === 1) conn.sendAck(encodeAckFor(conn, 'puback', id, taken ? ReasonCode.Success : ReasonCode.NoMatchingSubscribers), broker.durableSince(changesBefore), true);
 }
