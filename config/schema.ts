@@ -46,6 +46,8 @@ export const limitsSchema = z
     maxConnections: z.number().int().min(1).default(10_000),
     maxInflight: z.number().int().min(1).max(65_535).default(20),
     receiveMaximum: z.number().int().min(1).max(65_535).default(65_535),
+    topicAliasMaximum: z.number().int().min(0).max(65_535).default(10),
+    maxKeepalive: z.number().int().min(0).max(65_535).default(0),
     maxQueued: z.number().int().min(0).default(1000),
     maxQueuedBytes: byteSize.pipe(z.number().min(0)).default(16 * 1024 * 1024),
     maxSessions: z.number().int().min(1).default(10_000),

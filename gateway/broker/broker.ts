@@ -3,6 +3,7 @@ import type { Packet } from 'mqtt-packet';
 import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
+import { encodePublishV5, encodePublishV5WithoutAlias, forwardedProperties } from './outgoing';
 import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
@@ -432,9 +433,12 @@ export class Broker implements ConnectionHost {
       if (prev === undefined || sub.options.qos > prev.options.qos) targets.set(clientId, sub);
     });
     if (targets.size === 0) return taken;
-    // Encode once for every QoS 0 recipient of the same protocol family (convention 7).
+    // Encode once for every QoS 0 recipient of the same protocol family (convention 7); an MQTT 5
+    // client that takes topic aliases gets its own.
     let shared: Buffer | undefined;
     let sharedV5: Buffer | undefined;
+    // The clock only matters for a message that expires (its remaining interval).
+    const now = msg.expiresAt === undefined ? 0 : Date.now();
     for (const sub of targets.values()) {
       if (sub.session === null) {
         this.callInProcess(sub.handler, msg);
@@ -447,10 +451,18 @@ export class Broker implements ConnectionHost {
       }
       const conn = this.connectionOf(sub.session);
       if (conn === undefined) continue; // QoS 0 is not queued for absent clients (3.1.1 section 3.1.2.4)
-      let bytes: Buffer;
-      if (conn.protocolVersion === 5) bytes = sharedV5 ??= encodePublish(msg, 0, false, false, 0, 5);
-      else bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
-      this.writeQos0(conn, bytes, origin);
+      const state = conn.mqtt5;
+      let bytes: Buffer | null;
+      if (state === null) {
+        bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
+      } else if (state.outAliases === null) {
+        bytes = sharedV5 ??= encodePublishV5WithoutAlias(msg, 0, false, false, 0, forwardedProperties(msg, now, undefined));
+        if (bytes.length > state.maxPacketSize) bytes = null;
+      } else {
+        bytes = encodePublishV5(state, msg, 0, false, false, 0, forwardedProperties(msg, now, undefined));
+      }
+      if (bytes === null) this.tooLargeForClient(conn, msg);
+      else this.writeQos0(conn, bytes, origin);
     }
     return true;
   }
@@ -626,11 +638,30 @@ export class Broker implements ConnectionHost {
     }
   }
 
+  /**
+   * The PUBLISH of `msg` for `conn`: the direct encoding for 3.1/3.1.1, outgoing.ts for MQTT 5.
+   * Null when it exceeds an MQTT 5 client's Maximum Packet Size (counted): the caller then drops
+   * the message as if it had been sent [MQTT-3.1.2-25].
+   */
+  private publishPacket(conn: Connection, msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number): Buffer | null {
+    const state = conn.mqtt5;
+    if (state === null) return encodePublish(msg, qos, retain, dup, packetId, conn.protocolVersion);
+    const bytes = encodePublishV5(state, msg, qos, retain, dup, packetId, forwardedProperties(msg, Date.now(), undefined));
+    if (bytes === null) this.tooLargeForClient(conn, msg);
+    return bytes;
+  }
+
+  private tooLargeForClient(conn: Connection, msg: Message): void {
+    this.metrics.publishDropped++;
+    this.limitHit('clientMaxPacketSize', "message larger than the client's Maximum Packet Size; not sent to it", { clientId: conn.clientId, topic: msg.topic, maxPacketSize: conn.mqtt5?.maxPacketSize ?? 0 });
+  }
+
   /** Delivers one message to one session at `qos`, queueing when inflight is full or the client is away. */
   deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null): void {
     const conn = this.connectionOf(session);
     if (qos === 0) {
-      if (conn !== undefined) this.writeQos0(conn, encodePublish(msg, 0, retain, false, 0, conn.protocolVersion), origin);
+      const bytes = conn === undefined ? null : this.publishPacket(conn, msg, 0, retain, false, 0);
+      if (bytes !== null) this.writeQos0(conn as Connection, bytes, origin);
       return;
     }
     if (conn !== undefined && session.queue.length === 0 && session.inflight.size < conn.inflightLimit) {
@@ -646,8 +677,13 @@ export class Broker implements ConnectionHost {
 
   private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
     const packetId = session.allocatePacketId();
+    const bytes = this.publishPacket(conn, msg, qos, retain, false, packetId);
+    if (bytes === null) {
+      if (ord !== undefined) session.discard(ord);
+      return;
+    }
     session.addInflight(packetId, msg, qos, retain, ord);
-    conn.write(encodePublish(msg, qos, retain, false, packetId, conn.protocolVersion));
+    conn.write(bytes);
     this.metrics.publishSent++;
   }
 
@@ -669,7 +705,10 @@ export class Broker implements ConnectionHost {
   resumeSession(session: Session, conn: Connection): void {
     for (const [packetId, entry] of session.inflight) {
       if (entry.state === 'publish') {
-        conn.write(encodePublish(entry.message, entry.qos, entry.retain, true, packetId, conn.protocolVersion));
+        const bytes = this.publishPacket(conn, entry.message, entry.qos, entry.retain, true, packetId);
+        // Too large for the client's new Maximum Packet Size: as if it had been delivered.
+        if (bytes === null) session.completeInflight(packetId);
+        else conn.write(bytes);
       } else {
         conn.write(encodeAck('pubrel', packetId, 0, conn.protocolVersion));
       }

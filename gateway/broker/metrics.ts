@@ -32,6 +32,8 @@ export class BrokerMetrics {
     backpressureTimeouts: 0,
     /** A connection held MAX_HELD_ACKS acknowledgements waiting for a commit and was paused. */
     heldAcks: 0,
+    /** A message was not sent to an MQTT 5 client because it exceeds the client's Maximum Packet Size. */
+    clientMaxPacketSize: 0,
   };
 }
 

@@ -1,5 +1,6 @@
 import type { IConnectPacket, Packet } from 'mqtt-packet';
 import { encodeAck, encodePacket } from './encode';
+import { InboundAliases, OutboundAliases } from './topic-alias';
 
 type ConnectProperties = NonNullable<IConnectPacket['properties']>;
 
@@ -21,8 +22,10 @@ export class Mqtt5State {
   readonly receiveMaximum: number;
   /** The client's Maximum Packet Size: nothing larger is sent to it [MQTT-3.1.2-24]. */
   readonly maxPacketSize: number;
-  /** The client's Topic Alias Maximum: how many aliases the server may assign to it (0: none). */
-  readonly topicAliasMaximum: number;
+  /** Aliases the client set up for its PUBLISHes (created at the first one). */
+  inAliases: InboundAliases | null = null;
+  /** Aliases the server assigns to topics it sends; null when the client allows none [MQTT-3.1.2-27]. */
+  readonly outAliases: OutboundAliases | null;
   /** Incoming QoS 1/2 PUBLISH not yet acknowledged to the end: what the server's Receive Maximum bounds. */
   inboundUnacked = 0;
   /** The Authentication Method of CONNECT when the client uses enhanced authentication (4.12). */
@@ -30,11 +33,13 @@ export class Mqtt5State {
   /** An authentication exchange waiting for the client's next AUTH (set while the method answered "continue"). */
   authWaiting: ((data: Buffer | undefined) => void) | null = null;
 
-  constructor(properties: ConnectProperties | undefined) {
+  /** `topicAliasMaximum`: the server's, limits.topicAliasMaximum; the client's own comes in `properties`. */
+  constructor(properties: ConnectProperties | undefined, topicAliasMaximum: number) {
     this.problemInformation = properties?.requestProblemInformation !== false;
     this.receiveMaximum = properties?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM;
     this.maxPacketSize = properties?.maximumPacketSize ?? MQTT_MAX_PACKET_SIZE;
-    this.topicAliasMaximum = properties?.topicAliasMaximum ?? 0;
+    const outAliases = Math.min(properties?.topicAliasMaximum ?? 0, topicAliasMaximum);
+    this.outAliases = outAliases > 0 ? new OutboundAliases(outAliases) : null;
     this.authMethod = properties?.authenticationMethod;
   }
 

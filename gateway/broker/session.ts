@@ -117,6 +117,11 @@ export class Session {
     return item;
   }
 
+  /** A message taken from the queue is not sent after all (expired, or too large for the client): it leaves the session. */
+  discard(ord: number): void {
+    this.store?.messageRemoved(this.clientId, ord);
+  }
+
   /**
    * Records a message as sent with `packetId`: one from `dequeue()` (it keeps its place), or a new
    * one (`ord` undefined) sent at once.

@@ -39,6 +39,14 @@ export interface BrokerLimits {
    * yet had fully acknowledged; one more is a protocol violation (DISCONNECT 0x93).
    */
   readonly receiveMaximum: number;
+  /**
+   * Topic aliases per MQTT 5 connection, in each direction: how many a client may set up for its
+   * PUBLISHes (Topic Alias Maximum in CONNACK), and the most the server assigns to a client that
+   * takes them. 0: none.
+   */
+  readonly topicAliasMaximum: number;
+  /** Seconds; an MQTT 5 client asking for a longer keepalive, or none, gets this one (Server Keep Alive). 0: no cap. */
+  readonly maxKeepalive: number;
   /** QoS 1/2 messages waiting per session while inflight is full or the client is away. */
   readonly maxQueued: number;
   /** Payload bytes waiting per session (the same queue, bounded by size). */

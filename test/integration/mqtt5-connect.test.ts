@@ -46,8 +46,8 @@ t.test('MQTT 5 CONNECT is accepted; CONNACK announces the server limits [MQTT-3.
   t.equal(connack.sessionPresent, false, 'no session: session present 0');
   t.same(
     connack.properties,
-    { maximumPacketSize: 65_536, retainAvailable: true, wildcardSubscriptionAvailable: true, subscriptionIdentifiersAvailable: false, sharedSubscriptionAvailable: false },
-    'Maximum Packet Size and the feature flags; Maximum QoS 2, Receive Maximum 65,535 and no topic aliases are the defaults, so absent',
+    { maximumPacketSize: 65_536, topicAliasMaximum: 10, retainAvailable: true, wildcardSubscriptionAvailable: true, subscriptionIdentifiersAvailable: false, sharedSubscriptionAvailable: false },
+    'Maximum Packet Size, Topic Alias Maximum and the feature flags; Maximum QoS 2 and Receive Maximum 65,535 are the defaults, so absent',
   );
   t.equal(tb.broker.clients.get('v5-limits')?.protocolVersion, 5, 'the broker knows the client as MQTT 5');
 

@@ -35,6 +35,8 @@ t.test('an empty document gives the documented defaults', async (t) => {
         maxConnections: 10_000,
         maxInflight: 20,
         receiveMaximum: 65_535,
+        topicAliasMaximum: 10,
+        maxKeepalive: 0,
         maxQueued: 1000,
         maxQueuedBytes: 16 * 1024 * 1024,
         maxSessions: 10_000,

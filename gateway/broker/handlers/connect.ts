@@ -21,7 +21,10 @@ interface ConnectRequest {
   readonly clean: boolean;
   /** Seconds; 3.1.1's clean session 0 is "never" (NEVER_EXPIRES), clean session 1 is 0. */
   readonly sessionExpiry: number;
+  /** Seconds, the one in effect: the client's, or the server's when it caps it. */
   readonly keepalive: number;
+  /** The server replaced the client's keepalive (MQTT 5 Server Keep Alive). */
+  readonly serverKeepAlive: boolean;
   readonly will: Message | null;
   /** The client sent an empty identifier and the server chose one [MQTT-3.1.3-6]. */
   readonly assignedId: boolean;
@@ -49,7 +52,7 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
       refuse(broker, conn, problem.reasonCode, problem.detail);
       return;
     }
-    conn.mqtt5 = new Mqtt5State(packet.properties);
+    conn.mqtt5 = new Mqtt5State(packet.properties, broker.limits.topicAliasMaximum);
   }
 
   const clean = packet.clean !== false;
@@ -104,10 +107,15 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
 
   conn.clientId = clientId;
   conn.transition('authenticating');
+  // Server Keep Alive (MQTT 5): above limits.maxKeepalive, or 0 (none), the server's value
+  // applies [MQTT-3.2.2-21]. 3.1.1 has no way to tell the client, so its keepalive stands.
+  const keepalive = packet.keepalive ?? 0;
+  const maxKeepalive = broker.limits.maxKeepalive;
   const request: ConnectRequest = {
     clean,
     sessionExpiry: version === 5 ? (packet.properties?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES,
-    keepalive: packet.keepalive ?? 0,
+    keepalive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive) ? maxKeepalive : keepalive,
+    serverKeepAlive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive),
     will,
     assignedId,
   };
@@ -206,7 +214,7 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
 /**
  * What an MQTT 5 client learns in CONNACK (section 3.2.2.3): the identifier chosen for it and
  * the server's limits. Absent means the protocol's default: Maximum QoS 2 (a value of 2 may not
- * be sent), Receive Maximum 65,535, Topic Alias Maximum 0.
+ * be sent), Receive Maximum 65,535, Topic Alias Maximum 0, the client's own keepalive.
  */
 function connackProperties(broker: Broker, conn: Connection, request: ConnectRequest, auth: ConnackProperties | undefined): ConnackProperties {
   const { limits } = broker;
@@ -214,6 +222,8 @@ function connackProperties(broker: Broker, conn: Connection, request: ConnectReq
     ...(request.assignedId ? { assignedClientIdentifier: conn.clientId } : {}), // [MQTT-3.2.2-16]
     ...(limits.receiveMaximum < DEFAULT_RECEIVE_MAXIMUM ? { receiveMaximum: limits.receiveMaximum } : {}),
     ...(limits.maxPacketSize < MQTT_MAX_PACKET_SIZE ? { maximumPacketSize: limits.maxPacketSize } : {}),
+    ...(limits.topicAliasMaximum > 0 ? { topicAliasMaximum: limits.topicAliasMaximum } : {}),
+    ...(request.serverKeepAlive ? { serverKeepAlive: request.keepalive } : {}),
     retainAvailable: true,
     wildcardSubscriptionAvailable: true,
     subscriptionIdentifiersAvailable: false,

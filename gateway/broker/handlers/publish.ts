@@ -3,6 +3,7 @@ import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { ReasonCode } from '../errors';
 import { encodeAckFor } from '../mqtt5';
+import { InboundAliases } from '../topic-alias';
 import { topicNameError } from '../topic';
 import type { Message } from '../types';
 
@@ -15,34 +16,50 @@ import type { Message } from '../types';
  * persistent session's queue, a retained message, the held QoS 2 id), PUBACK/PUBREC waits for the
  * commit that contains the change. Routing to live subscribers does not wait.
  *
- * MQTT 5 adds: the server's Receive Maximum (one QoS 1/2 message beyond it is DISCONNECT 0x93),
- * reason code 0x10 when no subscriber took the message, and reason codes on the DISCONNECT.
+ * MQTT 5 adds: topic aliases (topic-alias.ts), the server's Receive Maximum (one QoS 1/2 message
+ * beyond it is DISCONNECT 0x93), reason code 0x10 when no subscriber took the message, and reason
+ * codes on the DISCONNECT.
  */
 export function handlePublish(broker: Broker, conn: Connection, packet: IPublishPacket): void {
   broker.metrics.publishReceived++;
-  const { topic, qos } = packet;
+  const { qos } = packet;
+  let topic = packet.topic;
   const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
 
   if (qos === 0 && packet.dup) {
     conn.close('malformed-packet', 'DUP flag set on a QoS 0 PUBLISH [MQTT-3.3.1-2]');
     return;
   }
-  const invalid = topicNameError(topic, broker.limits.maxTopicLevels);
-  if (invalid !== null) {
-    if (invalid.kind === 'too-many-levels') {
-      broker.limitHit('maxTopicLevels', 'PUBLISH topic has too many levels; client disconnected', { clientId: conn.clientId, maxTopicLevels: broker.limits.maxTopicLevels });
-    }
-    conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`, false, ReasonCode.TopicNameInvalid);
-    return;
-  }
   const mqtt5 = conn.mqtt5;
-  if (mqtt5 !== null && qos > 0 && !(qos === 2 && conn.session?.incomingQos2.has(packet.messageId ?? 0) === true)) {
-    // A re-sent QoS 2 id is the same exchange, not one more.
-    if (mqtt5.inboundUnacked >= broker.limits.receiveMaximum) {
-      conn.close('protocol-error', `more than Receive Maximum (${broker.limits.receiveMaximum}) unacknowledged QoS 1/2 messages`, false, ReasonCode.ReceiveMaximumExceeded);
+  const alias = mqtt5 === null ? undefined : packet.properties?.topicAlias;
+  // An empty topic with an alias stands for the alias's topic, checked when it was set.
+  if (alias === undefined || topic.length > 0) {
+    const invalid = topicNameError(topic, broker.limits.maxTopicLevels);
+    if (invalid !== null) {
+      if (invalid.kind === 'too-many-levels') {
+        broker.limitHit('maxTopicLevels', 'PUBLISH topic has too many levels; client disconnected', { clientId: conn.clientId, maxTopicLevels: broker.limits.maxTopicLevels });
+      }
+      conn.close('protocol-error', `invalid topic name ${JSON.stringify(topic)} in PUBLISH: ${invalid.message}`, false, ReasonCode.TopicNameInvalid);
       return;
     }
-    mqtt5.inboundUnacked++;
+  }
+  if (mqtt5 !== null) {
+    if (alias !== undefined) {
+      const resolved = (mqtt5.inAliases ??= new InboundAliases(broker.limits.topicAliasMaximum)).resolve(topic, alias);
+      if (typeof resolved !== 'string') {
+        conn.close('protocol-error', resolved.detail, false, resolved.reasonCode);
+        return;
+      }
+      topic = resolved;
+    }
+    // A re-sent QoS 2 id is the same exchange, not one more.
+    if (qos > 0 && !(qos === 2 && conn.session?.incomingQos2.has(packet.messageId ?? 0) === true)) {
+      if (mqtt5.inboundUnacked >= broker.limits.receiveMaximum) {
+        conn.close('protocol-error', `more than Receive Maximum (${broker.limits.receiveMaximum}) unacknowledged QoS 1/2 messages`, false, ReasonCode.ReceiveMaximumExceeded);
+        return;
+      }
+      mqtt5.inboundUnacked++;
+    }
   }
 
   const message: Message = { topic, payload, qos, retain: packet.retain };
