@@ -14,6 +14,8 @@ import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
 import { NEVER_EXPIRES, Session } from './session';
 import { SessionExpiry } from './session-expiry';
+import { DelayedWills } from './delayed-wills';
+import { hasExpired, withExpiry } from './incoming';
 import { SysPublisher } from './sys-topics';
 import { topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
@@ -81,6 +83,8 @@ export class Broker implements ConnectionHost {
   readonly parserPool = new ParserPool();
   /** Ends offline sessions when their expiry interval has passed. */
   private readonly sessionExpiry = new SessionExpiry(this.sessions, (session) => this.expireSession(session));
+  /** MQTT 5 wills waiting for their Will Delay Interval. */
+  readonly delayedWills = new DelayedWills((clientId, will) => this.publishWill(will, clientId));
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
@@ -155,7 +159,12 @@ export class Broker implements ConnectionHost {
     const store = this.options.storage?.retained;
     if (store === undefined) return;
     let loaded = 0;
+    const now = Date.now();
     for (const msg of store.load()) {
+      if (hasExpired(msg, now)) {
+        store.save(msg.topic, null); // expired while the gateway was down
+        continue;
+      }
       const stored = this.retained.store(msg);
       if (stored === 'ok') loaded++;
       else this.limitHit(stored, 'stored retained message not restored: limit reached', { topic: msg.topic });
@@ -242,6 +251,7 @@ export class Broker implements ConnectionHost {
     this.sessionExpiry.stop();
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const conn of [...this.connections]) conn.close('server-shutdown', 'broker stopping', true);
+    this.delayedWills.flush();
     this.flush();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(closing), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
@@ -298,10 +308,18 @@ export class Broker implements ConnectionHost {
     const level = reason === 'client-disconnect' || reason === 'socket-closed' || reason === 'server-shutdown' ? 'info' : 'warn';
     this.logger[level]('client disconnected', { clientId: conn.clientId, remote: conn.remote, reason, detail });
     // [MQTT-3.1.2-8] the will is published on any close other than DISCONNECT
-    // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it).
+    // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it); with an MQTT 5 Will Delay Interval,
+    // once that has passed or the session ended, unless the session is resumed first.
     const will = conn.will;
     conn.will = null;
-    if (will !== null) this.publish(will, null, conn.clientId);
+    if (will !== null) {
+      const delay = conn.mqtt5?.willDelay ?? 0;
+      if (delay > 0 && session !== null && this.sessions.get(conn.clientId) === session && session.owner === null) {
+        this.delayedWills.schedule(conn.clientId, will, Math.min(delay, session.expiryInterval));
+      } else {
+        this.publishWill(will, conn.clientId);
+      }
+    }
     const info = clientInfo(conn);
     for (const hook of this.hooks.clientDisconnected) hook(info);
   }
@@ -355,6 +373,11 @@ export class Broker implements ConnectionHost {
 
   // ---- sessions ----
 
+  /** Publishes a will now; its Message Expiry Interval counts from here. */
+  private publishWill(will: Message, clientId: string): void {
+    this.publish(withExpiry(will, Date.now()), null, clientId);
+  }
+
   /** An offline session reached its expiry: it ends with everything in it. */
   private expireSession(session: Session): void {
     this.logger.info('session expired', { clientId: session.clientId, expiryInterval: session.expiryInterval, droppedMessages: session.queue.length + session.inflight.size });
@@ -364,7 +387,10 @@ export class Broker implements ConnectionHost {
   destroySession(session: Session): void {
     for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
     session.clear();
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (this.sessions.get(session.clientId) !== session) return;
+    this.sessions.delete(session.clientId);
+    // The session ends: a will waiting for its delay goes out now [MQTT-3.1.2-8].
+    this.delayedWills.publishNow(session.clientId);
   }
 
   /**
@@ -694,6 +720,12 @@ export class Broker implements ConnectionHost {
     while (session.inflight.size < conn.inflightLimit) {
       const next = session.dequeue();
       if (next === undefined) return;
+      // Waited past its Message Expiry Interval: not sent [MQTT-3.3.2-5].
+      if (next.message.expiresAt !== undefined && hasExpired(next.message, Date.now())) {
+        session.discard(next.ord);
+        this.metrics.publishExpired++;
+        continue;
+      }
       this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord);
     }
   }
@@ -718,9 +750,24 @@ export class Broker implements ConnectionHost {
 
   /** Sends the retained messages matching a new subscription, flagged retained [MQTT-3.3.1-8]. */
   sendRetained(session: Session, filter: string, options: SubscriptionOptions): void {
+    const now = Date.now();
     for (const msg of this.retained.matching(filter)) {
+      if (hasExpired(msg, now)) {
+        this.dropRetained(msg.topic); // expired: gone for every later subscriber too [MQTT-3.3.2-5]
+        this.metrics.publishExpired++;
+        continue;
+      }
       const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
       this.deliver(session, msg, qos, true, null);
+    }
+  }
+
+  /** Removes the retained message of `topic`, from storage too. */
+  private dropRetained(topic: string): void {
+    this.retained.delete(topic);
+    if (this.options.storage !== undefined) {
+      this.options.storage.retained.save(topic, null);
+      this.storageChanges++;
     }
   }
 }

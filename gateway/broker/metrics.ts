@@ -12,6 +12,8 @@ export class BrokerMetrics {
   publishSent = 0;
   /** Messages not delivered to a subscriber because of a limit (sum of the drop counters below). */
   publishDropped = 0;
+  /** MQTT 5 messages not sent from a queue or the retained store because their Message Expiry Interval passed. */
+  publishExpired = 0;
   connectionsAccepted = 0;
   clientsMaximum = 0;
   /** Connections closed because the storage closed before the commit their acknowledgements waited for. */

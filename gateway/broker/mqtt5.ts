@@ -26,6 +26,8 @@ export class Mqtt5State {
   inAliases: InboundAliases | null = null;
   /** Aliases the server assigns to topics it sends; null when the client allows none [MQTT-3.1.2-27]. */
   readonly outAliases: OutboundAliases | null;
+  /** Will Delay Interval of the will, seconds (section 3.1.3.2.2). */
+  willDelay = 0;
   /** Incoming QoS 1/2 PUBLISH not yet acknowledged to the end: what the server's Receive Maximum bounds. */
   inboundUnacked = 0;
   /** The Authentication Method of CONNECT when the client uses enhanced authentication (4.12). */

@@ -7,6 +7,7 @@ import { authStep, findAuthenticator } from '../enhanced-auth';
 import { connackReturnCodeV4, errorMessage, ReasonCode } from '../errors';
 import type { Credentials, EnhancedAuthenticator } from '../hooks';
 import { DEFAULT_RECEIVE_MAXIMUM, encodeV5, MQTT_MAX_PACKET_SIZE, Mqtt5State } from '../mqtt5';
+import { isProblem, keptProperties, messageOf } from '../incoming';
 import { propertiesProblem } from '../properties';
 import { NEVER_EXPIRES } from '../session';
 import { sessionExpiresAt } from '../session-expiry';
@@ -25,7 +26,10 @@ interface ConnectRequest {
   readonly keepalive: number;
   /** The server replaced the client's keepalive (MQTT 5 Server Keep Alive). */
   readonly serverKeepAlive: boolean;
+  /** Will messages keep their Message Expiry Interval until published (incoming.ts withExpiry). */
   readonly will: Message | null;
+  /** MQTT 5 Will Delay Interval, seconds (0 for 3.1.1). */
+  readonly willDelay: number;
   /** The client sent an empty identifier and the server chose one [MQTT-3.1.3-6]. */
   readonly assignedId: boolean;
 }
@@ -72,6 +76,7 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
   }
 
   let will: Message | null = null;
+  let willDelay = 0;
   if (packet.will) {
     const invalid = topicNameError(packet.will.topic, broker.limits.maxTopicLevels);
     if (invalid !== null) {
@@ -80,16 +85,16 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
       else conn.close('protocol-error', `invalid will topic ${JSON.stringify(packet.will.topic)}: ${invalid.message}`);
       return;
     }
-    const payload = packet.will.payload;
+    const payload = typeof packet.will.payload === 'string' ? Buffer.from(packet.will.payload) : packet.will.payload;
     // The Will Delay Interval is about when to publish, not part of the message.
-    const { willDelayInterval: _delay, ...properties } = packet.will.properties ?? {};
-    will = {
-      topic: packet.will.topic,
-      payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
-      qos: (packet.will.qos ?? 0) as QoS,
-      retain: packet.will.retain ?? false,
-      ...(Object.keys(properties).length === 0 ? {} : { properties }),
-    };
+    const { willDelayInterval, ...properties } = packet.will.properties ?? {};
+    willDelay = willDelayInterval ?? 0;
+    const kept = keptProperties(payload, Object.keys(properties).length === 0 ? undefined : properties);
+    if (isProblem(kept)) {
+      refuse(broker, conn, kept.reasonCode, `will: ${kept.detail}`);
+      return;
+    }
+    will = messageOf(packet.will.topic, payload, (packet.will.qos ?? 0) as QoS, packet.will.retain ?? false, kept);
   }
 
   let authenticator: EnhancedAuthenticator | undefined;
@@ -115,6 +120,7 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
     clean,
     sessionExpiry: version === 5 ? (packet.properties?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES,
     keepalive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive) ? maxKeepalive : keepalive,
+    willDelay,
     serverKeepAlive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive),
     will,
     assignedId,
@@ -178,6 +184,9 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
     session = undefined;
   }
   const sessionPresent = session !== undefined; // [MQTT-3.2.2-1], [MQTT-3.2.2-2]
+  // The session is resumed in time: the will of its last connection is not published [MQTT-3.1.3-9].
+  // (Ending the session above published it.)
+  if (sessionPresent) broker.delayedWills.cancel(clientId);
   if (session === undefined) {
     const created = broker.createSession(clientId, request.sessionExpiry);
     if (created === null) {
@@ -193,6 +202,7 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
   conn.keepalive = request.keepalive;
   conn.will = request.will;
   const mqtt5 = conn.mqtt5;
+  if (mqtt5 !== null) mqtt5.willDelay = request.willDelay;
   conn.inflightLimit = Math.min(broker.limits.maxInflight, mqtt5?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM);
   broker.clients.set(clientId, conn);
   if (broker.clients.size > broker.metrics.clientsMaximum) broker.metrics.clientsMaximum = broker.clients.size;

@@ -3,9 +3,10 @@ import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { ReasonCode } from '../errors';
 import { encodeAckFor } from '../mqtt5';
+import { isProblem, keptProperties, messageOf, withExpiry } from '../incoming';
 import { InboundAliases } from '../topic-alias';
 import { topicNameError } from '../topic';
-import type { Message } from '../types';
+import type { PublishProperties } from '../types';
 
 /**
  * Incoming PUBLISH (3.1.1 section 3.3). QoS 1 is acknowledged after routing; QoS 2 uses
@@ -17,8 +18,10 @@ import type { Message } from '../types';
  * commit that contains the change. Routing to live subscribers does not wait.
  *
  * MQTT 5 adds: topic aliases (topic-alias.ts), the server's Receive Maximum (one QoS 1/2 message
- * beyond it is DISCONNECT 0x93), reason code 0x10 when no subscriber took the message, and reason
- * codes on the DISCONNECT.
+ * beyond it is DISCONNECT 0x93), properties kept and checked (incoming.ts; a payload that is not
+ * the UTF-8 its Payload Format Indicator promises gets PUBACK/PUBREC 0x99, or DISCONNECT 0x99 at
+ * QoS 0), the Message Expiry Interval made absolute, reason code 0x10 when no subscriber took
+ * the message, and reason codes on the DISCONNECT.
  */
 export function handlePublish(broker: Broker, conn: Connection, packet: IPublishPacket): void {
   broker.metrics.publishReceived++;
@@ -43,6 +46,7 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
       return;
     }
   }
+  let properties: PublishProperties | undefined;
   if (mqtt5 !== null) {
     if (alias !== undefined) {
       const resolved = (mqtt5.inAliases ??= new InboundAliases(broker.limits.topicAliasMaximum)).resolve(topic, alias);
@@ -60,9 +64,21 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
       }
       mqtt5.inboundUnacked++;
     }
+    const kept = keptProperties(payload, packet.properties);
+    if (isProblem(kept)) {
+      if (kept.reasonCode === ReasonCode.PayloadFormatInvalid && qos > 0) {
+        // Refused in the acknowledgement, which ends the exchange: a QoS 2 id is not held [MQTT-4.3.3-9].
+        conn.sendAck(encodeAckFor(conn, qos === 1 ? 'puback' : 'pubrec', packet.messageId ?? 0, kept.reasonCode, kept.detail), null, true);
+      } else {
+        conn.close('protocol-error', kept.detail, false, kept.reasonCode);
+      }
+      return;
+    }
+    properties = kept;
   }
 
-  const message: Message = { topic, payload, qos, retain: packet.retain };
+  let message = messageOf(topic, payload, qos, packet.retain, properties);
+  if (properties?.messageExpiryInterval !== undefined) message = withExpiry(message, Date.now());
   const id = packet.messageId ?? 0;
   const changesBefore = broker.storageChanges;
   if (qos === 2) {
