@@ -3,7 +3,7 @@ import type { Packet } from 'mqtt-packet';
 import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
-import { encodePublishV5, encodePublishV5WithoutAlias, forwardedProperties } from './outgoing';
+import { encodePublishV5, encodePublishV5WithoutAlias, forwardedProperties, withSubscriptionIds } from './outgoing';
 import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
@@ -12,12 +12,13 @@ import { detachedPayload, type Outbox, type OutboxInput } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
-import { NEVER_EXPIRES, Session } from './session';
+import { NEVER_EXPIRES, Session, type SharedOrigin } from './session';
+import { SharedGroup } from './shared-subscriptions';
 import { SessionExpiry } from './session-expiry';
 import { DelayedWills } from './delayed-wills';
 import { hasExpired, withExpiry } from './incoming';
 import { SysPublisher } from './sys-topics';
-import { topicFilterError, topicNameError } from './topic';
+import { sharedFilter, topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
 import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
 
@@ -28,12 +29,20 @@ export interface ListenerSpec {
 }
 
 /**
- * A subscription as stored in the topic tree: a session with its options, or an in-process
- * handler (an adapter, e.g. the serial bridge's command topic), which has no session.
+ * A subscription as stored in the topic tree: a session with its options, an in-process handler
+ * (an adapter, e.g. the serial bridge's command topic), which has no session, or a shared
+ * subscription, whose members are sessions (shared-subscriptions.ts).
  */
 export type Subscriber =
-  | { readonly session: Session; readonly options: SubscriptionOptions; readonly handler?: undefined }
-  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler: InProcessHandler };
+  | { readonly session: Session; readonly options: SubscriptionOptions; readonly handler?: undefined; readonly group?: undefined }
+  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler: InProcessHandler; readonly group?: undefined }
+  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler?: undefined; readonly group: SharedGroup };
+
+/** What a session's overlapping subscriptions add to one delivery (MQTT 5): identifiers, Retain As Published. */
+interface DeliveryOptions {
+  ids: number[] | undefined;
+  retainAsPublished: boolean;
+}
 
 /** Receives messages for an in-process subscription; must not throw (errors are logged). */
 export type InProcessHandler = (message: Message) => void;
@@ -78,6 +87,8 @@ export class Broker implements ConnectionHost {
   /** Every session, connected or not, by client id. */
   readonly sessions = new Map<string, Session>();
   readonly subscriptions = new TopicTree<Subscriber>();
+  /** Shared subscriptions by their whole `$share/…` filter. */
+  readonly sharedGroups = new Map<string, SharedGroup>();
   readonly retained: RetainedMessages;
   readonly startedAt = Date.now();
   readonly parserPool = new ParserPool();
@@ -206,7 +217,7 @@ export class Broker implements ConnectionHost {
         this.limitHit('maxQueued', 'stored queued messages beyond the queue limits not restored', { clientId: s.clientId, dropped, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
       }
       this.sessions.set(s.clientId, session);
-      for (const [filter, options] of session.subscriptions) this.subscriptions.set(filter, s.clientId, { session, options });
+      for (const [filter, options] of session.subscriptions) this.route(session, filter, options);
       messages += session.queue.length + session.inflight.size;
       this.sessionExpiry.watch(session);
     }
@@ -298,6 +309,7 @@ export class Broker implements ConnectionHost {
     this.clients.delete(conn.clientId);
     const session = conn.session;
     if (session !== null && session.owner === conn.generation) {
+      if (this.sharedGroups.size > 0) this.redistributeShared(session);
       if (session.expiryInterval === 0) {
         this.destroySession(session);
       } else {
@@ -371,6 +383,83 @@ export class Broker implements ConnectionHost {
     log.emit(msg, { limit, ...fields, count: this.metrics.limitHits[limit] });
   }
 
+  // ---- subscriptions ----
+
+  /** Adds or replaces a subscription of `session`: kept in the session, routed in the topic tree. */
+  subscribe(session: Session, filter: string, options: SubscriptionOptions): void {
+    session.setSubscription(filter, options);
+    this.route(session, filter, options);
+  }
+
+  /** Removes a subscription of `session`; false if it had none with exactly this filter [MQTT-3.10.4-1]. */
+  unsubscribe(session: Session, filter: string): boolean {
+    if (!session.removeSubscription(filter)) return false;
+    this.unroute(session, filter);
+    return true;
+  }
+
+  /** Puts a subscription in the topic tree: the session under its filter, or into its shared group. */
+  private route(session: Session, filter: string, options: SubscriptionOptions): void {
+    const shared = sharedFilter(filter);
+    if (shared === null) {
+      this.subscriptions.set(filter, session.clientId, { session, options });
+      return;
+    }
+    let group = this.sharedGroups.get(filter);
+    if (group === undefined) {
+      group = new SharedGroup(filter, shared.filter);
+      this.sharedGroups.set(filter, group);
+      this.subscriptions.set(shared.filter, sharedKey(shared.group), { session: null, options: SHARED_OPTIONS, group });
+    }
+    group.set(session, options);
+  }
+
+  private unroute(session: Session, filter: string): void {
+    const group = this.sharedGroups.get(filter);
+    const shared = sharedFilter(filter);
+    if (group === undefined || shared === null) {
+      this.subscriptions.delete(filter, session.clientId);
+      return;
+    }
+    group.remove(session);
+    if (group.size > 0) return;
+    this.sharedGroups.delete(filter);
+    this.subscriptions.delete(shared.filter, sharedKey(shared.group));
+  }
+
+  private readonly isConnected = (session: Session): boolean => this.connectionOf(session) !== undefined;
+
+  /**
+   * Delivers `msg` to one member of a shared subscription, in turn (shared-subscriptions.ts), with
+   * that member's options; never to `except`. False when no member can take it.
+   */
+  private deliverShared(group: SharedGroup, msg: Message, origin: Connection | null, except?: Session): boolean {
+    const member = group.pick(this.isConnected, msg.qos > 0, except);
+    if (member === undefined) return false;
+    const { options } = member;
+    const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
+    const ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];
+    this.deliver(member.session, withSubscriptionIds(msg, ids), qos, options.retainAsPublished && msg.retain, origin, { group: group.key, message: msg });
+    return true;
+  }
+
+  /**
+   * A member of shared subscriptions is leaving: the messages of those subscriptions it has not
+   * been sent yet, and the QoS 1 ones it has not acknowledged, go to another connected member
+   * (MQTT 5.0 section 4.8.2 allows it for QoS 1 once the connection is lost; QoS 2 ones already
+   * sent stay, [MQTT-4.8.2-4]). Without another connected member they stay with the session.
+   */
+  private redistributeShared(session: Session): void {
+    const taken = session.takeShared((key) => this.sharedGroups.get(key)?.hasConnected(this.isConnected, session) === true);
+    if (taken.length === 0) return;
+    let moved = 0;
+    for (const item of taken) {
+      const group = this.sharedGroups.get(item.shared.group);
+      if (group !== undefined && this.deliverShared(group, item.shared.message, null, session)) moved++;
+    }
+    this.logger.info('shared subscription messages handed to other members', { clientId: session.clientId, moved, lost: taken.length - moved });
+  }
+
   // ---- sessions ----
 
   /** Publishes a will now; its Message Expiry Interval counts from here. */
@@ -385,7 +474,7 @@ export class Broker implements ConnectionHost {
   }
 
   destroySession(session: Session): void {
-    for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
+    for (const filter of session.subscriptions.keys()) this.unroute(session, filter);
     session.clear();
     if (this.sessions.get(session.clientId) !== session) return;
     this.sessions.delete(session.clientId);
@@ -454,23 +543,45 @@ export class Broker implements ConnectionHost {
       for (const hook of this.hooks.published) hook(msg, info, from);
     }
     const targets = new Map<string, Subscriber>();
+    // MQTT 5 options that change one session's delivery, gathered only when a subscription has them.
+    let special: Map<Session, DeliveryOptions> | undefined;
+    let groups: SharedGroup[] | undefined;
+    const originId = origin === null ? undefined : origin.clientId;
     this.subscriptions.match(msg.topic, (clientId, sub) => {
+      if (sub.group !== undefined) {
+        (groups ??= []).push(sub.group);
+        return;
+      }
+      const options = sub.options;
+      if (options.noLocal && clientId === originId) return; // [MQTT-3.8.3-3]
+      if (sub.session !== null && (options.subscriptionId !== undefined || (options.retainAsPublished && msg.retain))) {
+        special = addDeliveryOptions(special ?? new Map(), sub.session, options);
+      }
       const prev = targets.get(clientId);
-      if (prev === undefined || sub.options.qos > prev.options.qos) targets.set(clientId, sub);
+      if (prev === undefined || options.qos > prev.options.qos) targets.set(clientId, sub);
     });
-    if (targets.size === 0) return taken;
+    // A shared subscription gets its own copy, besides any of the member's own subscriptions (4.8.2).
+    if (groups !== undefined) for (const group of groups as SharedGroup[]) this.deliverShared(group, msg, origin);
+    if (targets.size === 0) return taken || groups !== undefined;
     // Encode once for every QoS 0 recipient of the same protocol family (convention 7); an MQTT 5
     // client that takes topic aliases gets its own.
     let shared: Buffer | undefined;
     let sharedV5: Buffer | undefined;
     // The clock only matters for a message that expires (its remaining interval).
     const now = msg.expiresAt === undefined ? 0 : Date.now();
+    const specials = special as Map<Session, DeliveryOptions> | undefined;
     for (const sub of targets.values()) {
       if (sub.session === null) {
-        this.callInProcess(sub.handler, msg);
+        this.callInProcess(sub.handler as InProcessHandler, msg); // shared groups are not targets
         continue;
       }
       const qos = (sub.options.qos < msg.qos ? sub.options.qos : msg.qos) as QoS;
+      const options = specials?.get(sub.session);
+      if (options !== undefined) {
+        // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]; identifiers make the packet this session's own.
+        this.deliver(sub.session, withSubscriptionIds(msg, options.ids), qos, options.retainAsPublished && msg.retain, origin);
+        continue;
+      }
       if (qos !== 0) {
         this.deliver(sub.session, msg, qos, false, origin);
         continue;
@@ -482,10 +593,10 @@ export class Broker implements ConnectionHost {
       if (state === null) {
         bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
       } else if (state.outAliases === null) {
-        bytes = sharedV5 ??= encodePublishV5WithoutAlias(msg, 0, false, false, 0, forwardedProperties(msg, now, undefined));
+        bytes = sharedV5 ??= encodePublishV5WithoutAlias(msg, 0, false, false, 0, forwardedProperties(msg, now));
         if (bytes.length > state.maxPacketSize) bytes = null;
       } else {
-        bytes = encodePublishV5(state, msg, 0, false, false, 0, forwardedProperties(msg, now, undefined));
+        bytes = encodePublishV5(state, msg, 0, false, false, 0, forwardedProperties(msg, now));
       }
       if (bytes === null) this.tooLargeForClient(conn, msg);
       else this.writeQos0(conn, bytes, origin);
@@ -672,7 +783,7 @@ export class Broker implements ConnectionHost {
   private publishPacket(conn: Connection, msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number): Buffer | null {
     const state = conn.mqtt5;
     if (state === null) return encodePublish(msg, qos, retain, dup, packetId, conn.protocolVersion);
-    const bytes = encodePublishV5(state, msg, qos, retain, dup, packetId, forwardedProperties(msg, Date.now(), undefined));
+    const bytes = encodePublishV5(state, msg, qos, retain, dup, packetId, forwardedProperties(msg, Date.now()));
     if (bytes === null) this.tooLargeForClient(conn, msg);
     return bytes;
   }
@@ -682,8 +793,11 @@ export class Broker implements ConnectionHost {
     this.limitHit('clientMaxPacketSize', "message larger than the client's Maximum Packet Size; not sent to it", { clientId: conn.clientId, topic: msg.topic, maxPacketSize: conn.mqtt5?.maxPacketSize ?? 0 });
   }
 
-  /** Delivers one message to one session at `qos`, queueing when inflight is full or the client is away. */
-  deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null): void {
+  /**
+   * Delivers one message to one session at `qos`, queueing when inflight is full or the client is
+   * away. `shared`: it came through a shared subscription (another member may take it over).
+   */
+  deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null, shared?: SharedOrigin): void {
     const conn = this.connectionOf(session);
     if (qos === 0) {
       const bytes = conn === undefined ? null : this.publishPacket(conn, msg, 0, retain, false, 0);
@@ -691,24 +805,24 @@ export class Broker implements ConnectionHost {
       return;
     }
     if (conn !== undefined && session.queue.length === 0 && session.inflight.size < conn.inflightLimit) {
-      this.sendInflight(session, conn, msg, qos, retain);
+      this.sendInflight(session, conn, msg, qos, retain, undefined, shared);
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.enqueue(msg, qos, retain)) {
+    if (!session.enqueue(msg, qos, retain, shared)) {
       this.metrics.publishDropped++;
       this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
     }
   }
 
-  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
+  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number, shared?: SharedOrigin): void {
     const packetId = session.allocatePacketId();
     const bytes = this.publishPacket(conn, msg, qos, retain, false, packetId);
     if (bytes === null) {
       if (ord !== undefined) session.discard(ord);
       return;
     }
-    session.addInflight(packetId, msg, qos, retain, ord);
+    session.addInflight(packetId, msg, qos, retain, ord, shared);
     conn.write(bytes);
     this.metrics.publishSent++;
   }
@@ -726,7 +840,7 @@ export class Broker implements ConnectionHost {
         this.metrics.publishExpired++;
         continue;
       }
-      this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord);
+      this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord, next.shared);
     }
   }
 
@@ -751,6 +865,7 @@ export class Broker implements ConnectionHost {
   /** Sends the retained messages matching a new subscription, flagged retained [MQTT-3.3.1-8]. */
   sendRetained(session: Session, filter: string, options: SubscriptionOptions): void {
     const now = Date.now();
+    const ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];
     for (const msg of this.retained.matching(filter)) {
       if (hasExpired(msg, now)) {
         this.dropRetained(msg.topic); // expired: gone for every later subscriber too [MQTT-3.3.2-5]
@@ -758,7 +873,7 @@ export class Broker implements ConnectionHost {
         continue;
       }
       const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
-      this.deliver(session, msg, qos, true, null);
+      this.deliver(session, withSubscriptionIds(msg, ids), qos, true, null);
     }
   }
 
@@ -777,6 +892,26 @@ function ownPayload(msg: Message): Message {
   const payload = detachedPayload(msg.payload);
   return payload === msg.payload ? msg : { ...msg, payload };
 }
+
+/** Adds one matching subscription's identifier and Retain As Published to a session's delivery. */
+function addDeliveryOptions(special: Map<Session, DeliveryOptions>, session: Session, options: SubscriptionOptions): Map<Session, DeliveryOptions> {
+  let delivery = special.get(session);
+  if (delivery === undefined) {
+    delivery = { ids: undefined, retainAsPublished: false };
+    special.set(session, delivery);
+  }
+  if (options.subscriptionId !== undefined) (delivery.ids ??= []).push(options.subscriptionId);
+  if (options.retainAsPublished) delivery.retainAsPublished = true;
+  return special;
+}
+
+/** The topic-tree key of a shared subscription: NUL first, which no client identifier contains. */
+function sharedKey(group: string): string {
+  return `\u0000share:${group}`;
+}
+
+/** A shared subscription's entry in the topic tree carries no options of its own: each member has its own. */
+const SHARED_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 0 };
 
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */
 const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };

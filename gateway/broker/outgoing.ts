@@ -10,18 +10,24 @@ import type { Message, PublishProperties, QoS } from './types';
 
 /**
  * The properties a message carries when it is forwarded (section 3.3.2.3): the publisher's,
- * unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-20], with the
- * Message Expiry Interval lowered by the time the message waited in the server [MQTT-3.3.2-6] and
- * the Subscription Identifiers of the subscriptions it matched [MQTT-3.3.4-3]. Undefined when
+ * unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-20] (with
+ * the Subscription Identifiers of this delivery, see withSubscriptionIds), and the Message Expiry
+ * Interval lowered by the time the message waited in the server [MQTT-3.3.2-6]. Undefined when
  * there are none, which keeps the common case on the direct encoding.
  */
-export function forwardedProperties(msg: Message, now: number, subscriptionIds: readonly number[] | undefined): PublishProperties | undefined {
-  let properties = msg.properties;
-  if (msg.expiresAt !== undefined) properties = { ...properties, messageExpiryInterval: remainingSeconds(msg.expiresAt, now) };
-  if (subscriptionIds !== undefined) {
-    properties = { ...properties, subscriptionIdentifier: subscriptionIds.length === 1 ? (subscriptionIds[0] as number) : [...subscriptionIds] };
-  }
-  return properties;
+export function forwardedProperties(msg: Message, now: number): PublishProperties | undefined {
+  if (msg.expiresAt === undefined) return msg.properties;
+  return { ...msg.properties, messageExpiryInterval: remainingSeconds(msg.expiresAt, now) };
+}
+
+/**
+ * The copy of `msg` one session gets when its matching subscriptions have identifiers: all of
+ * them, in one PUBLISH [MQTT-3.3.4-3] [MQTT-3.3.4-4]. Made per delivery, so that a queued or
+ * stored copy keeps its identifiers.
+ */
+export function withSubscriptionIds(msg: Message, ids: readonly number[] | undefined): Message {
+  if (ids === undefined) return msg;
+  return { ...msg, properties: { ...msg.properties, subscriptionIdentifier: ids.length === 1 ? (ids[0] as number) : [...ids] } };
 }
 
 /** Whole seconds left until `expiresAt`, rounded up; 0 once it has passed. */

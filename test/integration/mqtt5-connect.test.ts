@@ -46,7 +46,7 @@ t.test('MQTT 5 CONNECT is accepted; CONNACK announces the server limits [MQTT-3.
   t.equal(connack.sessionPresent, false, 'no session: session present 0');
   t.same(
     connack.properties,
-    { maximumPacketSize: 65_536, topicAliasMaximum: 10, retainAvailable: true, wildcardSubscriptionAvailable: true, subscriptionIdentifiersAvailable: false, sharedSubscriptionAvailable: false },
+    { maximumPacketSize: 65_536, topicAliasMaximum: 10, retainAvailable: true, wildcardSubscriptionAvailable: true, subscriptionIdentifiersAvailable: true, sharedSubscriptionAvailable: true },
     'Maximum Packet Size, Topic Alias Maximum and the feature flags; Maximum QoS 2 and Receive Maximum 65,535 are the defaults, so absent',
   );
   t.equal(tb.broker.clients.get('v5-limits')?.protocolVersion, 5, 'the broker knows the client as MQTT 5');
@@ -314,4 +314,25 @@ t.test('enhanced authentication through the authMethods hook: challenge, success
   hasty.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'x', qos: 0 }] });
   t.equal((await hasty.next('connack')).reasonCode, 0x82, 'SUBSCRIBE before CONNACK during enhanced authentication: CONNACK 0x82 [MQTT-3.1.2-30]');
   t.same(steps, ['reverser:hello', 'reverser:24-ecnon', 'reverser:hello', 'reverser:24-ecnon', 'reverser:wrong', 'guesser:wrong', 'hasty:hello'], 'the hook saw every step');
+});
+
+t.test('ill-formed UTF-8 in an MQTT 5 property closes the connection, in CONNECT too [MQTT-1.5.4-1]', async (t) => {
+  const tb = await setup(t);
+  const bad = [0x61, 0xff]; // 0xFF never occurs in UTF-8
+  // CONNECT "MQTT" level 5, clean start, keepalive 0, properties: User Property "k" = bad, client id "u".
+  const connectProps = [0x26, 0x00, 0x01, 0x6b, 0x00, bad.length, ...bad];
+  const connect = [0x00, 0x04, ...Buffer.from('MQTT'), 0x05, 0x02, 0x00, 0x00, connectProps.length, ...connectProps, 0x00, 0x01, 0x75];
+  const first = await RawClient.connectSocket(tb.port, 5);
+  t.teardown(() => first.destroy());
+  first.sendBytes([0x10, connect.length, ...connect]);
+  await first.waitClosed();
+  t.same(first.received.filter((p) => p.cmd === 'connack' && p.reasonCode === 0), [], 'no CONNACK 0x00: closed');
+  t.notOk(tb.broker.clients.has('u'), 'not connected');
+
+  // PUBLISH "t" with a Content Type of bad bytes, from a connected client.
+  const c = await connect5(t, tb, { clientId: 'utf8' });
+  const publishProps = [0x03, 0x00, bad.length, ...bad];
+  const publish = [0x00, 0x01, 0x74, publishProps.length, ...publishProps, 0x78];
+  c.sendBytes([0x30, publish.length, ...publish]);
+  t.equal((await serverDisconnect(c)).reasonCode, 0x81, 'PUBLISH: DISCONNECT 0x81 (malformed packet)');
 });

@@ -437,3 +437,23 @@ t.test('MQTT 5 Session Expiry Interval across a restart: an expired session is n
   t.equal(long.connack.sessionPresent, true, 'the live session is resumed');
   t.equal(String((await long.client.next('publish')).payload), 'kept', 'with its queued message');
 });
+
+t.test('a shared subscription of a persistent session survives a restart', async (t) => {
+  const port = await freePort();
+  const first = await startGateway(t, 'shared', port);
+  const member = await RawClient.connect(port, { protocolVersion: 5, clientId: 'shared-member', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  t.teardown(() => member.destroy());
+  member.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/crew/jobs/#', qos: 1 }] });
+  await member.next('suback');
+  member.disconnect();
+  await member.waitClosed();
+  await stopGracefully(t, first);
+
+  await startGateway(t, 'shared', port);
+  // The only member is away: a QoS 1 message waits in its session.
+  await publishQos1(t, port, 'pub-shared', [['jobs/1', 'for the crew']]);
+  const back = await RawClient.open(port, { protocolVersion: 5, clientId: 'shared-member', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  t.teardown(() => back.client.destroy());
+  t.equal(back.connack.sessionPresent, true, 'session resumed');
+  t.equal(String((await back.client.next('publish')).payload), 'for the crew', 'the restored shared subscription routed the message to its member');
+});

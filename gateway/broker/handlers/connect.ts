@@ -236,8 +236,8 @@ function connackProperties(broker: Broker, conn: Connection, request: ConnectReq
     ...(request.serverKeepAlive ? { serverKeepAlive: request.keepalive } : {}),
     retainAvailable: true,
     wildcardSubscriptionAvailable: true,
-    subscriptionIdentifiersAvailable: false,
-    sharedSubscriptionAvailable: false,
+    subscriptionIdentifiersAvailable: true,
+    sharedSubscriptionAvailable: true,
     ...auth,
   };
 }

@@ -17,8 +17,7 @@ export function handleUnsubscribe(broker: Broker, conn: Connection, packet: IUns
   const changesBefore = broker.storageChanges;
   const reasonCodes: number[] = [];
   for (const filter of packet.unsubscriptions) {
-    const removed = session.removeSubscription(filter);
-    if (removed) broker.subscriptions.delete(filter, session.clientId);
+    const removed = broker.unsubscribe(session, filter);
     reasonCodes.push(removed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted);
   }
   const messageId = packet.messageId ?? 0;
