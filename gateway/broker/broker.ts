@@ -309,7 +309,8 @@ export class Broker implements ConnectionHost {
     this.clients.delete(conn.clientId);
     const session = conn.session;
     if (session !== null && session.owner === conn.generation) {
-      if (this.sharedGroups.size > 0) this.redistributeShared(session);
+      // Not while stopping: every member is leaving, and the messages are safer where they are.
+      if (this.sharedGroups.size > 0 && this.state === 'running') this.redistributeShared(session);
       if (session.expiryInterval === 0) {
         this.destroySession(session);
       } else {

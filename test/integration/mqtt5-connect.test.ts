@@ -177,7 +177,7 @@ t.test('DISCONNECT changes the Session Expiry Interval (section 3.14.2.2.2)', as
   t.notOk(tb.broker.sessions.has('from-zero'), 'and the session still ends');
 });
 
-t.test('DISCONNECT 0x04 publishes the will; DISCONNECT 0x00 discards it [MQTT-3.1.2-10] [MQTT-3.14.4-3]', async (t) => {
+t.test('DISCONNECT 0x04 (or an error code) publishes the will; DISCONNECT 0x00 discards it [MQTT-3.1.2-10] [MQTT-3.14.4-3]', async (t) => {
   const tb = await setup(t);
   const watcher = await connect5(t, tb, { clientId: 'watcher' });
   watcher.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'wills/#', qos: 0 }] });
@@ -190,9 +190,11 @@ t.test('DISCONNECT 0x04 publishes the will; DISCONNECT 0x00 discards it [MQTT-3.
   const withWill = await connect5(t, tb, { clientId: 'with-will', will: will('with-will') });
   withWill.send({ cmd: 'disconnect', reasonCode: 0x04 });
   await withWill.waitClosed();
-
-  const pub = await watcher.next('publish');
-  t.equal(pub.topic, 'wills/with-will', 'the will of the client that disconnected with 0x04');
+  t.equal((await watcher.next('publish')).topic, 'wills/with-will', 'the will of the client that disconnected with 0x04');
+  const failing = await connect5(t, tb, { clientId: 'failing', will: will('failing') });
+  failing.send({ cmd: 'disconnect', reasonCode: 0x80 });
+  await failing.waitClosed();
+  t.equal((await watcher.next('publish')).topic, 'wills/failing', 'and of the one that disconnected with 0x80 (unspecified error)');
   t.same(await watcher.collect('publish', 200), [], 'no will from the normal disconnection');
 });
 

@@ -3,8 +3,9 @@ import type { Connection } from '../connection';
 import { ReasonCode } from '../errors';
 
 /**
- * DISCONNECT: discard the will [MQTT-3.14.4-3] and close [MQTT-3.14.4-1]. MQTT 5 adds reason
- * 0x04, "disconnect with will message", which keeps the will, and a new Session Expiry Interval
+ * DISCONNECT: discard the will [MQTT-3.14.4-3] and close [MQTT-3.14.4-1]. In MQTT 5 only reason
+ * 0x00 discards it [MQTT-3.1.2-10]: 0x04 "disconnect with will message" and the error codes keep
+ * it, to be published as on any other close. MQTT 5 also allows a new Session Expiry Interval
  * (section 3.14.2.2.2) — except for a session that began with 0, where it is a Protocol Error
  * (same section).
  */
@@ -19,8 +20,9 @@ export function handleDisconnect(conn: Connection, packet: IDisconnectPacket): v
       }
       session.setExpiryInterval(expiry);
     }
-    if (packet.reasonCode === ReasonCode.DisconnectWithWill) {
-      conn.close('client-disconnect', 'DISCONNECT with will message received', true);
+    const reasonCode = packet.reasonCode ?? ReasonCode.NormalDisconnection;
+    if (reasonCode !== ReasonCode.NormalDisconnection) {
+      conn.close('client-disconnect', `DISCONNECT with reason code 0x${reasonCode.toString(16)} received; the will stands`, true);
       return;
     }
   }
