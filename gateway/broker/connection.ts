@@ -218,9 +218,9 @@ export class Connection implements ParserOwner, FastPacketSink {
       this.tail = null;
     }
     // The fast path needs a packet boundary at the start (no parser holding a partial packet) and
-    // a 3.1/3.1.1 session (MQTT 5 packets carry properties).
-    if (this.parser === null && this.state === 'connected' && this.protocolVersion !== 5) {
-      const { offset, incomplete, announced = -1 } = decodeCommonPackets(data, this);
+    // a connected client, whose protocol level is known.
+    if (this.parser === null && this.state === 'connected') {
+      const { offset, incomplete, announced = -1 } = decodeCommonPackets(data, this, this.mqtt5 !== null);
       if (offset === data.length || this.state !== 'connected') return;
       if (incomplete && announced <= MAX_FAST_TAIL && data.length - offset <= MAX_FAST_TAIL) {
         // Under load chunk boundaries fall anywhere; keeping the few bytes of a split packet for
