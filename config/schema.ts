@@ -116,6 +116,7 @@ export const serialPortSchema = z
     separator: z.string().min(1).max(4).default(SERIAL_DEFAULTS.separator),
     wholeLine: z.boolean().default(SERIAL_DEFAULTS.wholeLine),
     wrap: z.boolean().default(SERIAL_DEFAULTS.wrap),
+    userProperties: z.boolean().default(SERIAL_DEFAULTS.userProperties),
     maxKeys: z.number().int().min(1).max(1000).default(SERIAL_DEFAULTS.maxKeys),
     write: topicWithName('write topic').optional(),
     maxWriteQueue: z.number().int().min(0).max(10_000).default(SERIAL_DEFAULTS.maxWriteQueue),
