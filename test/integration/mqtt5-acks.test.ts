@@ -1,8 +1,7 @@
-import t, { type Test } from 'tap';
-import type { IConnectPacket } from 'mqtt-packet';
-import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
+import t from 'tap';
+import { waitFor } from '../helpers/broker';
 import { mqttClient, within } from '../helpers/mqtt-client';
-import { RawClient } from '../helpers/raw-client';
+import { brokerFor, client, publishPacket, subscribe } from '../helpers/mqtt5';
 
 /**
  * MQTT 5 acknowledgements and flow control (MQTT 5.0 sections 3.4–3.11, 4.9): reason codes on
@@ -10,33 +9,20 @@ import { RawClient } from '../helpers/raw-client';
  * 3.1.1 and MQTT 5 clients exchanging messages on the same topics.
  */
 
-async function setup(t: Test, config: Record<string, unknown> = {}): Promise<TestBroker> {
-  const tb = await startBroker(config);
-  t.teardown(() => tb.stop());
-  return tb;
-}
 
-/** A connected RawClient (MQTT 5 unless `protocolVersion` says otherwise), closed at teardown. */
-async function raw(t: Test, tb: TestBroker, clientId: string, connect: Partial<IConnectPacket> = {}): Promise<RawClient> {
-  const c = await RawClient.connect(tb.port, { protocolVersion: 5, clientId, ...connect });
-  t.teardown(() => c.destroy());
-  return c;
-}
 
-const publish = (topic: string, payload: string, qos: 0 | 1 | 2, messageId?: number) =>
-  ({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, dup: false, retain: false, ...(messageId === undefined ? {} : { messageId }) }) as const;
 
 t.test('PUBACK and PUBREC: 0x00 when a subscriber took the message, 0x10 when none matched [MQTT-3.4.2-1] [MQTT-3.5.2-1]', async (t) => {
-  const tb = await setup(t);
-  const sub = await raw(t, tb, 'acks-sub');
+  const tb = await brokerFor(t);
+  const sub = await client(t, tb, 'acks-sub');
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'taken/#', qos: 0 }] });
   await sub.next('suback');
-  const pub = await raw(t, tb, 'acks-pub');
+  const pub = await client(t, tb, 'acks-pub');
 
-  pub.send(publish('taken/a', 'x', 1, 1));
-  pub.send(publish('nobody/a', 'x', 1, 2));
-  pub.send(publish('taken/b', 'x', 2, 3));
-  pub.send(publish('nobody/b', 'x', 2, 4));
+  pub.send(publishPacket('taken/a', 'x', 1, { messageId: 1 }));
+  pub.send(publishPacket('nobody/a', 'x', 1, { messageId: 2 }));
+  pub.send(publishPacket('taken/b', 'x', 2, { messageId: 3 }));
+  pub.send(publishPacket('nobody/b', 'x', 2, { messageId: 4 }));
   const pubacks = [await pub.next('puback'), await pub.next('puback')];
   t.same(pubacks.map((p) => [p.messageId, p.reasonCode]), [[1, 0x00], [2, 0x10]], 'PUBACK 0x00, then 0x10 (no matching subscribers)');
   const pubrecs = [await pub.next('pubrec'), await pub.next('pubrec')];
@@ -52,8 +38,8 @@ t.test('PUBACK and PUBREC: 0x00 when a subscriber took the message, 0x10 when no
 });
 
 t.test('PUBREL and PUBCOMP for an unknown packet identifier carry 0x92 [MQTT-3.6.2-1] [MQTT-3.7.2.1-1]', async (t) => {
-  const tb = await setup(t);
-  const c = await raw(t, tb, 'unknown-ids');
+  const tb = await brokerFor(t);
+  const c = await client(t, tb, 'unknown-ids');
   c.send({ cmd: 'pubrel', messageId: 77 });
   const pubcomp = await c.next('pubcomp');
   t.same([pubcomp.messageId, pubcomp.reasonCode], [77, 0x92], 'PUBCOMP 0x92 (packet identifier not found) for a PUBREL nobody sent a PUBLISH for');
@@ -62,19 +48,19 @@ t.test('PUBREL and PUBCOMP for an unknown packet identifier carry 0x92 [MQTT-3.6
   t.same([pubrel.messageId, pubrel.reasonCode], [78, 0x92], 'PUBREL 0x92 for a PUBREC of a message never sent');
 
   // 3.1.1 keeps its plain four-byte answers.
-  const v4 = await raw(t, tb, 'unknown-ids-v4', { protocolVersion: 4 });
+  const v4 = await client(t, tb, 'unknown-ids-v4', { protocolVersion: 4 });
   v4.send({ cmd: 'pubrel', messageId: 77 });
   t.equal((await v4.next('pubcomp')).messageId, 77, '3.1.1: PUBCOMP, no reason code');
 });
 
 t.test('a PUBREC with a reason code of 0x80 or more ends an outgoing QoS 2 delivery without PUBREL [MQTT-4.3.3-4] [MQTT-4.4.0-2]', async (t) => {
-  const tb = await setup(t, { limits: { maxInflight: 1 } });
-  const sub = await raw(t, tb, 'refuser');
+  const tb = await brokerFor(t, { limits: { maxInflight: 1 } });
+  const sub = await client(t, tb, 'refuser');
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'refused', qos: 2 }] });
   await sub.next('suback');
-  const pub = await raw(t, tb, 'refused-pub', { protocolVersion: 4 });
-  pub.send(publish('refused', 'first', 2, 1));
-  pub.send(publish('refused', 'second', 2, 2));
+  const pub = await client(t, tb, 'refused-pub', { protocolVersion: 4 });
+  pub.send(publishPacket('refused', 'first', 2, { messageId: 1 }));
+  pub.send(publishPacket('refused', 'second', 2, { messageId: 2 }));
 
   const first = await sub.next('publish');
   t.equal(first.payload.toString(), 'first', 'first message sent; the second waits (maxInflight 1)');
@@ -86,8 +72,8 @@ t.test('a PUBREC with a reason code of 0x80 or more ends an outgoing QoS 2 deliv
 });
 
 t.test('SUBACK reason codes: granted QoS, 0x8F beyond maxTopicLevels, 0x97 beyond maxSubscriptionsPerClient [MQTT-3.9.3-1] [MQTT-3.9.3-2]', async (t) => {
-  const tb = await setup(t, { limits: { maxTopicLevels: 3, maxSubscriptionsPerClient: 2 } });
-  const c = await raw(t, tb, 'suback-codes');
+  const tb = await brokerFor(t, { limits: { maxTopicLevels: 3, maxSubscriptionsPerClient: 2 } });
+  const c = await client(t, tb, 'suback-codes');
   c.send({
     cmd: 'subscribe',
     messageId: 5,
@@ -105,14 +91,14 @@ t.test('SUBACK reason codes: granted QoS, 0x8F beyond maxTopicLevels, 0x97 beyon
   t.notOk(c.closed, 'a refused filter does not close the connection');
 
   // 3.1.1: the limit on levels closes the connection; the subscription limit is 0x80.
-  const v4 = await raw(t, tb, 'suback-v4', { protocolVersion: 4 });
+  const v4 = await client(t, tb, 'suback-v4', { protocolVersion: 4 });
   v4.send({ cmd: 'subscribe', messageId: 6, subscriptions: [{ topic: 'p', qos: 0 }, { topic: 'q', qos: 0 }, { topic: 'r', qos: 0 }] });
   t.same((await v4.next('suback')).granted, [0, 0, 0x80], '3.1.1: 0x80 (failure)');
 });
 
 t.test('UNSUBACK reason codes: 0x00 for a removed subscription, 0x11 when there was none [MQTT-3.11.3-1] [MQTT-3.11.3-2]', async (t) => {
-  const tb = await setup(t);
-  const c = await raw(t, tb, 'unsuback-codes');
+  const tb = await brokerFor(t);
+  const c = await client(t, tb, 'unsuback-codes');
   c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'here', qos: 0 }] });
   await c.next('suback');
   c.send({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: ['here', 'never/there'] });
@@ -122,22 +108,22 @@ t.test('UNSUBACK reason codes: 0x00 for a removed subscription, 0x11 when there 
 });
 
 t.test("the server's Receive Maximum: one QoS 1/2 message too many gets DISCONNECT 0x93 [MQTT-3.3.4-7]", async (t) => {
-  const tb = await setup(t, { limits: { receiveMaximum: 2 } });
-  const c = await raw(t, tb, 'flooder');
+  const tb = await brokerFor(t, { limits: { receiveMaximum: 2 } });
+  const c = await client(t, tb, 'flooder');
   // QoS 2 messages count until PUBCOMP: two are in flight after their PUBREC.
-  c.send(publish('flow/a', '1', 2, 1));
-  c.send(publish('flow/a', '2', 2, 2));
+  c.send(publishPacket('flow/a', '1', 2, { messageId: 1 }));
+  c.send(publishPacket('flow/a', '2', 2, { messageId: 2 }));
   t.equal((await c.next('pubrec')).messageId, 1);
   t.equal((await c.next('pubrec')).messageId, 2);
   // Completing one frees a place.
   c.send({ cmd: 'pubrel', messageId: 1 });
   t.equal((await c.next('pubcomp')).messageId, 1, 'PUBCOMP for 1');
-  c.send(publish('flow/a', '3', 2, 3));
+  c.send(publishPacket('flow/a', '3', 2, { messageId: 3 }));
   t.equal((await c.next('pubrec')).messageId, 3, 'a third message is fine once the first is complete');
   // A re-sent id is the same exchange, not one more.
-  c.send({ ...publish('flow/a', '3', 2, 3), dup: true });
+  c.send({ ...publishPacket('flow/a', '3', 2, { messageId: 3 }), dup: true });
   t.equal((await c.next('pubrec')).messageId, 3, 'a re-sent PUBLISH with a held id is answered, not counted');
-  c.send(publish('flow/a', '4', 2, 4));
+  c.send(publishPacket('flow/a', '4', 2, { messageId: 4 }));
   const d = await c.next('disconnect');
   t.equal(d.reasonCode, 0x93, 'two in flight and a third new one: DISCONNECT 0x93 (receive maximum exceeded)');
   await c.waitClosed();
@@ -149,12 +135,12 @@ t.test("the server's Receive Maximum: one QoS 1/2 message too many gets DISCONNE
 });
 
 t.test("the client's Receive Maximum bounds the server's unacknowledged QoS 1/2 messages [MQTT-3.3.4-9]", async (t) => {
-  const tb = await setup(t, { limits: { maxInflight: 20 } });
-  const sub = await raw(t, tb, 'slow-reader', { properties: { receiveMaximum: 2 } });
+  const tb = await brokerFor(t, { limits: { maxInflight: 20 } });
+  const sub = await client(t, tb, 'slow-reader', { properties: { receiveMaximum: 2 } });
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'rm/#', qos: 1 }] });
   await sub.next('suback');
-  const pub = await raw(t, tb, 'rm-pub', { protocolVersion: 4 });
-  for (let i = 1; i <= 5; i++) pub.send(publish('rm/x', String(i), 1, i));
+  const pub = await client(t, tb, 'rm-pub', { protocolVersion: 4 });
+  for (let i = 1; i <= 5; i++) pub.send(publishPacket('rm/x', String(i), 1, { messageId: i }));
   for (let i = 1; i <= 5; i++) await pub.next('puback');
 
   const first = [await sub.next('publish'), await sub.next('publish')];
@@ -166,7 +152,7 @@ t.test("the client's Receive Maximum bounds the server's unacknowledged QoS 1/2 
 });
 
 t.test('3.1.1 and MQTT 5 clients exchange messages on the same topics at QoS 0, 1 and 2', async (t) => {
-  const tb = await setup(t);
+  const tb = await brokerFor(t);
   const v4 = await mqttClient(t, tb, { protocolVersion: 4, clientId: 'mixed-v4' });
   const v5 = await mqttClient(t, tb, { protocolVersion: 5, clientId: 'mixed-v5' });
   const got: Record<string, string[]> = { v4: [], v5: [] };

@@ -1,8 +1,8 @@
-import t, { type Test } from 'tap';
-import type { IConnectPacket, IPublishPacket } from 'mqtt-packet';
-import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
+import t from 'tap';
+import { waitFor } from '../helpers/broker';
 import { mqttClient, within } from '../helpers/mqtt-client';
-import { RawClient } from '../helpers/raw-client';
+import { brokerFor, client, open, publishPacket, subscribe } from '../helpers/mqtt5';
+import type { RawClient } from '../helpers/raw-client';
 
 /**
  * MQTT 5 limits between client and server (MQTT 5.0 sections 3.1.2.11, 3.2.2.3, 3.3.2.3.4):
@@ -10,37 +10,21 @@ import { RawClient } from '../helpers/raw-client';
  * and Server Keep Alive. Receive Maximum is in mqtt5-acks.test.ts.
  */
 
-async function setup(t: Test, config: Record<string, unknown> = {}): Promise<TestBroker> {
-  const tb = await startBroker(config);
-  t.teardown(() => tb.stop());
-  return tb;
-}
 
-async function raw(t: Test, tb: TestBroker, clientId: string, connect: Partial<IConnectPacket> = {}): Promise<RawClient> {
-  const c = await RawClient.connect(tb.port, { protocolVersion: 5, clientId, ...connect });
-  t.teardown(() => c.destroy());
-  return c;
-}
 
-async function subscribe(c: RawClient, topic: string, qos: 0 | 1 | 2 = 0): Promise<void> {
-  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] });
-  await c.next('suback');
-}
 
-const publish = (topic: string, payload: string | Buffer, qos: 0 | 1 | 2 = 0, properties?: IPublishPacket['properties'], messageId?: number) =>
-  ({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, dup: false, retain: false, ...(messageId === undefined ? {} : { messageId }), ...(properties === undefined ? {} : { properties }) }) as const;
 
 t.test('topic aliases from the client: set with a topic, used with an empty one, re-set at will [MQTT-3.3.2-12]', async (t) => {
-  const tb = await setup(t);
-  const sub = await raw(t, tb, 'alias-sub', { protocolVersion: 4 });
-  await subscribe(sub, 'alias/#');
-  const pub = await raw(t, tb, 'alias-pub');
-  pub.send(publish('alias/a', '1', 0, { topicAlias: 1 }));
-  pub.send(publish('', '2', 0, { topicAlias: 1 }));
-  pub.send(publish('alias/b', '3', 0, { topicAlias: 1 }));
-  pub.send(publish('', '4', 0, { topicAlias: 1 }));
-  pub.send(publish('alias/c', '5', 0, { topicAlias: 10 }));
-  pub.send(publish('', '6', 0, { topicAlias: 10 }));
+  const tb = await brokerFor(t);
+  const sub = await client(t, tb, 'alias-sub', { protocolVersion: 4 });
+  await subscribe(sub, [{ topic: 'alias/#', qos: 0 }]);
+  const pub = await client(t, tb, 'alias-pub');
+  pub.send(publishPacket('alias/a', '1', 0, { properties: { topicAlias: 1 } }));
+  pub.send(publishPacket('', '2', 0, { properties: { topicAlias: 1 } }));
+  pub.send(publishPacket('alias/b', '3', 0, { properties: { topicAlias: 1 } }));
+  pub.send(publishPacket('', '4', 0, { properties: { topicAlias: 1 } }));
+  pub.send(publishPacket('alias/c', '5', 0, { properties: { topicAlias: 10 } }));
+  pub.send(publishPacket('', '6', 0, { properties: { topicAlias: 10 } }));
   const got: string[] = [];
   for (let i = 0; i < 6; i++) {
     const p = await sub.next('publish');
@@ -58,45 +42,44 @@ t.test('topic aliases from the client: set with a topic, used with an empty one,
 });
 
 t.test('a topic alias of 0, above the server’s Topic Alias Maximum, or never set closes the connection [MQTT-3.3.2-8] [MQTT-3.3.2-7]', async (t) => {
-  const tb = await setup(t, { limits: { topicAliasMaximum: 3 } });
+  const tb = await brokerFor(t, { limits: { topicAliasMaximum: 3 } });
   const cases: [string, Parameters<RawClient['send']>[0], number][] = [
-    ['alias 0', publish('x', '1', 0, { topicAlias: 0 }), 0x94],
-    ['alias 4 with a maximum of 3', publish('x', '1', 0, { topicAlias: 4 }), 0x94],
-    ['an alias this connection never set', publish('', '1', 0, { topicAlias: 2 }), 0x82],
+    ['alias 0', publishPacket('x', '1', 0, { properties: { topicAlias: 0 } }), 0x94],
+    ['alias 4 with a maximum of 3', publishPacket('x', '1', 0, { properties: { topicAlias: 4 } }), 0x94],
+    ['an alias this connection never set', publishPacket('', '1', 0, { properties: { topicAlias: 2 } }), 0x82],
   ];
   for (const [what, packet, reasonCode] of cases) {
-    const c = await raw(t, tb, `bad-alias-${what.length}`);
+    const c = await client(t, tb, `bad-alias-${what.length}`);
     c.send(packet);
     t.equal((await c.next('disconnect')).reasonCode, reasonCode, `${what}: DISCONNECT 0x${reasonCode.toString(16)}`);
     await c.waitClosed();
   }
 
   // Aliases are not carried to the next connection of the same client.
-  const first = await raw(t, tb, 'alias-carry');
-  first.send(publish('carry/a', '1', 0, { topicAlias: 1 }));
+  const first = await client(t, tb, 'alias-carry');
+  first.send(publishPacket('carry/a', '1', 0, { properties: { topicAlias: 1 } }));
   first.disconnect();
   await first.waitClosed();
-  const second = await raw(t, tb, 'alias-carry');
-  second.send(publish('', '2', 0, { topicAlias: 1 }));
+  const second = await client(t, tb, 'alias-carry');
+  second.send(publishPacket('', '2', 0, { properties: { topicAlias: 1 } }));
   t.equal((await second.next('disconnect')).reasonCode, 0x82, 'the alias of the earlier connection means nothing: 0x82');
 
-  const none = await setup(t, { limits: { topicAliasMaximum: 0 } });
-  const { client, connack } = await RawClient.open(none.port, { protocolVersion: 5, clientId: 'no-aliases' });
-  t.teardown(() => client.destroy());
+  const none = await brokerFor(t, { limits: { topicAliasMaximum: 0 } });
+  const { client: c, connack } = await open(t, none, { clientId: 'no-aliases' });
   t.equal(connack.properties?.topicAliasMaximum, undefined, 'limits.topicAliasMaximum 0: no Topic Alias Maximum in CONNACK');
-  client.send(publish('x', '1', 0, { topicAlias: 1 }));
-  t.equal((await client.next('disconnect')).reasonCode, 0x94, 'and any alias is invalid');
+  c.send(publishPacket('x', '1', 0, { properties: { topicAlias: 1 } }));
+  t.equal((await c.next('disconnect')).reasonCode, 0x94, 'and any alias is invalid');
 });
 
 t.test('the server assigns topic aliases to a client that allows them, up to its Topic Alias Maximum [MQTT-3.1.2-26] [MQTT-3.1.2-27] [MQTT-3.3.2-11]', async (t) => {
-  const tb = await setup(t);
-  const sub = await raw(t, tb, 'takes-aliases', { properties: { topicAliasMaximum: 2 } });
-  await subscribe(sub, 'out/#', 1);
-  const plain = await raw(t, tb, 'no-aliases');
-  await subscribe(plain, 'out/#');
-  const pub = await raw(t, tb, 'alias-source', { protocolVersion: 4 });
+  const tb = await brokerFor(t);
+  const sub = await client(t, tb, 'takes-aliases', { properties: { topicAliasMaximum: 2 } });
+  await subscribe(sub, [{ topic: 'out/#', qos: 1 }]);
+  const plain = await client(t, tb, 'no-aliases');
+  await subscribe(plain, [{ topic: 'out/#', qos: 0 }]);
+  const pub = await client(t, tb, 'alias-source', { protocolVersion: 4 });
   const topics = ['out/a', 'out/a', 'out/b', 'out/c', 'out/a', 'out/c'];
-  topics.forEach((topic, i) => pub.send(publish(topic, String(i), 1, undefined, i + 1)));
+  topics.forEach((topic, i) => pub.send(publishPacket(topic, String(i), 1, { messageId: i + 1 })));
 
   const seen: [string, number | undefined][] = [];
   for (let i = 0; i < topics.length; i++) {
@@ -127,23 +110,23 @@ t.test('the server assigns topic aliases to a client that allows them, up to its
   const got: string[] = [];
   js.on('message', (topic, payload) => got.push(`${topic} ${payload.toString()}`));
   await within(js.subscribeAsync('out/#', { qos: 0 }), 'mqtt.js subscribe');
-  for (const [i, topic] of ['out/x', 'out/x', 'out/y', 'out/x'].entries()) pub.send(publish(topic, `j${i}`, 0));
+  for (const [i, topic] of ['out/x', 'out/x', 'out/y', 'out/x'].entries()) pub.send(publishPacket(topic, `j${i}`, 0));
   await waitFor(() => got.length === 4, 3000, 'four messages at mqtt.js');
   t.same(got, ['out/x j0', 'out/x j1', 'out/y j2', 'out/x j3'], 'mqtt.js sees the full topics');
 });
 
 t.test("a message larger than the client's Maximum Packet Size is not sent to it, at any QoS [MQTT-3.1.2-24] [MQTT-3.1.2-25]", async (t) => {
-  const tb = await setup(t);
-  const small = await raw(t, tb, 'small-packets', { properties: { maximumPacketSize: 100 } });
-  await subscribe(small, 'size/#', 1);
-  const v4 = await raw(t, tb, 'any-size', { protocolVersion: 4 });
-  await subscribe(v4, 'size/#', 1);
-  const pub = await raw(t, tb, 'size-pub', { protocolVersion: 4 });
+  const tb = await brokerFor(t);
+  const small = await client(t, tb, 'small-packets', { properties: { maximumPacketSize: 100 } });
+  await subscribe(small, [{ topic: 'size/#', qos: 1 }]);
+  const v4 = await client(t, tb, 'any-size', { protocolVersion: 4 });
+  await subscribe(v4, [{ topic: 'size/#', qos: 1 }]);
+  const pub = await client(t, tb, 'size-pub', { protocolVersion: 4 });
   const big = 'x'.repeat(200);
-  pub.send(publish('size/0', 'small 0', 0));
-  pub.send(publish('size/0', big, 0));
-  pub.send(publish('size/1', big, 1, undefined, 1));
-  pub.send(publish('size/1', 'small 1', 1, undefined, 2));
+  pub.send(publishPacket('size/0', 'small 0', 0));
+  pub.send(publishPacket('size/0', big, 0));
+  pub.send(publishPacket('size/1', big, 1, { messageId: 1 }));
+  pub.send(publishPacket('size/1', 'small 1', 1, { messageId: 2 }));
 
   const received: string[] = [];
   for (let i = 0; i < 2; i++) {
@@ -161,22 +144,21 @@ t.test("a message larger than the client's Maximum Packet Size is not sent to it
 });
 
 t.test('Server Keep Alive: limits.maxKeepalive replaces a longer keepalive, or none, for MQTT 5 clients [MQTT-3.2.2-21] [MQTT-3.2.2-22]', async (t) => {
-  const tb = await setup(t, { limits: { maxKeepalive: 2 } });
+  const tb = await brokerFor(t, { limits: { maxKeepalive: 2 } });
   const cases: [number, number | undefined][] = [
     [60, 2],
     [0, 2],
     [1, undefined],
   ];
   for (const [keepalive, serverKeepAlive] of cases) {
-    const { client, connack } = await RawClient.open(tb.port, { protocolVersion: 5, clientId: `ka-${keepalive}`, keepalive });
-    t.teardown(() => client.destroy());
+    const { connack } = await open(t, tb, { clientId: `ka-${keepalive}`, keepalive });
     t.equal(connack.properties?.serverKeepAlive, serverKeepAlive, `keepalive ${keepalive}: Server Keep Alive ${serverKeepAlive ?? 'absent'}`);
     t.equal(tb.broker.clients.get(`ka-${keepalive}`)?.keepalive, serverKeepAlive ?? keepalive, 'and the server supervises that one');
   }
-  const silent = await raw(t, tb, 'ka-silent', { keepalive: 600 });
+  const silent = await client(t, tb, 'ka-silent', { keepalive: 600 });
   t.equal((await silent.next('disconnect', 10_000)).reasonCode, 0x8d, 'a silent client asking for 600 s is dropped after 1.5 × 2 s: DISCONNECT 0x8D');
 
-  const v4 = await raw(t, tb, 'ka-v4', { protocolVersion: 4, keepalive: 60 });
+  const v4 = await client(t, tb, 'ka-v4', { protocolVersion: 4, keepalive: 60 });
   t.equal(tb.broker.clients.get('ka-v4')?.keepalive, 60, '3.1.1 cannot be told: its keepalive stands');
   t.notOk(v4.closed);
 });

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap';
 import type { IConnectPacket, IPublishPacket } from 'mqtt-packet';
-import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
+import { waitFor, type TestBroker } from '../helpers/broker';
 import { mqttClient, within } from '../helpers/mqtt-client';
-import { RawClient } from '../helpers/raw-client';
+import { brokerFor, client, open, publishPacket, subscribe } from '../helpers/mqtt5';
 
 /**
  * MQTT 5 application messages (MQTT 5.0 sections 3.1.3.2, 3.3.2.3): properties passed through
@@ -11,25 +11,9 @@ import { RawClient } from '../helpers/raw-client';
  * Interval with will suppression on a resumed session.
  */
 
-async function setup(t: Test, config: Record<string, unknown> = {}): Promise<TestBroker> {
-  const tb = await startBroker(config);
-  t.teardown(() => tb.stop());
-  return tb;
-}
 
-async function raw(t: Test, tb: TestBroker, clientId: string, connect: Partial<IConnectPacket> = {}): Promise<RawClient> {
-  const c = await RawClient.connect(tb.port, { protocolVersion: 5, clientId, ...connect });
-  t.teardown(() => c.destroy());
-  return c;
-}
 
-async function subscribe(c: RawClient, topic: string, qos: 0 | 1 | 2 = 0): Promise<void> {
-  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] });
-  await c.next('suback');
-}
 
-const publish = (topic: string, payload: string | Buffer, qos: 0 | 1 | 2 = 0, properties?: IPublishPacket['properties'], messageId?: number, retain = false) =>
-  ({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, dup: false, retain, ...(messageId === undefined ? {} : { messageId }), ...(properties === undefined ? {} : { properties }) }) as const;
 
 /** Resolves once `ms` have passed since `since` (a Date.now() value). */
 async function until(since: number, ms: number): Promise<void> {
@@ -45,17 +29,17 @@ const ALL_PROPERTIES = {
 };
 
 t.test('User Properties, Response Topic, Correlation Data, Payload Format Indicator and Content Type pass through unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20]', async (t) => {
-  const tb = await setup(t);
-  const v5 = await raw(t, tb, 'props-v5');
-  await subscribe(v5, 'props/#', 1);
-  const v4 = await raw(t, tb, 'props-v4', { protocolVersion: 4 });
-  await subscribe(v4, 'props/#', 1);
+  const tb = await brokerFor(t);
+  const v5 = await client(t, tb, 'props-v5');
+  await subscribe(v5, [{ topic: 'props/#', qos: 1 }]);
+  const v4 = await client(t, tb, 'props-v4', { protocolVersion: 4 });
+  await subscribe(v4, [{ topic: 'props/#', qos: 1 }]);
   const js = await mqttClient(t, tb, { protocolVersion: 5, clientId: 'props-js' });
   const jsGot = new Promise<IPublishPacket>((resolve) => js.once('message', (_t, _p, packet) => resolve(packet)));
   await within(js.subscribeAsync('props/#', { qos: 1 }), 'mqtt.js subscribe');
 
-  const pub = await raw(t, tb, 'props-pub');
-  pub.send(publish('props/a', '{"t":21.5}', 1, ALL_PROPERTIES, 1, true));
+  const pub = await client(t, tb, 'props-pub');
+  pub.send(publishPacket('props/a', '{"t":21.5}', 1, { messageId: 1, retain: true, properties: ALL_PROPERTIES }));
   t.equal((await pub.next('puback')).reasonCode, 0);
 
   const got = await v5.next('publish');
@@ -69,31 +53,31 @@ t.test('User Properties, Response Topic, Correlation Data, Payload Format Indica
   t.same(jsPacket.properties?.correlationData, ALL_PROPERTIES.correlationData, 'and the Correlation Data');
 
   // The retained copy keeps them for a later subscriber.
-  const later = await raw(t, tb, 'props-later');
-  await subscribe(later, 'props/a', 1);
+  const later = await client(t, tb, 'props-later');
+  await subscribe(later, [{ topic: 'props/a', qos: 1 }]);
   const retained = await later.next('publish');
   t.equal(retained.retain, true);
   t.same(retained.properties, ALL_PROPERTIES, 'the retained message carries its properties');
 });
 
 t.test('Payload Format Indicator 1 with a payload that is not UTF-8: PUBACK/PUBREC 0x99, DISCONNECT 0x99 at QoS 0, CONNACK 0x99 for a will', async (t) => {
-  const tb = await setup(t);
-  const sub = await raw(t, tb, 'pfi-sub');
-  await subscribe(sub, 'pfi/#', 2);
-  const pub = await raw(t, tb, 'pfi-pub');
+  const tb = await brokerFor(t);
+  const sub = await client(t, tb, 'pfi-sub');
+  await subscribe(sub, [{ topic: 'pfi/#', qos: 2 }]);
+  const pub = await client(t, tb, 'pfi-pub');
   const notUtf8 = Buffer.from([0x61, 0xff, 0xfe]);
-  pub.send(publish('pfi/q1', notUtf8, 1, { payloadFormatIndicator: true }, 1));
+  pub.send(publishPacket('pfi/q1', notUtf8, 1, { messageId: 1, properties: { payloadFormatIndicator: true } }));
   const puback = await pub.next('puback');
   t.same([puback.messageId, puback.reasonCode], [1, 0x99], 'QoS 1: PUBACK 0x99 (payload format invalid)');
-  pub.send(publish('pfi/q2', notUtf8, 2, { payloadFormatIndicator: true }, 2));
+  pub.send(publishPacket('pfi/q2', notUtf8, 2, { messageId: 2, properties: { payloadFormatIndicator: true } }));
   const pubrec = await pub.next('pubrec');
   t.same([pubrec.messageId, pubrec.reasonCode], [2, 0x99], 'QoS 2: PUBREC 0x99');
   // A failing PUBREC ends the exchange: the same id is a new message [MQTT-4.3.3-9].
-  pub.send(publish('pfi/q2', 'now valid', 2, { payloadFormatIndicator: true }, 2));
+  pub.send(publishPacket('pfi/q2', 'now valid', 2, { messageId: 2, properties: { payloadFormatIndicator: true } }));
   t.same([(await pub.next('pubrec')).reasonCode], [0], 'the same packet id, valid this time: accepted as a new message');
   pub.send({ cmd: 'pubrel', messageId: 2 });
   await pub.next('pubcomp');
-  pub.send(publish('pfi/binary', notUtf8, 1, undefined, 3));
+  pub.send(publishPacket('pfi/binary', notUtf8, 1, { messageId: 3 }));
   t.equal((await pub.next('puback')).reasonCode, 0, 'without the indicator any payload is fine');
 
   const delivered: string[] = [];
@@ -105,40 +89,38 @@ t.test('Payload Format Indicator 1 with a payload that is not UTF-8: PUBACK/PUBR
   }
   t.same(delivered, ['pfi/q2', 'pfi/binary'], 'only the valid messages were routed');
 
-  pub.send(publish('pfi/q0', notUtf8, 0, { payloadFormatIndicator: true }));
+  pub.send(publishPacket('pfi/q0', notUtf8, 0, { properties: { payloadFormatIndicator: true } }));
   t.equal((await pub.next('disconnect')).reasonCode, 0x99, 'QoS 0 has no acknowledgement: DISCONNECT 0x99');
 
-  const { client, connack } = await RawClient.open(tb.port, {
-    protocolVersion: 5,
+  const { connack } = await open(t, tb, {
     clientId: 'pfi-will',
     will: { topic: 'pfi/will', payload: notUtf8, qos: 0, retain: false, properties: { payloadFormatIndicator: true } },
   });
-  t.teardown(() => client.destroy());
   t.equal(connack.reasonCode, 0x99, 'a will whose payload breaks its indicator: CONNACK 0x99');
 });
 
 t.test('a Response Topic with a wildcard is a protocol error [MQTT-3.3.2-14]', async (t) => {
-  const tb = await setup(t);
-  const pub = await raw(t, tb, 'bad-response');
-  pub.send(publish('ask', 'q', 0, { responseTopic: 'replies/#' }));
+  const tb = await brokerFor(t);
+  const pub = await client(t, tb, 'bad-response');
+  pub.send(publishPacket('ask', 'q', 0, { properties: { responseTopic: 'replies/#' } }));
   t.equal((await pub.next('disconnect')).reasonCode, 0x82, 'DISCONNECT 0x82');
 });
 
 t.test('Message Expiry Interval: forwarded counted down, expired messages not sent from a session queue [MQTT-3.3.2-5] [MQTT-3.3.2-6]', async (t) => {
-  const tb = await setup(t);
-  const live = await raw(t, tb, 'expiry-live');
-  await subscribe(live, 'exp/#', 1);
-  const away = await raw(t, tb, 'expiry-away', { clean: false, properties: { sessionExpiryInterval: 300 } });
-  await subscribe(away, 'exp/#', 1);
+  const tb = await brokerFor(t);
+  const live = await client(t, tb, 'expiry-live');
+  await subscribe(live, [{ topic: 'exp/#', qos: 1 }]);
+  const away = await client(t, tb, 'expiry-away', { clean: false, properties: { sessionExpiryInterval: 300 } });
+  await subscribe(away, [{ topic: 'exp/#', qos: 1 }]);
   away.disconnect();
   await waitFor(() => tb.broker.sessions.get('expiry-away')?.owner === null, 3000, 'the subscriber to leave');
-  const v4 = await raw(t, tb, 'expiry-v4', { protocolVersion: 4 });
-  await subscribe(v4, 'exp/#', 1);
+  const v4 = await client(t, tb, 'expiry-v4', { protocolVersion: 4 });
+  await subscribe(v4, [{ topic: 'exp/#', qos: 1 }]);
 
-  const pub = await raw(t, tb, 'expiry-pub');
-  pub.send(publish('exp/short', 'short', 1, { messageExpiryInterval: 1 }, 1));
-  pub.send(publish('exp/long', 'long', 1, { messageExpiryInterval: 60 }, 2));
-  pub.send(publish('exp/never', 'never', 1, undefined, 3));
+  const pub = await client(t, tb, 'expiry-pub');
+  pub.send(publishPacket('exp/short', 'short', 1, { messageId: 1, properties: { messageExpiryInterval: 1 } }));
+  pub.send(publishPacket('exp/long', 'long', 1, { messageId: 2, properties: { messageExpiryInterval: 60 } }));
+  pub.send(publishPacket('exp/never', 'never', 1, { messageId: 3 }));
   for (let i = 0; i < 3; i++) await pub.next('puback');
   // The broker had them by now: their expiry counts from no later than this.
   const ackedAt = Date.now();
@@ -149,7 +131,7 @@ t.test('Message Expiry Interval: forwarded counted down, expired messages not se
   t.same(v4Got.map((p) => p.topic), ['exp/short', 'exp/long', 'exp/never'], 'a 3.1.1 subscriber gets them too, without the property');
 
   await until(ackedAt, 1000);
-  const back = await raw(t, tb, 'expiry-away', { clean: false, properties: { sessionExpiryInterval: 300 } });
+  const back = await client(t, tb, 'expiry-away', { clean: false, properties: { sessionExpiryInterval: 300 } });
   const queued = [await back.next('publish'), await back.next('publish')];
   t.same(queued.map((p) => p.topic), ['exp/long', 'exp/never'], 'the expired message is not delivered from the queue');
   const remaining = queued[0]?.properties?.messageExpiryInterval ?? 0;
@@ -158,18 +140,18 @@ t.test('Message Expiry Interval: forwarded counted down, expired messages not se
 });
 
 t.test('Message Expiry Interval of a retained message: counted down for a later subscriber, gone once expired', async (t) => {
-  const tb = await setup(t);
-  const pub = await raw(t, tb, 'retain-exp-pub');
-  pub.send(publish('rexp/short', 'short', 1, { messageExpiryInterval: 1 }, 1, true));
-  pub.send(publish('rexp/long', 'long', 1, { messageExpiryInterval: 60 }, 2, true));
+  const tb = await brokerFor(t);
+  const pub = await client(t, tb, 'retain-exp-pub');
+  pub.send(publishPacket('rexp/short', 'short', 1, { messageId: 1, retain: true, properties: { messageExpiryInterval: 1 } }));
+  pub.send(publishPacket('rexp/long', 'long', 1, { messageId: 2, retain: true, properties: { messageExpiryInterval: 60 } }));
   await pub.next('puback');
   await pub.next('puback');
   const ackedAt = Date.now();
   t.equal(tb.broker.retained.size, 2, 'both retained');
   await until(ackedAt, 1000);
 
-  const sub = await raw(t, tb, 'retain-exp-sub');
-  await subscribe(sub, 'rexp/#', 1);
+  const sub = await client(t, tb, 'retain-exp-sub');
+  await subscribe(sub, [{ topic: 'rexp/#', qos: 1 }]);
   const got = await sub.next('publish');
   t.equal(got.topic, 'rexp/long', 'only the message that has not expired');
   const remaining = got.properties?.messageExpiryInterval ?? 0;
@@ -180,17 +162,17 @@ t.test('Message Expiry Interval of a retained message: counted down for a later 
 
 /** A watcher of `wills/#` and a client with a will on `wills/<clientId>` and the given CONNECT. */
 async function willSetup(t: Test, tb: TestBroker, clientId: string, connect: Partial<IConnectPacket>, willProperties: NonNullable<IConnectPacket['will']>['properties'] = {}) {
-  const watcher = await raw(t, tb, `watch-${clientId}`);
-  await subscribe(watcher, 'wills/#');
-  const client = await raw(t, tb, clientId, {
+  const watcher = await client(t, tb, `watch-${clientId}`);
+  await subscribe(watcher, [{ topic: 'wills/#', qos: 0 }]);
+  const withWill = await client(t, tb, clientId, {
     will: { topic: `wills/${clientId}`, payload: Buffer.from(`${clientId} lost`), qos: 0, retain: false, properties: willProperties },
     ...connect,
   });
-  return { watcher, client };
+  return { watcher, client: withWill };
 }
 
 t.test('Will Delay Interval: the will waits, then goes out; its properties pass through [MQTT-3.1.2-8] [MQTT-3.1.3-10]', async (t) => {
-  const tb = await setup(t);
+  const tb = await brokerFor(t);
   const { watcher, client } = await willSetup(t, tb, 'delayed', { clean: false, properties: { sessionExpiryInterval: 60 } }, { willDelayInterval: 1, contentType: 'text/plain', userProperties: { why: 'lost' } });
   const closedAt = Date.now();
   client.destroy();
@@ -203,18 +185,17 @@ t.test('Will Delay Interval: the will waits, then goes out; its properties pass 
 });
 
 t.test('a session resumed within the Will Delay Interval suppresses the will; Clean Start publishes it at once [MQTT-3.1.3-9]', async (t) => {
-  const tb = await setup(t);
+  const tb = await brokerFor(t);
   const resumed = await willSetup(t, tb, 'resumes', { clean: false, properties: { sessionExpiryInterval: 60 } }, { willDelayInterval: 30 });
   resumed.client.destroy();
   await waitFor(() => tb.broker.delayedWills.size === 1, 3000, 'the will to wait');
-  const again = await RawClient.open(tb.port, { protocolVersion: 5, clientId: 'resumes', clean: false, properties: { sessionExpiryInterval: 60 } });
-  t.teardown(() => again.client.destroy());
+  const again = await open(t, tb, { clientId: 'resumes', clean: false, properties: { sessionExpiryInterval: 60 } });
   t.equal(again.connack.sessionPresent, true, 'session resumed');
   t.equal(tb.broker.delayedWills.size, 0, 'the waiting will is dropped');
   t.same(await resumed.watcher.collect('publish', 200), [], 'and never published');
 
   // Taken over by a connection that resumes the session: the old connection's will is suppressed too.
-  const takeover = await raw(t, tb, 'resumes', { clean: false, properties: { sessionExpiryInterval: 60 }, will: { topic: 'wills/resumes', payload: Buffer.from('x'), qos: 0, retain: false, properties: { willDelayInterval: 30 } } });
+  const takeover = await client(t, tb, 'resumes', { clean: false, properties: { sessionExpiryInterval: 60 }, will: { topic: 'wills/resumes', payload: Buffer.from('x'), qos: 0, retain: false, properties: { willDelayInterval: 30 } } });
   t.equal((await again.client.next('disconnect')).reasonCode, 0x8e, 'the earlier connection is taken over');
   t.equal(tb.broker.delayedWills.size, 0, 'its will is not waiting');
   t.same(await resumed.watcher.collect('publish', 200), [], 'nor published');
@@ -223,13 +204,13 @@ t.test('a session resumed within the Will Delay Interval suppresses the will; Cl
   const cleaned = await willSetup(t, tb, 'cleans', { clean: false, properties: { sessionExpiryInterval: 60 } }, { willDelayInterval: 30 });
   cleaned.client.destroy();
   await waitFor(() => tb.broker.delayedWills.size === 1, 3000, 'the will to wait');
-  const fresh = await raw(t, tb, 'cleans', { clean: true });
+  const fresh = await client(t, tb, 'cleans', { clean: true });
   t.equal((await cleaned.watcher.next('publish')).topic, 'wills/cleans', 'Clean Start ends the session, and the will goes out with it');
   t.notOk(fresh.closed);
 });
 
 t.test('the will goes out when the session ends before its delay: session expiry, or none at all', async (t) => {
-  const tb = await setup(t);
+  const tb = await brokerFor(t);
   const expiring = await willSetup(t, tb, 'expires-first', { clean: false, properties: { sessionExpiryInterval: 1 } }, { willDelayInterval: 600 });
   expiring.client.destroy();
   t.equal((await expiring.watcher.next('publish', 5000)).topic, 'wills/expires-first', 'published when the 1 s session expired, not after 600 s');
@@ -246,20 +227,20 @@ t.test('the will goes out when the session ends before its delay: session expiry
 });
 
 t.test("a will's Message Expiry Interval counts from its publication, not from CONNECT", async (t) => {
-  const tb = await setup(t);
-  const c = await raw(t, tb, 'will-expiry', { will: { topic: 'wills/retained', payload: Buffer.from('bye'), qos: 1, retain: true, properties: { messageExpiryInterval: 1 } } });
+  const tb = await brokerFor(t);
+  const c = await client(t, tb, 'will-expiry', { will: { topic: 'wills/retained', payload: Buffer.from('bye'), qos: 1, retain: true, properties: { messageExpiryInterval: 1 } } });
   // Longer than the interval between CONNECT and the will's publication.
   await until(Date.now(), 1000);
   c.destroy();
   await waitFor(() => tb.broker.retained.get('wills/retained') !== undefined, 3000, 'the will to be published');
   const publishedAt = Date.now();
-  const reader = await raw(t, tb, 'will-reader');
-  await subscribe(reader, 'wills/#', 1);
+  const reader = await client(t, tb, 'will-reader');
+  await subscribe(reader, [{ topic: 'wills/#', qos: 1 }]);
   const will = await reader.next('publish');
   t.equal(String(will.payload), 'bye', 'the retained will is there after publication');
   t.equal(will.properties?.messageExpiryInterval, 1, 'with its interval counted from the publication');
   await until(publishedAt, 1000);
-  const late = await raw(t, tb, 'will-late-reader');
-  await subscribe(late, 'wills/#', 1);
+  const late = await client(t, tb, 'will-late-reader');
+  await subscribe(late, [{ topic: 'wills/#', qos: 1 }]);
   t.same(await late.collect('publish', 200), [], 'a second after the publication it has expired');
 });
