@@ -731,14 +731,18 @@ export class Broker implements ConnectionHost {
     };
   }
 
-  /** Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH. */
+  /**
+   * Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH;
+   * a Message Expiry Interval among its properties counts from now, as for a client's.
+   */
   publishInProcess(message: Message, source = 'gateway'): void {
     const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
     if (invalid !== null) {
       throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
     }
     this.metrics.publishReceived++;
-    this.publish(message, null, source);
+    const expiring = message.expiresAt === undefined && message.properties?.messageExpiryInterval !== undefined;
+    this.publish(expiring ? withExpiry(message, Date.now()) : message, null, source);
   }
 
   subscribeInProcess(filter: string, handler: InProcessHandler): () => void {

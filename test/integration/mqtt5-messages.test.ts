@@ -160,6 +160,20 @@ t.test('Message Expiry Interval of a retained message: counted down for a later 
   t.equal(tb.broker.retained.get('rexp/short'), undefined, 'the expired one is gone from the retained store');
 });
 
+t.test('an in-process publisher’s Message Expiry Interval counts too', async (t) => {
+  const tb = await brokerFor(t);
+  tb.broker.context('test').publish({ topic: 'inproc/exp', payload: Buffer.from('short'), qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
+  const publishedAt = Date.now();
+  const early = await client(t, tb, 'inproc-early');
+  await subscribe(early, [{ topic: 'inproc/#', qos: 1 }]);
+  const got = await early.next('publish');
+  t.equal(got.properties?.messageExpiryInterval, 1, 'forwarded with its interval');
+  await until(publishedAt, 1000);
+  const late = await client(t, tb, 'inproc-late');
+  await subscribe(late, [{ topic: 'inproc/#', qos: 1 }]);
+  t.same(await late.collect('publish', 200), [], 'expired a second later');
+});
+
 /** A watcher of `wills/#` and a client with a will on `wills/<clientId>` and the given CONNECT. */
 async function willSetup(t: Test, tb: TestBroker, clientId: string, connect: Partial<IConnectPacket>, willProperties: NonNullable<IConnectPacket['will']>['properties'] = {}) {
   const watcher = await client(t, tb, `watch-${clientId}`);
