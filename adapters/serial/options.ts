@@ -71,6 +71,11 @@ export interface SerialPortOptions {
   readonly wholeLine: boolean;
   /** Wrap each payload as {"value":…,"ts":<ms since epoch at arrival>}. */
   readonly wrap: boolean;
+  /**
+   * Attach MQTT 5 User Properties to each reading: `port` (the port's name) and `arrivedAt` (ms
+   * since the epoch when its line arrived). MQTT 5 subscribers see them; 3.1.1 ones do not.
+   */
+  readonly userProperties: boolean;
   /** Most messages one line may produce; a line with more keys is dropped. */
   readonly maxKeys: number;
   /** Topic whose messages are written to the device (with the delimiter); `{name}` allowed. */
@@ -102,6 +107,7 @@ export const SERIAL_DEFAULTS = {
   separator: ',',
   wholeLine: false,
   wrap: false,
+  userProperties: false,
   maxKeys: 64,
   maxWriteQueue: 64,
   statusTopic: 'edgeway/serial/{name}/status',

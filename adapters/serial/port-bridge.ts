@@ -4,7 +4,7 @@
  * that is published retained and read by metrics.
  */
 import { isUtf8 } from 'node:buffer';
-import { errorMessage, RateLimitedLog, type GatewayContext, type LogFields, type Message } from '../../gateway/broker';
+import { errorMessage, RateLimitedLog, type GatewayContext, type LogFields, type Message, type PublishProperties } from '../../gateway/broker';
 import { backoffDelay } from './backoff';
 import { BoundedQueue } from './bounded-queue';
 import { discoveryMessage } from './discovery';
@@ -253,9 +253,9 @@ export class PortBridge {
     this.publish(this.statusTopic, Buffer.from(json), 1, true);
   }
 
-  private publish(topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean): boolean {
+  private publish(topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean, properties?: PublishProperties): boolean {
     try {
-      this.ctx.publish({ topic, payload, qos, retain }, `serial:${this.name}`);
+      this.ctx.publish(properties === undefined ? { topic, payload, qos, retain } : { topic, payload, qos, retain, properties }, `serial:${this.name}`);
       return true;
     } catch (err) {
       this.rateLimited('publish', 'warn', 'publish refused by the broker', { topic, error: errorMessage(err) });
@@ -436,6 +436,8 @@ export class PortBridge {
       topics.push(topic);
     }
     const { qos, retain, wrap } = this.options;
+    // One properties object per line: its readings share the port and the arrival time.
+    const properties = this.options.userProperties ? { userProperties: { port: this.name, arrivedAt: String(this.arrivalTs) } } : undefined;
     for (let i = 0; i < readings.length; i++) {
       const reading = readings[i] as Reading;
       const topic = topics[i] as string;
@@ -443,7 +445,7 @@ export class PortBridge {
       // topic was checked above, so the reading that follows will be published.
       if (this.options.homeAssistant !== undefined && !this.discovered.has(reading.key)) this.discover(reading, topic);
       const payload = wrap ? `{"value":${reading.json},"ts":${this.arrivalTs}}` : reading.text;
-      if (this.publish(topic, Buffer.from(payload, 'utf8'), qos, retain)) this.messagesPublished++;
+      if (this.publish(topic, Buffer.from(payload, 'utf8'), qos, retain, properties)) this.messagesPublished++;
     }
   }
 

@@ -1,7 +1,16 @@
 import { errorMessage, RateLimitedLog, type Message, type QoS, type RetainedStore } from '../../gateway/broker';
 import type { SqliteDatabase } from './database';
-import { decodeProperties, encodeProperties } from './properties-json';
+import { decodeProperties, encodeProperties, type Properties } from './properties-json';
 import type { SqliteStorage, StoragePart } from './storage';
+
+/**
+ * The retained table has no column for the absolute expiry of an MQTT 5 message (Message Expiry
+ * Interval): it travels in the properties JSON under this key, which is the name of no MQTT
+ * property. One optional number did not seem worth a schema migration.
+ */
+const EXPIRES_AT = 'expiresAt';
+
+type StoredProperties = Properties & { [EXPIRES_AT]?: number };
 
 /** A retained message as the row stores it, checked before it is queued for the commit. */
 interface EncodedRow {
@@ -13,7 +22,18 @@ interface EncodedRow {
 function encodeRow(msg: Message): EncodedRow {
   if (!Buffer.isBuffer(msg.payload)) throw new Error('payload is not a Buffer');
   if (msg.qos !== 0 && msg.qos !== 1 && msg.qos !== 2) throw new Error(`invalid QoS ${String(msg.qos)}`);
-  return { qos: msg.qos, properties: msg.properties === undefined ? null : encodeProperties(msg.properties), payload: msg.payload };
+  const properties: StoredProperties | undefined = msg.expiresAt === undefined ? msg.properties : { ...msg.properties, [EXPIRES_AT]: msg.expiresAt };
+  return { qos: msg.qos, properties: properties === undefined ? null : encodeProperties(properties), payload: msg.payload };
+}
+
+/** The properties and expiry of a stored row. */
+function decodeRow(text: string | null): Pick<Message, 'properties' | 'expiresAt'> {
+  if (text === null) return {};
+  const { [EXPIRES_AT]: expiresAt, ...properties } = decodeProperties(text) as StoredProperties;
+  return {
+    ...(Object.keys(properties).length === 0 ? {} : { properties }),
+    ...(typeof expiresAt === 'number' ? { expiresAt } : {}),
+  };
 }
 
 interface Row {
@@ -59,7 +79,7 @@ export class SqliteRetainedStore implements RetainedStore, StoragePart {
       payload: row.payload,
       qos: row.qos as QoS,
       retain: true,
-      ...(row.properties === null ? {} : { properties: decodeProperties(row.properties) }),
+      ...decodeRow(row.properties),
     }));
   }
 

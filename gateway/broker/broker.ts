@@ -3,6 +3,7 @@ import type { Packet } from 'mqtt-packet';
 import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
+import { encodePublishV5, encodePublishV5WithoutAlias, forwardedProperties, withSubscriptionIds } from './outgoing';
 import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
@@ -11,9 +12,13 @@ import { detachedPayload, type Outbox } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
-import { Session } from './session';
+import { NEVER_EXPIRES, Session, type SharedOrigin } from './session';
+import { SharedGroup } from './shared-subscriptions';
+import { SessionExpiry } from './session-expiry';
+import { DelayedWills } from './delayed-wills';
+import { hasExpired, withExpiry } from './incoming';
 import { SysPublisher } from './sys-topics';
-import { topicFilterError, topicNameError } from './topic';
+import { sharedFilter, topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
 import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
 
@@ -24,12 +29,20 @@ export interface ListenerSpec {
 }
 
 /**
- * A subscription as stored in the topic tree: a session with its options, or an in-process
- * handler (an adapter, e.g. the serial bridge's command topic), which has no session.
+ * A subscription as stored in the topic tree: a session with its options, an in-process handler
+ * (an adapter, e.g. the serial bridge's command topic), which has no session, or a shared
+ * subscription, whose members are sessions (shared-subscriptions.ts).
  */
 export type Subscriber =
-  | { readonly session: Session; readonly options: SubscriptionOptions; readonly handler?: undefined }
-  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler: InProcessHandler };
+  | { readonly session: Session; readonly options: SubscriptionOptions; readonly handler?: undefined; readonly group?: undefined }
+  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler: InProcessHandler; readonly group?: undefined }
+  | { readonly session: null; readonly options: SubscriptionOptions; readonly handler?: undefined; readonly group: SharedGroup };
+
+/** What a session's overlapping subscriptions add to one delivery (MQTT 5): identifiers, Retain As Published. */
+interface DeliveryOptions {
+  ids: number[] | undefined;
+  retainAsPublished: boolean;
+}
 
 /** Receives messages for an in-process subscription; must not throw (errors are logged). */
 export type InProcessHandler = (message: Message) => void;
@@ -74,9 +87,15 @@ export class Broker implements ConnectionHost {
   /** Every session, connected or not, by client id. */
   readonly sessions = new Map<string, Session>();
   readonly subscriptions = new TopicTree<Subscriber>();
+  /** Shared subscriptions by their whole `$share/…` filter. */
+  readonly sharedGroups = new Map<string, SharedGroup>();
   readonly retained: RetainedMessages;
   readonly startedAt = Date.now();
   readonly parserPool = new ParserPool();
+  /** Ends offline sessions when their expiry interval has passed. */
+  private readonly sessionExpiry = new SessionExpiry(this.sessions, (session) => this.expireSession(session));
+  /** MQTT 5 wills waiting for their Will Delay Interval. */
+  readonly delayedWills = new DelayedWills((clientId, will) => this.publishWill(will, clientId));
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
@@ -151,7 +170,12 @@ export class Broker implements ConnectionHost {
     const store = this.options.storage?.retained;
     if (store === undefined) return;
     let loaded = 0;
+    const now = Date.now();
     for (const msg of store.load()) {
+      if (hasExpired(msg, now)) {
+        store.save(msg.topic, null); // expired while the gateway was down
+        continue;
+      }
       const stored = this.retained.store(msg);
       if (stored === 'ok') loaded++;
       else this.limitHit(stored, 'stored retained message not restored: limit reached', { topic: msg.topic });
@@ -171,7 +195,15 @@ export class Broker implements ConnectionHost {
     // Connected when the gateway stopped (null) counts as the most recent.
     stored.sort((a, b) => (b.disconnectedAt ?? Infinity) - (a.disconnectedAt ?? Infinity));
     let messages = 0;
+    let expired = 0;
+    const now = Date.now();
     for (const s of stored) {
+      // Expired while the gateway was down: it ends now (MQTT 5.0 section 3.1.2.11.2).
+      if (s.disconnectedAt !== null && s.expiryInterval !== NEVER_EXPIRES && s.disconnectedAt + s.expiryInterval * 1000 <= now) {
+        store.sessionDeleted(s.clientId);
+        expired++;
+        continue;
+      }
       if (this.sessions.size >= this.limits.maxSessions) {
         this.metrics.publishDropped += s.messages.length;
         this.limitHit('maxSessions', 'stored session not restored: maxSessions reached', { clientId: s.clientId, droppedMessages: s.messages.length, maxSessions: this.limits.maxSessions });
@@ -185,10 +217,11 @@ export class Broker implements ConnectionHost {
         this.limitHit('maxQueued', 'stored queued messages beyond the queue limits not restored', { clientId: s.clientId, dropped, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
       }
       this.sessions.set(s.clientId, session);
-      for (const [filter, options] of session.subscriptions) this.subscriptions.set(filter, s.clientId, { session, options });
+      for (const [filter, options] of session.subscriptions) this.route(session, filter, options);
       messages += session.queue.length + session.inflight.size;
+      this.sessionExpiry.watch(session);
     }
-    this.logger.info('persistent sessions restored', { count: this.sessions.size, messages });
+    this.logger.info('persistent sessions restored', { count: this.sessions.size, messages, expired });
   }
 
   addresses(): AddressInfo[] {
@@ -226,8 +259,10 @@ export class Broker implements ConnectionHost {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     this.sys.stop();
+    this.sessionExpiry.stop();
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const conn of [...this.connections]) conn.close('server-shutdown', 'broker stopping', true);
+    this.delayedWills.flush();
     this.flush();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(closing), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
@@ -274,16 +309,30 @@ export class Broker implements ConnectionHost {
     this.clients.delete(conn.clientId);
     const session = conn.session;
     if (session !== null && session.owner === conn.generation) {
-      if (session.expiryInterval === 0) this.destroySession(session);
-      else session.setOwner(null);
+      // Not while stopping: every member is leaving, and the messages are safer where they are.
+      if (this.sharedGroups.size > 0 && this.state === 'running') this.redistributeShared(session);
+      if (session.expiryInterval === 0) {
+        this.destroySession(session);
+      } else {
+        session.setOwner(null);
+        this.sessionExpiry.watch(session);
+      }
     }
     const level = reason === 'client-disconnect' || reason === 'socket-closed' || reason === 'server-shutdown' ? 'info' : 'warn';
     this.logger[level]('client disconnected', { clientId: conn.clientId, remote: conn.remote, reason, detail });
     // [MQTT-3.1.2-8] the will is published on any close other than DISCONNECT
-    // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it).
+    // (and [MQTT-3.1.2-10] the DISCONNECT handler clears it); with an MQTT 5 Will Delay Interval,
+    // once that has passed or the session ended, unless the session is resumed first.
     const will = conn.will;
     conn.will = null;
-    if (will !== null) this.publish(will, null, conn.clientId);
+    if (will !== null) {
+      const delay = conn.mqtt5?.willDelay ?? 0;
+      if (delay > 0 && session !== null && this.sessions.get(conn.clientId) === session && session.owner === null) {
+        this.delayedWills.schedule(conn.clientId, will, Math.min(delay, session.expiryInterval));
+      } else {
+        this.publishWill(will, conn.clientId);
+      }
+    }
     const info = clientInfo(conn);
     for (const hook of this.hooks.clientDisconnected) hook(info);
   }
@@ -335,12 +384,103 @@ export class Broker implements ConnectionHost {
     log.emit(msg, { limit, ...fields, count: this.metrics.limitHits[limit] });
   }
 
+  // ---- subscriptions ----
+
+  /** Adds or replaces a subscription of `session`: kept in the session, routed in the topic tree. */
+  subscribe(session: Session, filter: string, options: SubscriptionOptions): void {
+    session.setSubscription(filter, options);
+    this.route(session, filter, options);
+  }
+
+  /** Removes a subscription of `session`; false if it had none with exactly this filter [MQTT-3.10.4-1]. */
+  unsubscribe(session: Session, filter: string): boolean {
+    if (!session.removeSubscription(filter)) return false;
+    this.unroute(session, filter);
+    return true;
+  }
+
+  /** Puts a subscription in the topic tree: the session under its filter, or into its shared group. */
+  private route(session: Session, filter: string, options: SubscriptionOptions): void {
+    const shared = sharedFilter(filter);
+    if (shared === null) {
+      this.subscriptions.set(filter, session.clientId, { session, options });
+      return;
+    }
+    let group = this.sharedGroups.get(filter);
+    if (group === undefined) {
+      group = new SharedGroup(filter, shared.filter);
+      this.sharedGroups.set(filter, group);
+      this.subscriptions.set(shared.filter, sharedKey(shared.group), { session: null, options: SHARED_OPTIONS, group });
+    }
+    group.set(session, options);
+  }
+
+  private unroute(session: Session, filter: string): void {
+    const group = this.sharedGroups.get(filter);
+    const shared = sharedFilter(filter);
+    if (group === undefined || shared === null) {
+      this.subscriptions.delete(filter, session.clientId);
+      return;
+    }
+    group.remove(session);
+    if (group.size > 0) return;
+    this.sharedGroups.delete(filter);
+    this.subscriptions.delete(shared.filter, sharedKey(shared.group));
+  }
+
+  private readonly isConnected = (session: Session): boolean => this.connectionOf(session) !== undefined;
+
+  /**
+   * Delivers `msg` to one member of a shared subscription, in turn (shared-subscriptions.ts), with
+   * that member's options; never to `except`. False when no member can take it.
+   */
+  private deliverShared(group: SharedGroup, msg: Message, origin: Connection | null, except?: Session): boolean {
+    const member = group.pick(this.isConnected, msg.qos > 0, except);
+    if (member === undefined) return false;
+    const { options } = member;
+    const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
+    const ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];
+    this.deliver(member.session, withSubscriptionIds(msg, ids), qos, options.retainAsPublished && msg.retain, origin, { group: group.key, message: msg });
+    return true;
+  }
+
+  /**
+   * A member of shared subscriptions is leaving: the messages of those subscriptions it has not
+   * been sent yet, and the QoS 1 ones it has not acknowledged, go to another connected member
+   * (MQTT 5.0 section 4.8.2 allows it for QoS 1 once the connection is lost; QoS 2 ones already
+   * sent stay, [MQTT-4.8.2-4]). Without another connected member they stay with the session.
+   */
+  private redistributeShared(session: Session): void {
+    const taken = session.takeShared((key) => this.sharedGroups.get(key)?.hasConnected(this.isConnected, session) === true);
+    if (taken.length === 0) return;
+    let moved = 0;
+    for (const item of taken) {
+      const group = this.sharedGroups.get(item.shared.group);
+      if (group !== undefined && this.deliverShared(group, item.shared.message, null, session)) moved++;
+    }
+    this.logger.info('shared subscription messages handed to other members', { clientId: session.clientId, moved, lost: taken.length - moved });
+  }
+
   // ---- sessions ----
 
+  /** Publishes a will now; its Message Expiry Interval counts from here. */
+  private publishWill(will: Message, clientId: string): void {
+    this.publish(withExpiry(will, Date.now()), null, clientId);
+  }
+
+  /** An offline session reached its expiry: it ends with everything in it. */
+  private expireSession(session: Session): void {
+    this.logger.info('session expired', { clientId: session.clientId, expiryInterval: session.expiryInterval, droppedMessages: session.queue.length + session.inflight.size });
+    this.destroySession(session);
+  }
+
   destroySession(session: Session): void {
-    for (const filter of session.subscriptions.keys()) this.subscriptions.delete(filter, session.clientId);
+    for (const filter of session.subscriptions.keys()) this.unroute(session, filter);
     session.clear();
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (this.sessions.get(session.clientId) !== session) return;
+    this.sessions.delete(session.clientId);
+    // The session ends: a will waiting for its delay goes out now [MQTT-3.1.2-8].
+    this.delayedWills.publishNow(session.clientId);
   }
 
   /**
@@ -379,9 +519,10 @@ export class Broker implements ConnectionHost {
    * Routes an accepted message: retained store, then every matching session once, at the highest
    * granted QoS of its overlapping subscriptions (3.1.1 section 3.3.5). `origin` is the publishing
    * connection (for backpressure), or null for in-process publishers (serial, wills, $SYS), then
-   * named by `source` in the outbox.
+   * named by `source` in the outbox. Returns false when nothing took the message: no subscriber
+   * and not the outbox (MQTT 5 acknowledges that with "no matching subscribers").
    */
-  publish(msg: Message, origin: Connection | null, source = 'gateway'): void {
+  publish(msg: Message, origin: Connection | null, source = 'gateway'): boolean {
     // Retained and QoS 1/2 messages may be kept (store, queues, inflight); QoS 0 is only copied
     // into outgoing packets, so only the former need a payload of their own.
     if (msg.retain || msg.qos > 0) msg = ownPayload(msg);
@@ -396,38 +537,73 @@ export class Broker implements ConnectionHost {
       }
     }
     const from = origin === null ? source : origin.clientId;
+    let taken = false;
     const uplink = this.options.uplink;
-    if (uplink !== undefined && this.uplinkTopics !== null && (origin !== null || uplink.skipSource?.(from) !== true)) this.toOutbox(uplink.outbox, msg, from);
+    if (uplink !== undefined && this.uplinkTopics !== null && (origin !== null || uplink.skipSource?.(from) !== true)) taken = this.toOutbox(uplink.outbox, msg, from);
     if (this.hooks.published.length > 0) {
       const info = origin === null ? null : clientInfo(origin);
       for (const hook of this.hooks.published) hook(msg, info, from);
     }
     const targets = new Map<string, Subscriber>();
+    // MQTT 5 options that change one session's delivery, gathered only when a subscription has them.
+    let special: Map<Session, DeliveryOptions> | undefined;
+    let groups: SharedGroup[] | undefined;
+    const originId = origin === null ? undefined : origin.clientId;
     this.subscriptions.match(msg.topic, (clientId, sub) => {
+      if (sub.group !== undefined) {
+        (groups ??= []).push(sub.group);
+        return;
+      }
+      const options = sub.options;
+      if (options.noLocal && clientId === originId) return; // [MQTT-3.8.3-3]
+      if (sub.session !== null && (options.subscriptionId !== undefined || (options.retainAsPublished && msg.retain))) {
+        special = addDeliveryOptions(special ?? new Map(), sub.session, options);
+      }
       const prev = targets.get(clientId);
-      if (prev === undefined || sub.options.qos > prev.options.qos) targets.set(clientId, sub);
+      if (prev === undefined || options.qos > prev.options.qos) targets.set(clientId, sub);
     });
-    if (targets.size === 0) return;
-    // Encode once for every QoS 0 recipient of the same protocol family (convention 7).
+    // A shared subscription gets its own copy, besides any of the member's own subscriptions (4.8.2).
+    if (groups !== undefined) for (const group of groups as SharedGroup[]) this.deliverShared(group, msg, origin);
+    if (targets.size === 0) return taken || groups !== undefined;
+    // Encode once for every QoS 0 recipient of the same protocol family (convention 7); an MQTT 5
+    // client that takes topic aliases gets its own.
     let shared: Buffer | undefined;
     let sharedV5: Buffer | undefined;
+    // The clock only matters for a message that expires (its remaining interval).
+    const now = msg.expiresAt === undefined ? 0 : Date.now();
+    const specials = special as Map<Session, DeliveryOptions> | undefined;
     for (const sub of targets.values()) {
       if (sub.session === null) {
-        this.callInProcess(sub.handler, msg);
+        this.callInProcess(sub.handler as InProcessHandler, msg); // shared groups are not targets
         continue;
       }
       const qos = (sub.options.qos < msg.qos ? sub.options.qos : msg.qos) as QoS;
+      const options = specials?.get(sub.session);
+      if (options !== undefined) {
+        // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]; identifiers make the packet this session's own.
+        this.deliver(sub.session, withSubscriptionIds(msg, options.ids), qos, options.retainAsPublished && msg.retain, origin);
+        continue;
+      }
       if (qos !== 0) {
         this.deliver(sub.session, msg, qos, false, origin);
         continue;
       }
       const conn = this.connectionOf(sub.session);
       if (conn === undefined) continue; // QoS 0 is not queued for absent clients (3.1.1 section 3.1.2.4)
-      let bytes: Buffer;
-      if (conn.protocolVersion === 5) bytes = sharedV5 ??= encodePublish(msg, 0, false, false, 0, 5);
-      else bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
-      this.writeQos0(conn, bytes, origin);
+      const state = conn.mqtt5;
+      let bytes: Buffer | null;
+      if (state === null) {
+        bytes = shared ??= encodePublish(msg, 0, false, false, 0, 4);
+      } else if (state.outAliases === null) {
+        bytes = sharedV5 ??= encodePublishV5WithoutAlias(msg, 0, false, false, 0, forwardedProperties(msg, now));
+        if (bytes.length > state.maxPacketSize) bytes = null;
+      } else {
+        bytes = encodePublishV5(state, msg, 0, false, false, 0, forwardedProperties(msg, now));
+      }
+      if (bytes === null) this.tooLargeForClient(conn, msg);
+      else this.writeQos0(conn, bytes, origin);
     }
+    return true;
   }
 
   // ---- storage: outbox and durable acknowledgements ----
@@ -447,17 +623,19 @@ export class Broker implements ConnectionHost {
   }
 
   /**
-   * Adds a message to the outbox if the uplink takes its topic, at once (see Outbox.add: inputs
-   * kept until the end of the turn were pretenured by V8); its durability is awaited once per turn.
+   * Adds a message to the outbox if the uplink takes its topic (true), at once (see Outbox.add:
+   * inputs kept until the end of the turn were pretenured by V8); its durability is awaited once
+   * per turn.
    */
-  private toOutbox(outbox: Outbox, msg: Message, source: string): void {
-    if (!this.uplinkTakes(msg.topic)) return;
+  private toOutbox(outbox: Outbox, msg: Message, source: string): boolean {
+    if (!this.uplinkTakes(msg.topic)) return false;
     // The payload may still be a view of the socket chunk: the outbox copies what it keeps (the
     // SQLite one encodes it into a block at once), so no copy per message here.
     outbox.add({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
     this.outboxAdded = true;
     this.storageChanges++;
     this.scheduleStorageTick();
+    return true;
   }
 
   /**
@@ -558,14 +736,18 @@ export class Broker implements ConnectionHost {
     };
   }
 
-  /** Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH. */
+  /**
+   * Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH;
+   * a Message Expiry Interval among its properties counts from now, as for a client's.
+   */
   publishInProcess(message: Message, source = 'gateway'): void {
     const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
     if (invalid !== null) {
       throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
     }
     this.metrics.publishReceived++;
-    this.publish(message, null, source);
+    const expiring = message.expiresAt === undefined && message.properties?.messageExpiryInterval !== undefined;
+    this.publish(expiring ? withExpiry(message, Date.now()) : message, null, source);
   }
 
   subscribeInProcess(filter: string, handler: InProcessHandler): () => void {
@@ -603,28 +785,55 @@ export class Broker implements ConnectionHost {
     }
   }
 
-  /** Delivers one message to one session at `qos`, queueing when inflight is full or the client is away. */
-  deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null): void {
+  /**
+   * The PUBLISH of `msg` for `conn`: the direct encoding for 3.1/3.1.1, outgoing.ts for MQTT 5.
+   * Null when it exceeds an MQTT 5 client's Maximum Packet Size (counted): the caller then drops
+   * the message as if it had been sent [MQTT-3.1.2-25].
+   */
+  private publishPacket(conn: Connection, msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number): Buffer | null {
+    const state = conn.mqtt5;
+    if (state === null) return encodePublish(msg, qos, retain, dup, packetId, conn.protocolVersion);
+    const bytes = encodePublishV5(state, msg, qos, retain, dup, packetId, forwardedProperties(msg, Date.now()));
+    if (bytes === null) this.tooLargeForClient(conn, msg);
+    return bytes;
+  }
+
+  private tooLargeForClient(conn: Connection, msg: Message): void {
+    this.metrics.publishDropped++;
+    this.limitHit('clientMaxPacketSize', "message larger than the client's Maximum Packet Size; not sent to it", { clientId: conn.clientId, topic: msg.topic, maxPacketSize: conn.mqtt5?.maxPacketSize ?? 0 });
+  }
+
+  /**
+   * Delivers one message to one session at `qos`, queueing when inflight is full or the client is
+   * away. `shared`: it came through a shared subscription (another member may take it over).
+   */
+  deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null, shared?: SharedOrigin): void {
     const conn = this.connectionOf(session);
     if (qos === 0) {
-      if (conn !== undefined) this.writeQos0(conn, encodePublish(msg, 0, retain, false, 0, conn.protocolVersion), origin);
+      const bytes = conn === undefined ? null : this.publishPacket(conn, msg, 0, retain, false, 0);
+      if (bytes !== null) this.writeQos0(conn as Connection, bytes, origin);
       return;
     }
-    if (conn !== undefined && session.queue.length === 0 && session.inflight.size < this.limits.maxInflight) {
-      this.sendInflight(session, conn, msg, qos, retain);
+    if (conn !== undefined && session.queue.length === 0 && session.inflight.size < conn.inflightLimit) {
+      this.sendInflight(session, conn, msg, qos, retain, undefined, shared);
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.enqueue(msg, qos, retain)) {
+    if (!session.enqueue(msg, qos, retain, shared)) {
       this.metrics.publishDropped++;
       this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
     }
   }
 
-  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
+  private sendInflight(session: Session, conn: Connection, msg: Message, qos: 1 | 2, retain: boolean, ord?: number, shared?: SharedOrigin): void {
     const packetId = session.allocatePacketId();
-    session.addInflight(packetId, msg, qos, retain, ord);
-    conn.write(encodePublish(msg, qos, retain, false, packetId, conn.protocolVersion));
+    const bytes = this.publishPacket(conn, msg, qos, retain, false, packetId);
+    if (bytes === null) {
+      if (ord !== undefined) session.discard(ord);
+      return;
+    }
+    session.addInflight(packetId, msg, qos, retain, ord, shared);
+    conn.write(bytes);
     this.metrics.publishSent++;
   }
 
@@ -632,10 +841,16 @@ export class Broker implements ConnectionHost {
   pump(session: Session): void {
     const conn = this.connectionOf(session);
     if (conn === undefined) return;
-    while (session.inflight.size < this.limits.maxInflight) {
+    while (session.inflight.size < conn.inflightLimit) {
       const next = session.dequeue();
       if (next === undefined) return;
-      this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord);
+      // Waited past its Message Expiry Interval: not sent [MQTT-3.3.2-5].
+      if (next.message.expiresAt !== undefined && hasExpired(next.message, Date.now())) {
+        session.discard(next.ord);
+        this.metrics.publishExpired++;
+        continue;
+      }
+      this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord, next.shared);
     }
   }
 
@@ -646,7 +861,10 @@ export class Broker implements ConnectionHost {
   resumeSession(session: Session, conn: Connection): void {
     for (const [packetId, entry] of session.inflight) {
       if (entry.state === 'publish') {
-        conn.write(encodePublish(entry.message, entry.qos, entry.retain, true, packetId, conn.protocolVersion));
+        const bytes = this.publishPacket(conn, entry.message, entry.qos, entry.retain, true, packetId);
+        // Too large for the client's new Maximum Packet Size: as if it had been delivered.
+        if (bytes === null) session.completeInflight(packetId);
+        else conn.write(bytes);
       } else {
         conn.write(encodeAck('pubrel', packetId, 0, conn.protocolVersion));
       }
@@ -656,9 +874,25 @@ export class Broker implements ConnectionHost {
 
   /** Sends the retained messages matching a new subscription, flagged retained [MQTT-3.3.1-8]. */
   sendRetained(session: Session, filter: string, options: SubscriptionOptions): void {
+    const now = Date.now();
+    const ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];
     for (const msg of this.retained.matching(filter)) {
+      if (hasExpired(msg, now)) {
+        this.dropRetained(msg.topic); // expired: gone for every later subscriber too [MQTT-3.3.2-5]
+        this.metrics.publishExpired++;
+        continue;
+      }
       const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
-      this.deliver(session, msg, qos, true, null);
+      this.deliver(session, withSubscriptionIds(msg, ids), qos, true, null);
+    }
+  }
+
+  /** Removes the retained message of `topic`, from storage too. */
+  private dropRetained(topic: string): void {
+    this.retained.delete(topic);
+    if (this.options.storage !== undefined) {
+      this.options.storage.retained.save(topic, null);
+      this.storageChanges++;
     }
   }
 }
@@ -668,6 +902,26 @@ function ownPayload(msg: Message): Message {
   const payload = detachedPayload(msg.payload);
   return payload === msg.payload ? msg : { ...msg, payload };
 }
+
+/** Adds one matching subscription's identifier and Retain As Published to a session's delivery. */
+function addDeliveryOptions(special: Map<Session, DeliveryOptions>, session: Session, options: SubscriptionOptions): Map<Session, DeliveryOptions> {
+  let delivery = special.get(session);
+  if (delivery === undefined) {
+    delivery = { ids: undefined, retainAsPublished: false };
+    special.set(session, delivery);
+  }
+  if (options.subscriptionId !== undefined) (delivery.ids ??= []).push(options.subscriptionId);
+  if (options.retainAsPublished) delivery.retainAsPublished = true;
+  return special;
+}
+
+/** The topic-tree key of a shared subscription: NUL first, which no client identifier contains. */
+function sharedKey(group: string): string {
+  return `\u0000share:${group}`;
+}
+
+/** A shared subscription's entry in the topic tree carries no options of its own: each member has its own. */
+const SHARED_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 0 };
 
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */
 const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };

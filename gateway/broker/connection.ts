@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
+import { ReasonCode } from './errors';
 import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
+import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
 import type { Message } from './types';
@@ -32,9 +34,26 @@ export type CloseReason =
   | 'packet-too-large'
   | 'session-taken-over'
   | 'connect-refused'
+  /** Re-authentication (MQTT 5 AUTH) refused the client. */
+  | 'auth-failed'
   | 'server-shutdown'
   /** The storage closed before the commit acknowledgements waited for: not sent, the client re-sends. */
   | 'storage-failure';
+
+/**
+ * The reason code of the DISCONNECT an MQTT 5 client gets when the server closes its connection
+ * (MQTT 5.0 section 3.14.2.1); none where the connection is already gone or never was connected.
+ */
+const DISCONNECT_REASON: Partial<Record<CloseReason, number>> = {
+  'keepalive-timeout': ReasonCode.KeepAliveTimeout,
+  'session-taken-over': ReasonCode.SessionTakenOver,
+  'server-shutdown': ReasonCode.ServerShuttingDown,
+  'protocol-error': ReasonCode.ProtocolError,
+  'malformed-packet': ReasonCode.MalformedPacket,
+  'packet-too-large': ReasonCode.PacketTooLarge,
+  'storage-failure': ReasonCode.UnspecifiedError,
+  'auth-failed': ReasonCode.NotAuthorized,
+};
 
 /** What the connection needs from the broker; keeps the connection testable and the broker's surface small. */
 export interface ConnectionHost {
@@ -69,6 +88,8 @@ interface HeldAcks {
   readonly barrier: Promise<void>;
   readonly packets: Buffer[];
   committed: boolean;
+  /** How many of `packets` end an incoming QoS 1/2 exchange (MQTT 5 Receive Maximum). */
+  ending: number;
 }
 
 /** Largest split packet the fast path keeps for the next chunk; bigger ones go to mqtt-packet. */
@@ -115,6 +136,13 @@ export class Connection implements ParserOwner, FastPacketSink {
   keepalive = 0;
   will: Message | null = null;
   session: Session | null = null;
+  /** MQTT 5 state (mqtt5.ts); null for 3.1/3.1.1 clients. */
+  mqtt5: Mqtt5State | null = null;
+  /**
+   * Outgoing QoS 1/2 messages this client may have unacknowledged: limits.maxInflight, lowered to
+   * an MQTT 5 client's Receive Maximum [MQTT-3.3.4-9]. Set at CONNECT.
+   */
+  inflightLimit = 0;
   /**
    * Packets written this tick, not yet handed to the socket. One socket.write per tick of their
    * concatenation costs far less than one per packet (each write allocates stream bookkeeping),
@@ -180,6 +208,8 @@ export class Connection implements ParserOwner, FastPacketSink {
   }
 
   onData(chunk: Buffer): void {
+    // Closed but flushing a last packet (a refusing CONNACK, a DISCONNECT): nothing more is read.
+    if (!this.isOpen) return;
     this.lastActivity = Date.now();
     this.host.countBytesReceived(chunk.length);
     let data = chunk;
@@ -188,9 +218,9 @@ export class Connection implements ParserOwner, FastPacketSink {
       this.tail = null;
     }
     // The fast path needs a packet boundary at the start (no parser holding a partial packet) and
-    // a 3.1/3.1.1 session (MQTT 5 packets carry properties).
-    if (this.parser === null && this.state === 'connected' && this.protocolVersion !== 5) {
-      const { offset, incomplete, announced = -1 } = decodeCommonPackets(data, this);
+    // a connected client, whose protocol level is known.
+    if (this.parser === null && this.state === 'connected') {
+      const { offset, incomplete, announced = -1 } = decodeCommonPackets(data, this, this.mqtt5 !== null);
       if (offset === data.length || this.state !== 'connected') return;
       if (incomplete && announced <= MAX_FAST_TAIL && data.length - offset <= MAX_FAST_TAIL) {
         // Under load chunk boundaries fall anywhere; keeping the few bytes of a split packet for
@@ -281,17 +311,20 @@ export class Connection implements ParserOwner, FastPacketSink {
 
   /**
    * Sends an acknowledgement in order with the others [MQTT-4.6.0-2], [MQTT-4.6.0-4]: once
-   * `barrier` (a commit) resolves, or at once when null and nothing is held.
+   * `barrier` (a commit) resolves, or at once when null and nothing is held. `ends` marks the
+   * PUBACK, PUBCOMP (or failing PUBREC) that completes an incoming QoS 1/2 message: only once it
+   * is sent does the message stop counting against an MQTT 5 client's quota (section 4.9).
    */
-  sendAck(packet: Buffer, barrier: Promise<void> | null): void {
+  sendAck(packet: Buffer, barrier: Promise<void> | null, ends = false): void {
     if (this.state === 'closed') return;
     let last = this.held === null ? undefined : this.held[this.held.length - 1];
     if (barrier === null && last === undefined) {
       this.write(packet);
+      if (ends) this.inboundEnded(1);
       return;
     }
     if (barrier !== null && (last === undefined || last.barrier !== barrier)) {
-      const group: HeldAcks = { barrier, packets: [], committed: false };
+      const group: HeldAcks = { barrier, packets: [], committed: false, ending: 0 };
       (this.held ??= []).push(group);
       barrier.then(
         () => this.releaseHeld(group),
@@ -300,6 +333,7 @@ export class Connection implements ParserOwner, FastPacketSink {
       last = group;
     }
     (last as HeldAcks).packets.push(packet);
+    if (ends) (last as HeldAcks).ending++;
     if (++this.heldCount >= MAX_HELD_ACKS && !this.heldPaused) {
       this.heldPaused = true;
       this.socket.pause();
@@ -316,6 +350,7 @@ export class Connection implements ParserOwner, FastPacketSink {
       const next = held.shift() as HeldAcks;
       for (const packet of next.packets) this.write(packet);
       this.heldCount -= next.packets.length;
+      if (next.ending > 0) this.inboundEnded(next.ending);
     }
     if (held.length === 0) {
       this.held = null;
@@ -325,6 +360,13 @@ export class Connection implements ParserOwner, FastPacketSink {
       this.heldPaused = false;
       if (this.waitingFor === null && this.isOpen) this.socket.resume();
     }
+  }
+
+  /** `n` incoming QoS 1/2 exchanges were completed towards an MQTT 5 client. */
+  private inboundEnded(n: number): void {
+    const state = this.mqtt5;
+    // Never below zero: a PUBREL may complete an exchange begun on an earlier connection.
+    if (state !== null) state.inboundUnacked = Math.max(0, state.inboundUnacked - n);
   }
 
   /** The storage closed before the commit (shutdown): these acknowledgements are never sent. */
@@ -425,10 +467,16 @@ export class Connection implements ParserOwner, FastPacketSink {
   /**
    * Closes the connection once (idempotent). `flush` lets queued bytes such as a refusing CONNACK
    * reach the client before the socket closes; otherwise the socket is destroyed at once, as the
-   * spec requires on a protocol violation.
+   * spec requires on a protocol violation. An MQTT 5 client that was connected first gets a
+   * DISCONNECT with `reasonCode` (by default the one of `reason`) and, unless it asked for none,
+   * `detail` as its Reason String [MQTT-4.13.2-1].
    */
-  close(reason: CloseReason, detail: string, flush = false): void {
+  close(reason: CloseReason, detail: string, flush = false, reasonCode = DISCONNECT_REASON[reason]): void {
     if (this.state === 'closed') return;
+    if (this.state === 'connected' && this.mqtt5 !== null && reasonCode !== undefined) {
+      this.write(encodeV5(this.mqtt5, { cmd: 'disconnect', reasonCode, properties: this.mqtt5.reason(detail) }));
+      flush = true;
+    }
     this.state = 'closed';
     if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = null;

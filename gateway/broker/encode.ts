@@ -28,16 +28,11 @@ function writeVarInt(buf: Buffer, offset: number, n: number): number {
 }
 
 /**
- * Encodes a PUBLISH. `protocolVersion` 5 adds an empty property block. `packetId` is ignored for
- * QoS 0. Messages with MQTT 5 properties for a v5 client are encoded by mqtt-packet.
+ * Encodes a PUBLISH without properties: what 3.1/3.1.1 clients get, and MQTT 5 clients when there
+ * are none to send (`protocolVersion` 5 adds an empty property block; outgoing.ts encodes the
+ * others). `packetId` is ignored for QoS 0.
  */
 export function encodePublish(msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number, protocolVersion: number): Buffer {
-  if (protocolVersion === 5 && msg.properties !== undefined) {
-    return generate(
-      { cmd: 'publish', topic: msg.topic, payload: msg.payload, qos, retain, dup, messageId: packetId, properties: msg.properties },
-      { protocolVersion: 5 },
-    );
-  }
   const topicLength = Buffer.byteLength(msg.topic, 'utf8');
   const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + (protocolVersion === 5 ? 1 : 0) + msg.payload.length;
   const buf = Buffer.allocUnsafe(1 + varIntLength(remaining) + remaining);

@@ -53,6 +53,9 @@ export const ReasonCode = {
   NormalDisconnection: 0x00,
   DisconnectWithWill: 0x04,
   NoMatchingSubscribers: 0x10,
+  NoSubscriptionExisted: 0x11,
+  ContinueAuthentication: 0x18,
+  ReAuthenticate: 0x19,
   UnspecifiedError: 0x80,
   MalformedPacket: 0x81,
   ProtocolError: 0x82,
@@ -64,6 +67,7 @@ export const ReasonCode = {
   ServerUnavailable: 0x88,
   ServerBusy: 0x89,
   ServerShuttingDown: 0x8b,
+  BadAuthenticationMethod: 0x8c,
   KeepAliveTimeout: 0x8d,
   SessionTakenOver: 0x8e,
   TopicFilterInvalid: 0x8f,
@@ -71,9 +75,14 @@ export const ReasonCode = {
   PacketIdentifierInUse: 0x91,
   PacketIdentifierNotFound: 0x92,
   ReceiveMaximumExceeded: 0x93,
+  TopicAliasInvalid: 0x94,
   PacketTooLarge: 0x95,
   QuotaExceeded: 0x97,
+  PayloadFormatInvalid: 0x99,
+  SharedSubscriptionsNotSupported: 0x9e,
   ConnectionRateExceeded: 0x9f,
+  SubscriptionIdentifiersNotSupported: 0xa1,
+  WildcardSubscriptionsNotSupported: 0xa2,
 } as const;
 
 /**

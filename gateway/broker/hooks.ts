@@ -2,7 +2,7 @@ import type { Message } from './types';
 
 /**
  * Extension points for adapters (DESIGN.md "Layering"). Three kinds:
- *  - gate: may be async, first deny wins (authenticate);
+ *  - gate: may be async, first deny wins (authenticate, authMethods);
  *  - transform: sync, may rewrite or reject (none yet);
  *  - notify: sync, observe only, must not throw (published, clientConnected, clientDisconnected).
  * One array per event, so an unused hook costs one length check on the hot path.
@@ -20,6 +20,26 @@ export interface Credentials {
 
 /** Gate: resolve true to allow, false to refuse with "not authorized". */
 export type AuthenticateHook = (client: ClientInfo, credentials: Credentials) => boolean | Promise<boolean>;
+
+/**
+ * What an enhanced authentication method answers to one step: accept (with optional data for
+ * the client), refuse, or ask the client for another step with `data` (AUTH, reason 0x18).
+ */
+export type EnhancedAuthResult =
+  | { readonly outcome: 'success'; readonly data?: Buffer }
+  | { readonly outcome: 'continue'; readonly data: Buffer }
+  | { readonly outcome: 'fail' };
+
+/**
+ * Gate for MQTT 5 enhanced authentication (section 4.12) with one Authentication Method. `step`
+ * is called with the Authentication Data of CONNECT, then with that of each AUTH the client
+ * sends after a 'continue', and again when the client re-authenticates (AUTH, reason 0x19). A
+ * client asking for a method no hook supports is refused with CONNACK 0x8C.
+ */
+export interface EnhancedAuthenticator {
+  readonly method: string;
+  step(client: ClientInfo, data: Buffer | undefined): EnhancedAuthResult | Promise<EnhancedAuthResult>;
+}
 /**
  * Notify: a message was accepted for routing. `origin` is null for in-process publishers;
  * `source` names the publisher either way (a client id, or what an adapter passed, e.g.
@@ -30,6 +50,8 @@ export type ClientHook = (client: ClientInfo) => void;
 
 export class Hooks {
   readonly authenticate: AuthenticateHook[] = [];
+  /** Enhanced authentication methods (MQTT 5), one per method name; the first with the name is used. */
+  readonly authMethods: EnhancedAuthenticator[] = [];
   readonly published: PublishedHook[] = [];
   readonly clientConnected: ClientHook[] = [];
   readonly clientDisconnected: ClientHook[] = [];

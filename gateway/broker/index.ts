@@ -1,7 +1,16 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
 export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
 export { EdgewayError, ReasonCode, StorageError, errorMessage, type EdgewayErrorCode } from './errors';
-export { Hooks, type AuthenticateHook, type ClientHook, type ClientInfo, type Credentials, type PublishedHook } from './hooks';
+export {
+  Hooks,
+  type AuthenticateHook,
+  type ClientHook,
+  type ClientInfo,
+  type Credentials,
+  type EnhancedAuthenticator,
+  type EnhancedAuthResult,
+  type PublishedHook,
+} from './hooks';
 export { RateLimitedLog, type Logger, type LogFields, silentLogger } from './logger';
 export { backoffDelay } from './backoff';
 export { BrokerMetrics } from './metrics';

@@ -12,6 +12,8 @@ export class BrokerMetrics {
   publishSent = 0;
   /** Messages not delivered to a subscriber because of a limit (sum of the drop counters below). */
   publishDropped = 0;
+  /** MQTT 5 messages not sent from a queue or the retained store because their Message Expiry Interval passed. */
+  publishExpired = 0;
   connectionsAccepted = 0;
   clientsMaximum = 0;
   /** Connections closed because the storage closed before the commit their acknowledgements waited for. */
@@ -32,6 +34,8 @@ export class BrokerMetrics {
     backpressureTimeouts: 0,
     /** A connection held MAX_HELD_ACKS acknowledgements waiting for a commit and was paused. */
     heldAcks: 0,
+    /** A message was not sent to an MQTT 5 client because it exceeds the client's Maximum Packet Size. */
+    clientMaxPacketSize: 0,
   };
 }
 

@@ -32,6 +32,9 @@ interface ParserInternals {
   _pos: number;
   _list: { length: number; slice(start: number, end: number): Buffer };
   _parseString(...args: unknown[]): string | null;
+  _parseProperties(...args: unknown[]): unknown;
+  /** Set by rejectMalformedUtf8 while MQTT 5 properties are parsed. */
+  inProperties: boolean;
   _emitError(err: Error): void;
   /** Set by the pool: whom this parser's events go to. */
   owner: ParserOwner | null;
@@ -96,19 +99,31 @@ function newParser(): ParserInternals {
  * parse error (the packet is not emitted; the broker closes the connection). Only strings that
  * decoded to something containing U+FFFD are re-checked, so the common path costs one `includes`.
  * In CONNECT the client identifier is left to the handler, which refuses one containing U+FFFD
- * with CONNACK 2 before closing; the will topic and user name are checked here.
+ * with CONNACK 2 before closing; the MQTT 5 properties (parsed before it), will topic and user
+ * name are checked here.
  */
 function rejectMalformedUtf8(parser: ParserInternals): ParserInternals {
   const parseString = parser._parseString;
+  const parseProperties = parser._parseProperties;
   // This is the only UTF-8 check for strings mqtt-packet decodes: fail loudly, not silently, if a
   // future mqtt-packet renames it (package.json pins 9.0.x for that reason).
   if (typeof parseString !== 'function') throw new Error('mqtt-packet internals changed: parser._parseString is missing');
+  if (typeof parseProperties !== 'function') throw new Error('mqtt-packet internals changed: parser._parseProperties is missing');
+  parser.inProperties = false;
+  parser._parseProperties = function (this: ParserInternals, ...args: unknown[]): unknown {
+    this.inProperties = true;
+    try {
+      return parseProperties.apply(this, args);
+    } finally {
+      this.inProperties = false;
+    }
+  };
   parser._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
     const start = this._pos + 2; // after the two-byte length prefix
     const result = parseString.apply(this, args);
     // In CONNECT, the protocol name and the client id (parsed before `clientId` is set) are left
-    // to the CONNECT handler; the will topic and user name that follow are checked here.
-    const exempt = this.packet.cmd === 'connect' && this.packet.clientId === undefined;
+    // to the CONNECT handler; MQTT 5 property strings, the will topic and user name are checked here.
+    const exempt = this.packet.cmd === 'connect' && this.packet.clientId === undefined && !this.inProperties;
     if (result !== null && !exempt && result.includes('\uFFFD') && !isUtf8(this._list.slice(start, this._pos))) {
       this._emitError(new Error('malformed UTF-8 string [MQTT-1.5.3-1]'));
     }

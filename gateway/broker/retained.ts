@@ -32,10 +32,7 @@ export class RetainedMessages {
     const previous = this.byTopic.get(msg.topic);
     const previousBytes = previous?.payload.length ?? 0;
     if (msg.payload.length === 0) {
-      if (previous !== undefined) {
-        this.byTopic.delete(msg.topic);
-        this.payloadBytes -= previousBytes;
-      }
+      this.delete(msg.topic);
       return 'ok';
     }
     if (previous === undefined && this.byTopic.size >= this.maxRetained) return 'maxRetained';
@@ -43,6 +40,14 @@ export class RetainedMessages {
     this.byTopic.set(msg.topic, msg);
     this.payloadBytes += msg.payload.length - previousBytes;
     return 'ok';
+  }
+
+  /** Removes the retained message of `topic`, if any. */
+  delete(topic: string): void {
+    const previous = this.byTopic.get(topic);
+    if (previous === undefined) return;
+    this.byTopic.delete(topic);
+    this.payloadBytes -= previous.payload.length;
   }
 
   get(topic: string): Message | undefined {

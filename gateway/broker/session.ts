@@ -5,6 +5,18 @@ import type { Message, SubscriptionOptions } from './types';
 /** Session Expiry Interval meaning "never expires" (MQTT 5 section 3.1.2.11.2). */
 export const NEVER_EXPIRES = 0xffffffff;
 
+/**
+ * Where a message delivered through a shared subscription came from, so that another member can
+ * take it if this one leaves before it was sent (broker.ts redistributeShared). In memory only:
+ * after a restart such a message is an ordinary message of its session.
+ */
+export interface SharedOrigin {
+  /** The `$share/…` filter (SharedGroup.key). */
+  readonly group: string;
+  /** The message as published, before this member's options (subscription identifier) were applied. */
+  readonly message: Message;
+}
+
 /** A QoS 1/2 message waiting for a free inflight slot or for the client to come back. */
 export interface Queued {
   /** Place in the session, in the order messages entered it (the store's key, persistence.ts). */
@@ -13,6 +25,7 @@ export interface Queued {
   readonly qos: 1 | 2;
   /** Whether it goes out flagged retained (a retained message sent on SUBSCRIBE). */
   readonly retain: boolean;
+  readonly shared?: SharedOrigin;
 }
 
 /** An outgoing QoS 1/2 message that the client has not yet fully acknowledged. */
@@ -100,13 +113,13 @@ export class Session {
   }
 
   /** Queues a message unless the queue is full by count or by payload bytes. */
-  enqueue(message: Message, qos: 1 | 2, retain: boolean): boolean {
+  enqueue(message: Message, qos: 1 | 2, retain: boolean, shared?: SharedOrigin): boolean {
     if (this.queuedBytes + message.payload.length > this.maxQueuedBytes) return false;
-    const item: Queued = { ord: this.nextOrd, message, qos, retain };
+    const item: Queued = shared === undefined ? { ord: this.nextOrd, message, qos, retain } : { ord: this.nextOrd, message, qos, retain, shared };
     if (!this.queue.push(item)) return false;
     this.nextOrd++;
     this.queuedBytes += message.payload.length;
-    this.store?.messageAdded(this.clientId, { ...item, state: 'queued', packetId: 0 });
+    this.store?.messageAdded(this.clientId, { ord: item.ord, message, qos, retain, state: 'queued', packetId: 0 });
     return true;
   }
 
@@ -117,16 +130,61 @@ export class Session {
     return item;
   }
 
+  /** A message taken from the queue is not sent after all (expired, or too large for the client): it leaves the session. */
+  discard(ord: number): void {
+    this.store?.messageRemoved(this.clientId, ord);
+  }
+
   /**
    * Records a message as sent with `packetId`: one from `dequeue()` (it keeps its place), or a new
    * one (`ord` undefined) sent at once.
    */
-  addInflight(packetId: number, message: Message, qos: 1 | 2, retain: boolean, ord?: number): void {
-    const entry: Inflight = { ord: ord ?? this.nextOrd++, message, qos, retain, state: 'publish' };
+  addInflight(packetId: number, message: Message, qos: 1 | 2, retain: boolean, ord?: number, shared?: SharedOrigin): void {
+    const entry: Inflight = { ord: ord ?? this.nextOrd++, message, qos, retain, state: 'publish', ...(shared === undefined ? {} : { shared }) };
     this.inflight.set(packetId, entry);
     if (this.store === null) return;
-    if (ord === undefined) this.store.messageAdded(this.clientId, { ...entry, packetId });
+    if (ord === undefined) this.store.messageAdded(this.clientId, { ord: entry.ord, message, qos, retain, state: 'publish', packetId });
     else this.store.messageUpdated(this.clientId, ord, 'publish', packetId);
+  }
+
+  /**
+   * Takes out the messages of shared subscriptions whose group `movable` accepts and whose
+   * delivery can move to another member (MQTT 5.0 section 4.8.2): every one still queued, and QoS 1
+   * ones sent but not acknowledged. QoS 2 ones already sent stay: their delivery must be completed
+   * with this client [MQTT-4.8.2-4]. Returned in the order they entered the session.
+   */
+  takeShared(movable: (group: string) => boolean): (Queued & { readonly shared: SharedOrigin })[] {
+    const taken: (Queued & { readonly shared: SharedOrigin })[] = [];
+    for (const [packetId, entry] of this.inflight) {
+      if (entry.shared !== undefined && entry.qos === 1 && movable(entry.shared.group)) {
+        taken.push(entry as Inflight & { readonly shared: SharedOrigin });
+        this.completeInflight(packetId);
+      }
+    }
+    let movableQueued = false;
+    for (const item of this.queue) {
+      if (item.shared !== undefined && movable(item.shared.group)) {
+        movableQueued = true;
+        break;
+      }
+    }
+    if (movableQueued) {
+      // The ring buffer has no removal from the middle: it is rebuilt (once, when a member leaves).
+      const kept: Queued[] = [];
+      for (let item = this.dequeue(); item !== undefined; item = this.dequeue()) {
+        if (item.shared !== undefined && movable(item.shared.group)) {
+          taken.push(item as Queued & { readonly shared: SharedOrigin });
+          this.discard(item.ord);
+        } else {
+          kept.push(item);
+        }
+      }
+      for (const item of kept) {
+        this.queue.push(item);
+        this.queuedBytes += item.message.payload.length;
+      }
+    }
+    return taken.sort((a, b) => a.ord - b.ord);
   }
 
   /** PUBREC received for an outgoing QoS 2 message: from now on only PUBREL is re-sent. */

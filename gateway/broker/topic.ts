@@ -60,3 +60,32 @@ export function filterMatches(filter: string, topic: string): boolean {
   }
   return f.length === t.length;
 }
+
+/** A shared subscription's filter, `$share/{ShareName}/{filter}` (MQTT 5.0 section 4.8.2). */
+export interface SharedFilter {
+  readonly group: string;
+  readonly filter: string;
+}
+
+const SHARE_PREFIX = '$share/';
+
+/** The parts of a shared subscription's filter, or null for a filter that is not one. Assumes sharedFilterError passed. */
+export function sharedFilter(filter: string): SharedFilter | null {
+  if (!filter.startsWith(SHARE_PREFIX)) return null;
+  const slash = filter.indexOf('/', SHARE_PREFIX.length);
+  return { group: filter.slice(SHARE_PREFIX.length, slash), filter: filter.slice(slash + 1) };
+}
+
+/**
+ * Why a topic filter, shared or not, is invalid, or null. A shared one needs a ShareName of at
+ * least one character without '/', '+' or '#', then '/' and a valid filter [MQTT-4.8.2-1]
+ * [MQTT-4.8.2-2]; its levels are counted without the prefix.
+ */
+export function subscriptionFilterError(filter: string, maxLevels: number): TopicError | null {
+  if (!filter.startsWith(SHARE_PREFIX)) return topicFilterError(filter, maxLevels);
+  const slash = filter.indexOf('/', SHARE_PREFIX.length);
+  if (slash <= SHARE_PREFIX.length) return { kind: 'misplaced-wildcard', message: 'a shared subscription is $share/{ShareName}/{filter} with a ShareName of at least one character' };
+  const group = filter.slice(SHARE_PREFIX.length, slash);
+  if (group.includes('+') || group.includes('#')) return { kind: 'misplaced-wildcard', message: "a ShareName must not contain '+' or '#'" };
+  return topicFilterError(filter.slice(slash + 1), maxLevels);
+}

@@ -32,8 +32,21 @@ export interface BrokerLimits {
   /** Largest packet accepted, in bytes: the whole packet, fixed header included (as MQTT 5 counts it). */
   readonly maxPacketSize: number;
   readonly maxConnections: number;
-  /** QoS 1/2 messages sent to a client and not yet acknowledged. */
+  /** QoS 1/2 messages sent to a client and not yet acknowledged (lowered to an MQTT 5 client's Receive Maximum). */
   readonly maxInflight: number;
+  /**
+   * The server's Receive Maximum (MQTT 5): QoS 1/2 messages an MQTT 5 client may have sent and not
+   * yet had fully acknowledged; one more is a protocol violation (DISCONNECT 0x93).
+   */
+  readonly receiveMaximum: number;
+  /**
+   * Topic aliases per MQTT 5 connection, in each direction: how many a client may set up for its
+   * PUBLISHes (Topic Alias Maximum in CONNACK), and the most the server assigns to a client that
+   * takes them. 0: none.
+   */
+  readonly topicAliasMaximum: number;
+  /** Seconds; an MQTT 5 client asking for a longer keepalive, or none, gets this one (Server Keep Alive). 0: no cap. */
+  readonly maxKeepalive: number;
   /** QoS 1/2 messages waiting per session while inflight is full or the client is away. */
   readonly maxQueued: number;
   /** Payload bytes waiting per session (the same queue, bounded by size). */

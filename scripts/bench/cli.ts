@@ -37,7 +37,10 @@ export const USAGE = `Usage: npm run bench -- [options]     (or: node dist/scrip
                             3 fanin-qos1   100 pubs -> 1 sub, QoS 1, 10 unacked/pub
                             4 latency      fixed-rate pub -> 1 sub, p50/p99/max
                             5 idle-rss     broker RSS per idle connection
-                            6 overload     fan-in, unbounded publishers      [all]
+                            6 overload     fan-in, unbounded publishers
+                            7 fanin-qos0-v5   scenario 1 with MQTT 5 clients
+                            8 fanout-qos0-v5  scenario 2 with MQTT 5 clients
+                                           (skipped for aedes: no MQTT 5)   [all]
   --duration SEC          measurement window per scenario                   [5]
   --warmup SEC            traffic before the window starts                  [2]
   --json FILE             also write all results as JSON

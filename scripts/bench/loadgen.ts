@@ -15,6 +15,8 @@ const WORKLOADS: Record<ScenarioName, (cfg: LoadgenConfig) => Promise<LoadgenRes
   latency,
   'idle-rss': idleRss,
   overload,
+  'fanin-qos0-v5': faninQos0,
+  'fanout-qos0-v5': fanoutQos0,
 };
 
 async function main(): Promise<void> {

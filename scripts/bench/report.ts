@@ -3,7 +3,8 @@ import { SCENARIO_SPECS, type MetricSpec } from './scenarios';
 import { fmtNumber, fmtPct, fmtRatio } from './stats';
 import type { BrokerName, LoadgenResult, ScenarioName } from './types';
 
-export type Outcome = { ok: true; result: LoadgenResult } | { ok: false; error: string };
+/** `skipped`: the broker cannot run the scenario at all (aedes and MQTT 5); shown as n/a, not as an error. */
+export type Outcome = { ok: true; result: LoadgenResult } | { ok: false; error: string; skipped?: boolean };
 export type Results = Partial<Record<BrokerName, Partial<Record<ScenarioName, Outcome>>>>;
 
 /** Load-generator CPU above this means the client side, not the broker, may have been the limit. */
@@ -20,7 +21,7 @@ function metricValue(o: Outcome | undefined, key: string): number | undefined {
 
 function fmtMetric(o: Outcome | undefined, m: MetricSpec): string {
   if (o === undefined) return '';
-  if (!o.ok) return 'ERR';
+  if (!o.ok) return o.skipped === true ? 'n/a' : 'ERR';
   const v = o.result.metrics[m.key];
   if (v === undefined) return '–';
   if (m.kind === 'bool') return v ? 'yes' : 'NO';
@@ -86,7 +87,7 @@ export function renderNotes(brokers: BrokerName[], scenarios: ScenarioName[], re
       const where = `${b} / ${s}`;
       if (!o.ok) {
         const lines = o.error.split('\n');
-        out.push(`- **${where}: ERROR** ${lines[0] ?? ''}`);
+        out.push(o.skipped === true ? `- ${where}: n/a, ${lines[0] ?? ''}` : `- **${where}: ERROR** ${lines[0] ?? ''}`);
         for (const l of lines.slice(1, 12)) out.push(`  > ${l}`);
         continue;
       }

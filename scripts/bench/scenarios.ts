@@ -23,6 +23,8 @@ export interface ScenarioSpec {
   cpu: boolean;
   /** Throughput scenario that should saturate one side; if neither is busy, flow control limited it. */
   saturating: boolean;
+  /** Every client speaks MQTT 5; brokers without MQTT 5 (aedes) are skipped. */
+  mqtt5?: boolean;
 }
 
 export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
@@ -93,6 +95,25 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
       { key: 'rssBounded', label: 'RSS bounded', better: 'none', kind: 'bool' },
     ],
   },
+  'fanin-qos0-v5': {
+    name: 'fanin-qos0-v5',
+    title: '7. MQTT 5 QoS0 fan-in 100→1',
+    cpu: true,
+    saturating: true,
+    mqtt5: true,
+    metrics: [{ key: 'deliveredPerSec', label: 'delivered msg/s', better: 'higher' }],
+  },
+  'fanout-qos0-v5': {
+    name: 'fanout-qos0-v5',
+    title: '8. MQTT 5 QoS0 fan-out 1→100',
+    cpu: true,
+    saturating: true,
+    mqtt5: true,
+    metrics: [
+      { key: 'deliveriesPerSec', label: 'deliveries msg/s', better: 'higher' },
+      { key: 'publishesPerSec', label: 'publishes msg/s', better: 'higher' },
+    ],
+  },
 };
 
 export function loadgenConfig(
@@ -120,6 +141,7 @@ export function loadgenConfig(
     latencyRate: o.latencyRate,
     idleConns: o.idleConns,
     overloadSubRate: o.overloadSubRate,
+    protocolVersion: SCENARIO_SPECS[scenario].mqtt5 === true ? 5 : 4,
   };
 }
 

@@ -17,6 +17,8 @@ export interface SubscriberOptions {
   qos: 0 | 1;
   /** Read at most this many msg/s (pause/resume the socket); 0 = as fast as possible. */
   maxRate?: number;
+  /** MQTT protocol level: 4 (3.1.1, the default) or 5. */
+  protocolVersion?: 4 | 5;
 }
 
 export class FaninSubscriber {
@@ -51,7 +53,7 @@ export class FaninSubscriber {
   }
 
   static async connect(opts: SubscriberOptions): Promise<FaninSubscriber> {
-    const client = await RawClient.connect({ host: opts.host, port: opts.port, clientId: opts.clientId, keepalive: 60 });
+    const client = await RawClient.connect({ host: opts.host, port: opts.port, clientId: opts.clientId, keepalive: 60, protocolVersion: opts.protocolVersion ?? 4 });
     await client.subscribe(opts.topic, opts.qos);
     return new FaninSubscriber(client, opts);
   }

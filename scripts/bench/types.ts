@@ -11,6 +11,9 @@ export const SCENARIOS = [
   'latency',
   'idle-rss',
   'overload',
+  // Scenarios 1 and 2 with every client speaking MQTT 5 (brokers without it are skipped).
+  'fanin-qos0-v5',
+  'fanout-qos0-v5',
 ] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
@@ -55,6 +58,8 @@ export interface LoadgenConfig {
   idleConns: number;
   /** Subscriber read limit in msg/s in the overload scenario; 0 = read as fast as possible. */
   overloadSubRate: number;
+  /** MQTT protocol level every client of the scenario connects with: 4 (3.1.1) or 5. */
+  protocolVersion: 4 | 5;
 }
 
 export interface CpuUsage {

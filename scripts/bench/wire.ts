@@ -1,5 +1,5 @@
 /**
- * A deliberately tiny MQTT 3.1.1 client on raw net.Socket for the load side.
+ * A deliberately tiny MQTT 3.1.1 (or MQTT 5, without properties) client on raw net.Socket for the load side.
  *
  * Why not mqtt.js: the load generator must be much cheaper per message than
  * the brokers under test, otherwise we benchmark the client. So:
@@ -64,11 +64,14 @@ export class FrameScanner {
   }
 }
 
-/** Pre-encode one PUBLISH. For QoS 1 the packet id is baked in; callers keep one Buffer per id. */
-export function encodePublish(topic: string, payload: Buffer, qos: 0 | 1, messageId?: number): Buffer {
+/**
+ * Pre-encode one PUBLISH. For QoS 1 the packet id is baked in; callers keep one Buffer per id.
+ * MQTT 5 adds an empty property block.
+ */
+export function encodePublish(topic: string, payload: Buffer, qos: 0 | 1, messageId?: number, protocolVersion: 4 | 5 = 4): Buffer {
   const packet: mqtt.IPublishPacket = { cmd: 'publish', topic, payload, qos, retain: false, dup: false };
   if (qos === 1) packet.messageId = messageId ?? 1;
-  return mqtt.generate(packet);
+  return mqtt.generate(packet, { protocolVersion });
 }
 
 /** `count` copies of one packet back to back, so a burst is a single socket write. */
@@ -109,6 +112,8 @@ export interface ConnectOptions {
   clientId: string;
   keepalive?: number;
   timeoutMs?: number;
+  /** 4 (3.1.1, the default) or 5. */
+  protocolVersion?: 4 | 5;
 }
 
 /** A connected MQTT session. Set `scanner.onPacket` to consume traffic after the handshake. */
@@ -118,7 +123,10 @@ export class RawClient {
   error: Error | null = null;
   closed = false;
 
-  private constructor(readonly socket: net.Socket) {
+  private constructor(
+    readonly socket: net.Socket,
+    readonly protocolVersion: 4 | 5,
+  ) {
     socket.on('data', (chunk: Buffer) => this.scanner.push(chunk));
     socket.on('error', (err) => {
       this.error ??= err;
@@ -133,7 +141,7 @@ export class RawClient {
       // noDelay: the windowed scenarios write small packets (PUBACKs, single
       // bursts) and must not be held back by Nagle + delayed ACK (40 ms stalls).
       const socket = net.connect({ host: opts.host, port: opts.port, noDelay: true });
-      const client = new RawClient(socket);
+      const client = new RawClient(socket, opts.protocolVersion ?? 4);
       let settled = false;
       const settle = (err: Error | null): void => {
         if (settled) return;
@@ -152,6 +160,7 @@ export class RawClient {
       socket.once('close', () => settle(new Error(`connection closed before CONNACK (${opts.clientId})`)));
       client.scanner.onPacket = (type, _flags, buf, bodyStart) => {
         if (type !== PKT_CONNACK) return;
+        // Flags, then the return code (3.1.1) or reason code (MQTT 5): the same byte.
         const rc = buf[bodyStart + 1];
         settle(rc === 0 ? null : new Error(`CONNACK return code ${rc ?? '?'} for ${opts.clientId}`));
       };
@@ -159,11 +168,11 @@ export class RawClient {
         mqtt.generate({
           cmd: 'connect',
           protocolId: 'MQTT',
-          protocolVersion: 4,
+          protocolVersion: client.protocolVersion,
           clientId: opts.clientId,
           clean: true,
           keepalive: opts.keepalive ?? 60,
-        }),
+        }, { protocolVersion: client.protocolVersion }),
       );
     });
   }
@@ -176,11 +185,12 @@ export class RawClient {
         if (type !== PKT_SUBACK) return;
         clearTimeout(timer);
         this.scanner.onPacket = noop;
-        const granted = buf[bodyStart + 2];
-        if (granted === 0x80 || granted === undefined) reject(new Error(`SUBSCRIBE ${topic} refused`));
+        // After the packet id; MQTT 5 puts a property block first (a one-byte length when short).
+        const granted = buf[bodyStart + 2 + (this.protocolVersion === 5 ? 1 + (buf[bodyStart + 2] ?? 0) : 0)];
+        if (granted === undefined || granted >= 0x80) reject(new Error(`SUBSCRIBE ${topic} refused`));
         else resolve();
       };
-      this.socket.write(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] }));
+      this.socket.write(mqtt.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] }, { protocolVersion: this.protocolVersion }));
     });
   }
 

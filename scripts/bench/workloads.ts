@@ -28,7 +28,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const CONNECT_CONCURRENCY = 50;
 
 function opts(cfg: LoadgenConfig, clientId: string): ConnectOptions {
-  return { host: cfg.host, port: cfg.port, clientId, keepalive: 60 };
+  return { host: cfg.host, port: cfg.port, clientId, keepalive: 60, protocolVersion: cfg.protocolVersion };
 }
 
 /**
@@ -105,7 +105,7 @@ function lossNote(lost: number, sent: number, what: string): string[] {
 }
 
 function subOpts(cfg: LoadgenConfig, clientId: string, qos: 0 | 1): SubscriberOptions {
-  return { host: cfg.host, port: cfg.port, clientId, topic: 'sensors/#', qos };
+  return { host: cfg.host, port: cfg.port, clientId, topic: 'sensors/#', qos, protocolVersion: cfg.protocolVersion };
 }
 
 /** Least-squares slope of ys against their index (units per sample); 0 with fewer than two. */
@@ -165,12 +165,12 @@ function payloadOf(cfg: LoadgenConfig): Buffer {
 function faninBursts(cfg: LoadgenConfig): Buffer[] {
   const payload = payloadOf(cfg);
   return Array.from({ length: cfg.publishers }, (_, i) =>
-    repeatPacket(encodePublish(`sensors/${i}/temp`, payload, 0), cfg.burst),
+    repeatPacket(encodePublish(`sensors/${i}/temp`, payload, 0, undefined, cfg.protocolVersion), cfg.burst),
   );
 }
 
 // ---------------------------------------------------------------------------
-// 1. QoS 0 fan-in, windowed: max *sustainable* throughput.
+// 1. QoS 0 fan-in, windowed: max *sustainable* throughput. (7: the same in MQTT 5.)
 // ---------------------------------------------------------------------------
 export async function faninQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const sub = await FaninSubscriber.connect(subOpts(cfg, 'f0-sub', 0));
@@ -221,14 +221,14 @@ export async function faninQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
 }
 
 // ---------------------------------------------------------------------------
-// 2. QoS 0 fan-out: 1 publisher -> N subscribers on one topic.
+// 2. QoS 0 fan-out: 1 publisher -> N subscribers on one topic. (8: the same in MQTT 5.)
 // ---------------------------------------------------------------------------
 export async function fanoutQos0(cfg: LoadgenConfig): Promise<LoadgenResult> {
   const topic = 'bench/fanout';
   const subs = await connectMany(cfg.subscribers, CONNECT_CONCURRENCY, (i) => opts(cfg, `fo-s${i}`));
   await Promise.all(subs.map((s) => s.subscribe(topic, 0)));
   const pub = await RawClient.connect(opts(cfg, 'fo-pub'));
-  const burst = repeatPacket(encodePublish(topic, payloadOf(cfg), 0), cfg.burst);
+  const burst = repeatPacket(encodePublish(topic, payloadOf(cfg), 0, undefined, cfg.protocolVersion), cfg.burst);
 
   const recv = new Float64Array(subs.length);
   let total = 0;

@@ -38,12 +38,18 @@ export class RawClient {
     });
   }
 
-  /** Opens a socket, sends CONNECT and waits for CONNACK. */
-  static async connect(port: number, connect: Partial<Extract<Packet, { cmd: 'connect' }>> = {}): Promise<RawClient> {
+  /** Opens a socket, sends CONNECT and waits for CONNACK; returns both, whatever the CONNACK says. */
+  static async open(port: number, connect: Partial<Extract<Packet, { cmd: 'connect' }>> = {}): Promise<{ client: RawClient; connack: Extract<Packet, { cmd: 'connack' }> }> {
     const client = await RawClient.connectSocket(port, connect.protocolVersion ?? 4);
     client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: '', keepalive: 0, ...connect });
-    const connack = await client.next('connack');
-    if (connack.cmd === 'connack' && (connack.returnCode ?? connack.reasonCode ?? 0) !== 0) {
+    return { client, connack: await client.next('connack') };
+  }
+
+  /** Opens a socket, sends CONNECT and waits for CONNACK; throws if it refused. */
+  static async connect(port: number, connect: Partial<Extract<Packet, { cmd: 'connect' }>> = {}): Promise<RawClient> {
+    const { client, connack } = await RawClient.open(port, connect);
+    if ((connack.returnCode ?? connack.reasonCode ?? 0) !== 0) {
+      client.destroy();
       throw new Error(`CONNACK refused: ${connack.returnCode ?? connack.reasonCode}`);
     }
     return client;

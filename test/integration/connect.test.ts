@@ -124,12 +124,12 @@ t.test('empty client id with clean session 1 gets an assigned id and works [MQTT
   await assertRoundTrip(t, b.client, 'connect/assigned/b', 'from b');
 });
 
-t.test('MQTT 5 CONNECT gets reason 0x84 in a v5-format CONNACK', async (t) => {
+t.test('MQTT 5 CONNECT under 3.1\'s protocol name gets reason 0x84 in a v5-format CONNACK [MQTT-3.1.2-1]', async (t) => {
   const tb = await setup(t);
   const client = await rawSocket(t, tb.port, 5);
   const bytes: Buffer[] = [];
   client.socket.on('data', (chunk: Buffer) => bytes.push(chunk));
-  client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'v5-client', keepalive: 30 });
+  client.send({ cmd: 'connect', protocolId: 'MQIsdp', protocolVersion: 5, clean: true, clientId: 'v5-client', keepalive: 30 });
   const connack = await client.next('connack');
   t.equal(connack.reasonCode, 0x84, 'reason code 0x84 (unsupported protocol version)');
   t.equal(connack.sessionPresent, false);

@@ -129,3 +129,72 @@ t.test('mosquitto_sub -c (persistent session) receives QoS 1 messages queued whi
   t.equal(second.code, 0, second.stderr);
   t.same(lines(second.stdout), ['persist/x a1', 'persist/x a2'], 'queued messages delivered in order on return');
 });
+
+t.test('mosquitto_sub and mosquitto_pub with -V mqttv5 exchange messages with 3.1.1 peers on the same topics', async (t) => {
+  const tb = await setup(t);
+  const host = ['-h', '127.0.0.1', '-p', String(tb.port)];
+  // -x: Session Expiry Interval of the MQTT 5 subscriber's session.
+  const sub5 = run(t, 'mosquitto_sub', [...host, '-V', 'mqttv5', '-c', '-x', '300', '-i', 'cli-v5', '-q', '2', '-t', 'cli5/#', '-F', '%q %t %p', '-C', '3', '-W', '10']);
+  const sub4 = run(t, 'mosquitto_sub', [...host, '-V', 'mqttv311', '-i', 'cli-v311', '-q', '2', '-t', 'cli5/#', '-F', '%q %t %p', '-C', '3', '-W', '10']);
+  await subscribed(tb, 'cli-v5');
+  await subscribed(tb, 'cli-v311');
+  t.equal(tb.broker.clients.get('cli-v5')?.protocolVersion, 5, 'mosquitto_sub -V mqttv5 speaks MQTT 5');
+
+  for (const [version, qos, topic, message] of [
+    ['mqttv5', '1', 'cli5/a', 'from v5'],
+    ['mqttv311', '2', 'cli5/b', 'from 3.1.1'],
+    ['mqttv5', '2', 'cli5/c', 'v5 at QoS 2'],
+  ] as const) {
+    const pub = await run(t, 'mosquitto_pub', [...host, '-V', version, '-q', qos, '-t', topic, '-m', message]).done;
+    t.equal(pub.code, 0, `mosquitto_pub -V ${version} -q ${qos} exits 0 ${pub.stderr}`);
+  }
+  const expected = ['1 cli5/a from v5', '2 cli5/b from 3.1.1', '2 cli5/c v5 at QoS 2'];
+  const v5 = await sub5.done;
+  t.equal(v5.code, 0, `mosquitto_sub -V mqttv5 exits 0 after -C 3 ${v5.stderr}`);
+  t.same(lines(v5.stdout), expected, 'the MQTT 5 subscriber gets every message, in order, at its QoS');
+  const v4 = await sub4.done;
+  t.equal(v4.code, 0, v4.stderr);
+  t.same(lines(v4.stdout), expected, 'and so does the 3.1.1 subscriber');
+  await waitFor(() => !tb.broker.clients.has('cli-v5'), 3000, 'mosquitto_sub -V mqttv5 to disconnect');
+  t.equal(tb.broker.sessions.get('cli-v5')?.expiryInterval, 300, 'its session outlives it with the Session Expiry Interval of -x');
+});
+
+t.test('mosquitto_pub -V mqttv5 -D properties reach mosquitto_sub -V mqttv5 unchanged, with its Subscription Identifier', async (t) => {
+  const tb = await setup(t);
+  const host = ['-h', '127.0.0.1', '-p', String(tb.port), '-V', 'mqttv5'];
+  // %C content type, %E message expiry interval, %F payload format indicator, %P user properties,
+  // %R response topic, %S subscription identifier.
+  const sub = run(t, 'mosquitto_sub', [...host, '-i', 'cli-props', '-t', 'props/#', '-D', 'subscribe', 'subscription-identifier', '3', '-F', '%t %p|%C|%E|%F|%P|%R|%S', '-C', '1', '-W', '10']);
+  await subscribed(tb, 'cli-props');
+  const pub = await run(t, 'mosquitto_pub', [
+    ...host,
+    '-t', 'props/a',
+    '-m', 'hello',
+    '-D', 'publish', 'content-type', 'text/plain',
+    '-D', 'publish', 'user-property', 'unit', 'C',
+    '-D', 'publish', 'response-topic', 'replies/a',
+    '-D', 'publish', 'message-expiry-interval', '60',
+    '-D', 'publish', 'payload-format-indicator', '1',
+  ]).done;
+  t.equal(pub.code, 0, pub.stderr);
+  const result = await sub.done;
+  t.equal(result.code, 0, result.stderr);
+  t.same(lines(result.stdout), ['props/a hello|text/plain|60|1|unit:C|replies/a|3'], 'every property as published, and the subscription identifier');
+});
+
+t.test("mosquitto_sub members of '$share/…' share the messages, 3.1.1 and MQTT 5 alike", async (t) => {
+  const tb = await setup(t);
+  const host = ['-h', '127.0.0.1', '-p', String(tb.port)];
+  const members = [
+    run(t, 'mosquitto_sub', [...host, '-V', 'mqttv5', '-i', 'cli-share-5', '-q', '1', '-t', '$share/cli/jobs/#', '-v', '-C', '2', '-W', '10']),
+    run(t, 'mosquitto_sub', [...host, '-V', 'mqttv311', '-i', 'cli-share-3', '-q', '1', '-t', '$share/cli/jobs/#', '-v', '-C', '2', '-W', '10']),
+  ];
+  await subscribed(tb, 'cli-share-5');
+  await subscribed(tb, 'cli-share-3');
+  for (const n of [1, 2, 3, 4]) {
+    t.equal((await run(t, 'mosquitto_pub', [...host, '-q', '1', '-t', `jobs/${n}`, '-m', `job ${n}`]).done).code, 0);
+  }
+  const outputs = await Promise.all(members.map((m) => m.done));
+  for (const out of outputs) t.equal(out.code, 0, `each member exits after its two messages ${out.stderr}`);
+  t.same(outputs.flatMap((o) => lines(o.stdout)).sort(), ['jobs/1 job 1', 'jobs/2 job 2', 'jobs/3 job 3', 'jobs/4 job 4'], 'every message went to exactly one member');
+});

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from '../helpers/broker';
 import { startGatewayProcess } from '../helpers/gateway';
 import { freePort } from '../helpers/processes';
 import { RawClient } from '../helpers/raw-client';
@@ -121,4 +122,42 @@ t.test('a corrupt database file is moved aside, kept, and the gateway starts wit
   await publishRetained(port, [['keep/fresh', 'stored']]);
   const got = await retainedAfterRestart(port, 1);
   t.equal(got.get('keep/fresh'), 'stored', 'the fresh database works');
+});
+
+t.test('MQTT 5 retained messages keep their properties and Message Expiry across a restart [MQTT-3.3.2-5] [MQTT-3.3.2-6]', async (t) => {
+  const port = await freePort();
+  const first = await startGateway(t, 'mqtt5', port, 20);
+  const pub = await RawClient.connect(port, { protocolVersion: 5, clientId: 'retainer-v5' });
+  t.teardown(() => pub.destroy());
+  const properties = { contentType: 'text/plain', userProperties: { site: 'north' } };
+  const retained = (topic: string, payload: string, messageId: number, expiry?: number) =>
+    pub.send({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, messageId, retain: true, dup: false, properties: { ...properties, ...(expiry === undefined ? {} : { messageExpiryInterval: expiry }) } });
+  retained('v5/long', 'an hour', 1, 3600);
+  retained('v5/short', 'two seconds', 2, 2);
+  retained('v5/plain', 'forever', 3);
+  for (let i = 0; i < 3; i++) await pub.next('puback');
+  const ackedAt = Date.now();
+  pub.disconnect();
+  process.kill(first.child.pid as number, 'SIGTERM');
+  t.same(await first.exited, { code: 0, signal: null }, 'clean exit');
+  // The short one expires while the gateway is down.
+  await waitFor(() => Date.now() - ackedAt > 2000, 5000, 'two seconds to pass');
+
+  await startGateway(t, 'mqtt5', port, 20);
+  const sub = await RawClient.connect(port, { protocolVersion: 5, clientId: 'reader-v5' });
+  t.teardown(() => sub.destroy());
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'v5/#', qos: 0 }] });
+  await sub.next('suback');
+  const got = new Map<string, { payload: string; properties: unknown }>();
+  for (let i = 0; i < 2; i++) {
+    const m = await sub.next('publish');
+    got.set(m.topic, { payload: String(m.payload), properties: m.properties });
+  }
+  t.same(await sub.collect('publish', 200), [], 'nothing else: the expired message was not restored');
+  t.same(got.get('v5/plain'), { payload: 'forever', properties }, 'properties restored');
+  const long = got.get('v5/long');
+  t.equal(long?.payload, 'an hour');
+  const left = (long?.properties as { messageExpiryInterval?: number } | undefined)?.messageExpiryInterval ?? 0;
+  t.ok(left < 3600 && left > 3500, `the interval left after the restart is forwarded (${left} s)`);
+  t.same({ ...(long?.properties as object), messageExpiryInterval: 0 }, { ...properties, messageExpiryInterval: 0 }, 'with the other properties');
 });

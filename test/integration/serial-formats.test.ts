@@ -3,6 +3,8 @@
  * published through the broker and received by a real MQTT client over TCP.
  */
 import t from 'tap';
+import type { IPublishPacket } from 'mqtt-packet';
+import { mqttClient, within } from '../helpers/mqtt-client';
 import { serialFixture, statusOf } from '../helpers/serial';
 
 t.test('json: one message per key, nested keys joined by /', async (t) => {
@@ -115,4 +117,28 @@ t.test('topic injection from sensor data is sanitised', async (t) => {
   );
   for (const m of f.sub.messages) t.notOk(m.topic.includes('+') || m.topic.includes('#'), `no wildcard in ${m.topic}`);
   t.equal(statusOf(f, 'evil').linesDropped.invalidTopic, 0, 'sanitised, not dropped');
+});
+
+t.test('userProperties: MQTT 5 subscribers get the port and the arrival time as User Properties', async (t) => {
+  const f = await serialFixture(t, [{ name: 'tagged', format: 'kv', userProperties: true }]);
+  const v5 = await mqttClient(t, f.tb, { protocolVersion: 5, clientId: 'serial-v5' });
+  const got: IPublishPacket[] = [];
+  v5.on('message', (_topic, _payload, packet) => got.push(packet));
+  await within(v5.subscribeAsync('sensors/#', { qos: 0 }), 'subscribe');
+  const before = Date.now();
+  await f.device('tagged').write('temp=21.5 hum=40\n');
+  const plain = await f.sub.waitForTopic('sensors/tagged/hum');
+  t.equal(plain.payload, '40', 'the 3.1.1 subscriber gets the reading as usual');
+  await within(
+    (async () => {
+      while (got.length < 2) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    'two readings at the MQTT 5 subscriber',
+  );
+  const [temp, hum] = got.map((p) => p.properties?.userProperties as Record<string, string> | undefined);
+  t.equal(temp?.port, 'tagged', 'port');
+  const arrivedAt = Number(temp?.arrivedAt);
+  t.ok(arrivedAt >= before && arrivedAt <= Date.now(), `arrivedAt is the arrival time in ms (${arrivedAt})`);
+  t.same(hum, temp, 'both readings of the line carry the same properties');
+  t.equal(String(got[0]?.payload), '21.5', 'the payload is unchanged');
 });

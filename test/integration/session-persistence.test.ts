@@ -401,3 +401,59 @@ t.test('clean session 1 deletes a stored session, also from the database', async
   await publishQos1(t, port, 'pub-clean-3', [['c/5', 'five']]);
   t.same(payloads(await back.collect('publish', 200)), [], 'nothing queued, and no subscription left to route to it');
 });
+
+t.test('MQTT 5 Session Expiry Interval across a restart: an expired session is not restored, a live one is [MQTT-4.1.0-2]', async (t) => {
+  const port = await freePort();
+  const first = await startGateway(t, 'expiry', port);
+  /** An MQTT 5 subscriber with Clean Start 0 and `expiry` seconds, subscribed to `topic` at QoS 1, that leaves. */
+  const leave = async (clientId: string, expiry: number, topic: string): Promise<void> => {
+    const raw = await RawClient.connect(port, { protocolVersion: 5, clientId, clean: false, properties: { sessionExpiryInterval: expiry } });
+    t.teardown(() => raw.destroy());
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+    await raw.next('suback');
+    raw.disconnect();
+    await raw.waitClosed();
+  };
+  const leftAt = Date.now();
+  await leave('v5-short', 3, 'short/#');
+  await leave('v5-long', 3600, 'long/#');
+  await publishQos1(t, port, 'pub-expiry', [
+    ['short/1', 'lost with the session'],
+    ['long/1', 'kept'],
+  ]);
+  await stopGracefully(t, first);
+  // The short session expires while the gateway is down.
+  await sleep(Math.max(0, leftAt + 3000 - Date.now()));
+
+  const second = await startGateway(t, 'expiry', port);
+  t.same(restored(second), [1, 1], 'one session restored, with its one message');
+  t.match(second.stdout, /persistent sessions restored .*expired=1/, 'the other one had expired and was not restored');
+  const short = await RawClient.open(port, { protocolVersion: 5, clientId: 'v5-short', clean: false, properties: { sessionExpiryInterval: 3 } });
+  t.teardown(() => short.client.destroy());
+  t.equal(short.connack.sessionPresent, false, 'the expired session is not resumed');
+  t.same(payloads(await short.client.collect('publish', 200)), [], 'and its queued message is gone');
+  const long = await RawClient.open(port, { protocolVersion: 5, clientId: 'v5-long', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  t.teardown(() => long.client.destroy());
+  t.equal(long.connack.sessionPresent, true, 'the live session is resumed');
+  t.equal(String((await long.client.next('publish')).payload), 'kept', 'with its queued message');
+});
+
+t.test('a shared subscription of a persistent session survives a restart', async (t) => {
+  const port = await freePort();
+  const first = await startGateway(t, 'shared', port);
+  const member = await RawClient.connect(port, { protocolVersion: 5, clientId: 'shared-member', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  t.teardown(() => member.destroy());
+  member.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/crew/jobs/#', qos: 1 }] });
+  await member.next('suback');
+  member.disconnect();
+  await member.waitClosed();
+  await stopGracefully(t, first);
+
+  await startGateway(t, 'shared', port);
+  // The only member is away: a QoS 1 message waits in its session.
+  await publishQos1(t, port, 'pub-shared', [['jobs/1', 'for the crew']]);
+  const back = await RawClient.open(port, { protocolVersion: 5, clientId: 'shared-member', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  t.teardown(() => back.client.destroy());
+  t.equal(back.connack.sessionPresent, true, 'session resumed');
+  t.equal(String((await back.client.next('publish')).payload), 'for the crew', 'the restored shared subscription routed the message to its member');
+});

@@ -96,3 +96,37 @@ t.test('stops when the sink says the connection closed', async (t) => {
   t.equal(calls, 1);
   t.ok(result.offset > 0 && result.offset < stream.length);
 });
+
+t.test('MQTT 5: PUBLISH with an empty property block and plain acknowledgements decode as mqtt-packet does; properties are left to it', async (t) => {
+  const v5: Packet[] = [
+    { cmd: 'publish', topic: 'sensors/a/temp', payload: Buffer.from('21.5'), qos: 0, retain: false, dup: false },
+    { cmd: 'publish', topic: 'q1', payload: Buffer.alloc(300, 2), qos: 1, messageId: 7, retain: true, dup: false },
+    // Reason code 0 stated: mqtt-packet then writes the short form (reason code and properties omitted).
+    { cmd: 'puback', messageId: 9, reasonCode: 0 },
+    { cmd: 'pingreq' },
+  ];
+  const bytes = Buffer.concat(v5.map((p) => generate(p, { protocolVersion: 5 })));
+  const seen: Packet[] = [];
+  const result = decodeCommonPackets(bytes, { onFastPacket: (p) => (seen.push(p), true) }, true);
+  t.equal(result.offset, bytes.length, 'consumed everything');
+  const ref: Packet[] = [];
+  const p = createParser({ protocolVersion: 5 });
+  p.on('packet', (packet: Packet) => ref.push(packet));
+  p.parse(bytes);
+  t.same(seen.map(essentials), ref.map(essentials), 'the same packets');
+  t.equal(seen.some((s) => 'properties' in s), false, 'no properties');
+
+  const withProperties = generate({ cmd: 'publish', topic: 'a', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { contentType: 'text/plain' } }, { protocolVersion: 5 });
+  const withReason = generate({ cmd: 'puback', messageId: 3, reasonCode: 0x10 }, { protocolVersion: 5 });
+  for (const [what, packet] of [
+    ['PUBLISH with properties', withProperties],
+    ['PUBACK with a reason code', withReason],
+  ] as const) {
+    let called = 0;
+    const r = decodeCommonPackets(packet, { onFastPacket: () => (called++, true) }, true);
+    t.same([r.offset, r.incomplete, called], [0, false, 0], `${what}: left to mqtt-packet`);
+  }
+  // The same 3.1.1 bytes read as MQTT 5 would take the payload's first byte for a property length.
+  const v4 = generate({ cmd: 'publish', topic: 'a', payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, { protocolVersion: 4 });
+  t.equal(decodeCommonPackets(v4, { onFastPacket: () => true }, true).offset, 0, 'a 3.1.1 PUBLISH (no property block) is not decoded as MQTT 5');
+});

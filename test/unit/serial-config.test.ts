@@ -27,6 +27,7 @@ t.test('a minimal port gets every default', async (t) => {
     separator: ',',
     wholeLine: false,
     wrap: false,
+    userProperties: false,
     maxKeys: 64,
     maxWriteQueue: 64,
     statusTopic: 'edgeway/serial/{name}/status',

@@ -1,20 +1,47 @@
 import { randomBytes } from 'node:crypto';
-import type { IConnectPacket } from 'mqtt-packet';
+import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { clientInfo, type Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeConnackV4, encodePacket } from '../encode';
+import { authStep, findAuthenticator } from '../enhanced-auth';
 import { connackReturnCodeV4, errorMessage, ReasonCode } from '../errors';
-import type { Credentials } from '../hooks';
+import type { Credentials, EnhancedAuthenticator } from '../hooks';
+import { DEFAULT_RECEIVE_MAXIMUM, encodeV5, MQTT_MAX_PACKET_SIZE, Mqtt5State } from '../mqtt5';
+import { isProblem, keptProperties, messageOf } from '../incoming';
+import { propertiesProblem } from '../properties';
 import { NEVER_EXPIRES } from '../session';
+import { sessionExpiresAt } from '../session-expiry';
 import { topicNameError } from '../topic';
 import type { Message, QoS } from '../types';
 
+type ConnackProperties = NonNullable<IConnackPacket['properties']>;
+
+/** What CONNECT asked for, kept while the authentication gates run. */
+interface ConnectRequest {
+  /** 3.1.1 Clean Session, MQTT 5 Clean Start: an existing session is discarded. */
+  readonly clean: boolean;
+  /** Seconds; 3.1.1's clean session 0 is "never" (NEVER_EXPIRES), clean session 1 is 0. */
+  readonly sessionExpiry: number;
+  /** Seconds, the one in effect: the client's, or the server's when it caps it. */
+  readonly keepalive: number;
+  /** The server replaced the client's keepalive (MQTT 5 Server Keep Alive). */
+  readonly serverKeepAlive: boolean;
+  /** Will messages keep their Message Expiry Interval until published (incoming.ts withExpiry). */
+  readonly will: Message | null;
+  /** MQTT 5 Will Delay Interval, seconds (0 for 3.1.1). */
+  readonly willDelay: number;
+  /** The client sent an empty identifier and the server chose one [MQTT-3.1.3-6]. */
+  readonly assignedId: boolean;
+}
+
 /**
- * CONNECT (3.1.1 section 3.1): protocol checks, client identifier rules, will validation,
- * connection limit, authentication gate, session takeover and resumption, CONNACK.
+ * CONNECT (3.1.1 section 3.1, MQTT 5.0 section 3.1): protocol checks, client identifier rules,
+ * will validation, connection limit, authentication gates (enhanced authentication first for an
+ * MQTT 5 client that names a method), session takeover and resumption, CONNACK.
  */
 export function handleConnect(broker: Broker, conn: Connection, packet: IConnectPacket): void {
   const version = packet.protocolVersion ?? 4;
+  conn.protocolVersion = version; // a refusal is sent in the format of the level
   // [MQTT-3.1.2-1] the protocol name must match the level: "MQIsdp" for 3.1, "MQTT" for 3.1.1 and 5.
   // A mismatch is a level not supported under that name, so it gets CONNACK 0x01 before the close
   // [MQTT-3.1.2-2] (as in Mosquitto): "MQTT" with level 3 must not be closed silently, and a
@@ -23,18 +50,22 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
     refuse(broker, conn, ReasonCode.UnsupportedProtocolVersion, `protocol name ${JSON.stringify(packet.protocolId)} does not match level ${version}`);
     return;
   }
-  conn.protocolVersion = version;
   if (version === 5) {
-    // MQTT 5 lands separately; until then refuse it properly so clients can fall back [MQTT-3.1.2-2].
-    refuse(broker, conn, ReasonCode.UnsupportedProtocolVersion, 'MQTT 5 is not supported yet');
-    return;
+    const problem = propertiesProblem('connect', packet.properties) ?? propertiesProblem('will', packet.will?.properties);
+    if (problem !== null) {
+      refuse(broker, conn, problem.reasonCode, problem.detail);
+      return;
+    }
+    conn.mqtt5 = new Mqtt5State(packet.properties, broker.limits.topicAliasMaximum);
   }
 
   const clean = packet.clean !== false;
   let clientId = packet.clientId;
-  if (clientId.length === 0) {
-    // [MQTT-3.1.3-8] an empty id with clean session 0 is refused; 3.1 requires 1 to 23 characters.
-    if (!clean || version === 3) {
+  const assignedId = clientId.length === 0;
+  if (assignedId) {
+    // 3.1.1: [MQTT-3.1.3-8] an empty id with clean session 0 is refused; 3.1 requires 1 to 23
+    // characters. MQTT 5 assigns one whatever Clean Start says [MQTT-3.1.3-6].
+    if (version !== 5 && (!clean || version === 3)) {
       refuse(broker, conn, ReasonCode.ClientIdentifierNotValid, 'empty client identifier without clean session');
       return;
     }
@@ -45,19 +76,35 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
   }
 
   let will: Message | null = null;
+  let willDelay = 0;
   if (packet.will) {
     const invalid = topicNameError(packet.will.topic, broker.limits.maxTopicLevels);
     if (invalid !== null) {
-      conn.close('protocol-error', `invalid will topic ${JSON.stringify(packet.will.topic)}: ${invalid.message}`);
+      // MQTT 5 can say why (CONNACK 0x90); 3.1.1 has no code for it and closes [MQTT-3.1.2-9].
+      if (version === 5) refuse(broker, conn, ReasonCode.TopicNameInvalid, `invalid will topic: ${invalid.message}`);
+      else conn.close('protocol-error', `invalid will topic ${JSON.stringify(packet.will.topic)}: ${invalid.message}`);
       return;
     }
-    const payload = packet.will.payload;
-    will = {
-      topic: packet.will.topic,
-      payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
-      qos: (packet.will.qos ?? 0) as QoS,
-      retain: packet.will.retain ?? false,
-    };
+    const payload = typeof packet.will.payload === 'string' ? Buffer.from(packet.will.payload) : packet.will.payload;
+    // The Will Delay Interval is about when to publish, not part of the message.
+    const { willDelayInterval, ...properties } = packet.will.properties ?? {};
+    willDelay = willDelayInterval ?? 0;
+    const kept = keptProperties(payload, Object.keys(properties).length === 0 ? undefined : properties);
+    if (isProblem(kept)) {
+      refuse(broker, conn, kept.reasonCode, `will: ${kept.detail}`);
+      return;
+    }
+    will = messageOf(packet.will.topic, payload, (packet.will.qos ?? 0) as QoS, packet.will.retain ?? false, kept);
+  }
+
+  let authenticator: EnhancedAuthenticator | undefined;
+  const method = conn.mqtt5?.authMethod;
+  if (method !== undefined) {
+    authenticator = findAuthenticator(broker, method);
+    if (authenticator === undefined) {
+      refuse(broker, conn, ReasonCode.BadAuthenticationMethod, `authentication method ${JSON.stringify(method)} is not supported`);
+      return;
+    }
   }
 
   // Checked before the authentication gate runs, so a full broker does no work for the client.
@@ -65,20 +112,46 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
 
   conn.clientId = clientId;
   conn.transition('authenticating');
+  // Server Keep Alive (MQTT 5): above limits.maxKeepalive, or 0 (none), the server's value
+  // applies [MQTT-3.2.2-21]. 3.1.1 has no way to tell the client, so its keepalive stands.
+  const keepalive = packet.keepalive ?? 0;
+  const maxKeepalive = broker.limits.maxKeepalive;
+  const request: ConnectRequest = {
+    clean,
+    sessionExpiry: version === 5 ? (packet.properties?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES,
+    keepalive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive) ? maxKeepalive : keepalive,
+    willDelay,
+    serverKeepAlive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive),
+    will,
+    assignedId,
+  };
   const credentials: Credentials = { username: packet.username, password: packet.password };
+  if (authenticator === undefined) {
+    checkCredentials(broker, conn, request, credentials, undefined);
+    return;
+  }
+  const chosen = authenticator;
+  authStep(broker, conn, chosen, packet.properties?.authenticationData, {
+    success: (data) => checkCredentials(broker, conn, request, credentials, { authenticationMethod: chosen.method, ...(data === undefined ? {} : { authenticationData: data }) }),
+    fail: (reasonCode, detail) => refuse(broker, conn, reasonCode, detail),
+  });
+}
+
+/** Runs the authenticate gates (user name and password), then completes the connection. */
+function checkCredentials(broker: Broker, conn: Connection, request: ConnectRequest, credentials: Credentials, auth: ConnackProperties | undefined): void {
   const gates = broker.hooks.authenticate;
   if (gates.length === 0) {
-    completeConnect(broker, conn, clean, packet.keepalive ?? 0, will);
+    completeConnect(broker, conn, request, auth);
     return;
   }
   authenticate(broker, conn, credentials).then(
     (allowed) => {
       if (conn.state !== 'authenticating') return; // closed while the gate ran
-      if (allowed) completeConnect(broker, conn, clean, packet.keepalive ?? 0, will);
+      if (allowed) completeConnect(broker, conn, request, auth);
       else refuse(broker, conn, ReasonCode.NotAuthorized, 'not authorized');
     },
     (err: unknown) => {
-      broker.logger.error('authentication hook failed', { clientId, error: errorMessage(err) });
+      broker.logger.error('authentication hook failed', { clientId: conn.clientId, error: errorMessage(err) });
       if (conn.state === 'authenticating') refuse(broker, conn, ReasonCode.ServerUnavailable, 'authentication failed');
     },
   );
@@ -93,42 +166,51 @@ async function authenticate(broker: Broker, conn: Connection, credentials: Crede
   return true;
 }
 
-function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepalive: number, will: Message | null): void {
+function completeConnect(broker: Broker, conn: Connection, request: ConnectRequest, auth: ConnackProperties | undefined): void {
   const clientId = conn.clientId;
   // Checked again: connections that passed the first check together may have completed while an
   // asynchronous authentication gate ran.
   if (refusedAtConnectionLimit(broker, conn, clientId)) return;
   // [MQTT-3.1.4-2] a second connection with the same id takes over: the old one is closed
-  // (its will is published, as for any ungraceful close).
+  // (its will is published, as for any ungraceful close; an MQTT 5 client gets DISCONNECT 0x8E).
   const previous = broker.clients.get(clientId);
   if (previous !== undefined) previous.close('session-taken-over', `taken over by ${conn.remote}`);
 
   let session = broker.sessions.get(clientId);
-  if (clean && session !== undefined) {
-    broker.destroySession(session); // [MQTT-3.1.2-6]
+  // [MQTT-3.1.2-6] (3.1.1), [MQTT-3.1.2-4] (MQTT 5): Clean Start discards the session; so does
+  // its expiry, even if the expiry timer has not come round to it yet.
+  if (session !== undefined && (request.clean || sessionExpiresAt(session) <= Date.now())) {
+    broker.destroySession(session);
     session = undefined;
   }
   const sessionPresent = session !== undefined; // [MQTT-3.2.2-1], [MQTT-3.2.2-2]
+  // The session is resumed in time: the will of its last connection is not published [MQTT-3.1.3-9].
+  // (Ending the session above published it.)
+  if (sessionPresent) broker.delayedWills.cancel(clientId);
   if (session === undefined) {
-    const created = broker.createSession(clientId, clean ? 0 : NEVER_EXPIRES);
+    const created = broker.createSession(clientId, request.sessionExpiry);
     if (created === null) {
       broker.limitHit('maxSessions', 'connection refused: every session belongs to a connected client', { remote: conn.remote, maxSessions: broker.limits.maxSessions });
-      refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxSessions reached');
+      refuse(broker, conn, ReasonCode.QuotaExceeded, 'maxSessions reached');
       return;
     }
     session = created;
   }
-  session.setExpiryInterval(clean ? 0 : NEVER_EXPIRES);
+  session.setExpiryInterval(request.sessionExpiry);
   session.setOwner(conn.generation);
   conn.session = session;
-  conn.keepalive = keepalive;
-  conn.will = will;
+  conn.keepalive = request.keepalive;
+  conn.will = request.will;
+  const mqtt5 = conn.mqtt5;
+  if (mqtt5 !== null) mqtt5.willDelay = request.willDelay;
+  conn.inflightLimit = Math.min(broker.limits.maxInflight, mqtt5?.receiveMaximum ?? DEFAULT_RECEIVE_MAXIMUM);
   broker.clients.set(clientId, conn);
   if (broker.clients.size > broker.metrics.clientsMaximum) broker.metrics.clientsMaximum = broker.clients.size;
   conn.transition('connected');
-  conn.write(encodeConnackV4(0, sessionPresent));
+  if (mqtt5 === null) conn.write(encodeConnackV4(0, sessionPresent));
+  else conn.write(encodeV5(mqtt5, { cmd: 'connack', reasonCode: ReasonCode.Success, sessionPresent, properties: connackProperties(broker, conn, request, auth) }));
   conn.startKeepalive();
-  broker.logger.info('client connected', { clientId, remote: conn.remote, protocol: conn.protocolVersion, clean, sessionPresent, keepalive });
+  broker.logger.info('client connected', { clientId, remote: conn.remote, protocol: conn.protocolVersion, clean: request.clean, sessionPresent, keepalive: conn.keepalive });
   const info = clientInfo(conn);
   for (const hook of broker.hooks.clientConnected) hook(info);
 
@@ -140,22 +222,47 @@ function completeConnect(broker: Broker, conn: Connection, clean: boolean, keepa
 }
 
 /**
- * Refuses the client with CONNACK "server unavailable" when maxConnections clients are connected.
- * A takeover does not add a connection, so it is always allowed.
+ * What an MQTT 5 client learns in CONNACK (section 3.2.2.3): the identifier chosen for it and
+ * the server's limits. Absent means the protocol's default: Maximum QoS 2 (a value of 2 may not
+ * be sent), Receive Maximum 65,535, Topic Alias Maximum 0, the client's own keepalive.
+ */
+function connackProperties(broker: Broker, conn: Connection, request: ConnectRequest, auth: ConnackProperties | undefined): ConnackProperties {
+  const { limits } = broker;
+  return {
+    ...(request.assignedId ? { assignedClientIdentifier: conn.clientId } : {}), // [MQTT-3.2.2-16]
+    ...(limits.receiveMaximum < DEFAULT_RECEIVE_MAXIMUM ? { receiveMaximum: limits.receiveMaximum } : {}),
+    ...(limits.maxPacketSize < MQTT_MAX_PACKET_SIZE ? { maximumPacketSize: limits.maxPacketSize } : {}),
+    ...(limits.topicAliasMaximum > 0 ? { topicAliasMaximum: limits.topicAliasMaximum } : {}),
+    ...(request.serverKeepAlive ? { serverKeepAlive: request.keepalive } : {}),
+    retainAvailable: true,
+    wildcardSubscriptionAvailable: true,
+    subscriptionIdentifiersAvailable: true,
+    sharedSubscriptionAvailable: true,
+    ...auth,
+  };
+}
+
+/**
+ * Refuses the client with CONNACK "server unavailable" (MQTT 5: "quota exceeded") when
+ * maxConnections clients are connected. A takeover does not add a connection, so it is always allowed.
  */
 function refusedAtConnectionLimit(broker: Broker, conn: Connection, clientId: string): boolean {
   if (broker.clients.size < broker.limits.maxConnections || broker.clients.has(clientId)) return false;
   broker.limitHit('maxConnections', 'connection refused: maxConnections reached', { remote: conn.remote, maxConnections: broker.limits.maxConnections });
-  refuse(broker, conn, ReasonCode.ServerUnavailable, 'maxConnections reached');
+  refuse(broker, conn, ReasonCode.QuotaExceeded, 'maxConnections reached');
   return true;
 }
 
-/** Sends a refusing CONNACK [MQTT-3.2.2-5] and closes after it is flushed. */
-function refuse(broker: Broker, conn: Connection, reasonCode: number, detail: string): void {
-  const connack =
-    conn.protocolVersion === 5
-      ? encodePacket({ cmd: 'connack', reasonCode, sessionPresent: false }, 5)
-      : encodeConnackV4(connackReturnCodeV4(reasonCode), false);
+/**
+ * Sends a refusing CONNACK [MQTT-3.2.2-5] (sessionPresent 0, [MQTT-3.2.2-6]) and closes after it
+ * is flushed. 3.1/3.1.1 get the nearest return code; MQTT 5 the reason code and, unless it asked
+ * for none, the reason as a Reason String.
+ */
+export function refuse(broker: Broker, conn: Connection, reasonCode: number, detail: string): void {
+  let connack: Buffer;
+  if (conn.mqtt5 !== null) connack = encodeV5(conn.mqtt5, { cmd: 'connack', reasonCode, sessionPresent: false, properties: conn.mqtt5.reason(detail) });
+  else if (conn.protocolVersion === 5) connack = encodePacket({ cmd: 'connack', reasonCode, sessionPresent: false }, 5);
+  else connack = encodeConnackV4(connackReturnCodeV4(reasonCode), false);
   conn.write(connack);
   conn.close('connect-refused', detail, true);
   broker.logger.info('connection refused', { remote: conn.remote, clientId: conn.clientId, reason: detail });

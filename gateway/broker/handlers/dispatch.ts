@@ -2,7 +2,10 @@ import type { Packet } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodeConnackV4 } from '../encode';
-import { handleConnect } from './connect';
+import { ReasonCode } from '../errors';
+import { propertiesProblem } from '../properties';
+import { handleAuth } from './auth';
+import { handleConnect, refuse } from './connect';
 import { handleDisconnect } from './disconnect';
 import { handlePingreq } from './pingreq';
 import { handlePuback } from './puback';
@@ -30,6 +33,15 @@ export function dispatchPacket(broker: Broker, conn: Connection, packet: Packet)
       handleConnect(broker, conn, packet);
       return;
     case 'authenticating':
+      if (packet.cmd === 'auth') {
+        handleAuth(broker, conn, packet);
+        return;
+      }
+      // [MQTT-3.1.2-30] with enhanced authentication, only AUTH or DISCONNECT before CONNACK.
+      if (conn.mqtt5?.authMethod !== undefined && packet.cmd !== 'disconnect') {
+        refuse(broker, conn, ReasonCode.ProtocolError, `${packet.cmd.toUpperCase()} during enhanced authentication`);
+        return;
+      }
       conn.pending ??= [];
       if (conn.pending.length >= MAX_PENDING_PACKETS) {
         conn.close('protocol-error', `more than ${MAX_PENDING_PACKETS} packets before CONNACK`);
@@ -44,6 +56,14 @@ export function dispatchPacket(broker: Broker, conn: Connection, packet: Packet)
 }
 
 function dispatchConnected(broker: Broker, conn: Connection, packet: Packet): void {
+  // MQTT 5 properties are checked once here (properties.ts); 3.1.1 packets have none.
+  if (conn.mqtt5 !== null && 'properties' in packet) {
+    const problem = propertiesProblem(packet.cmd, packet.properties);
+    if (problem !== null) {
+      conn.close(problem.reasonCode === ReasonCode.MalformedPacket ? 'malformed-packet' : 'protocol-error', problem.detail, false, problem.reasonCode);
+      return;
+    }
+  }
   switch (packet.cmd) {
     case 'publish':
       return handlePublish(broker, conn, packet);
@@ -62,12 +82,14 @@ function dispatchConnected(broker: Broker, conn: Connection, packet: Packet): vo
     case 'pingreq':
       return handlePingreq(conn);
     case 'disconnect':
-      return handleDisconnect(conn);
+      return handleDisconnect(conn, packet);
+    case 'auth':
+      return handleAuth(broker, conn, packet);
     case 'connect':
       // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
       return conn.close('protocol-error', 'second CONNECT on one connection');
     default:
-      // CONNACK, SUBACK, UNSUBACK, PINGRESP (server-to-client packets) and AUTH (MQTT 5 only).
+      // CONNACK, SUBACK, UNSUBACK, PINGRESP: server-to-client packets.
       return conn.close('protocol-error', `unexpected ${packet.cmd.toUpperCase()} from a client`);
   }
 }

@@ -2,18 +2,28 @@ import type { IUnsubscribePacket } from 'mqtt-packet';
 import type { Broker } from '../broker';
 import type { Connection } from '../connection';
 import { encodePacket } from '../encode';
+import { ReasonCode } from '../errors';
+import { encodeV5 } from '../mqtt5';
 
 /**
- * UNSUBSCRIBE (3.1.1 section 3.10): filters are compared character by character [MQTT-3.10.4-1];
- * UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5]. Messages already queued or inflight
- * for the session are still delivered [MQTT-3.10.4-3].
+ * UNSUBSCRIBE (3.1.1 section 3.10, MQTT 5.0 section 3.10): filters are compared character by
+ * character [MQTT-3.10.4-1]; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], and for
+ * MQTT 5 it says per filter whether there was a subscription (0x00) or not (0x11). Messages
+ * already queued or inflight for the session are still delivered [MQTT-3.10.4-3].
  */
 export function handleUnsubscribe(broker: Broker, conn: Connection, packet: IUnsubscribePacket): void {
   const session = conn.session;
   if (session === null) return;
   const changesBefore = broker.storageChanges;
+  const reasonCodes: number[] = [];
   for (const filter of packet.unsubscriptions) {
-    if (session.removeSubscription(filter)) broker.subscriptions.delete(filter, session.clientId);
+    const removed = broker.unsubscribe(session, filter);
+    reasonCodes.push(removed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted);
   }
-  conn.sendAck(encodePacket({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: [] }, conn.protocolVersion), broker.durableSince(changesBefore));
+  const messageId = packet.messageId ?? 0;
+  const unsuback =
+    conn.mqtt5 === null
+      ? encodePacket({ cmd: 'unsuback', messageId, granted: [] }, conn.protocolVersion)
+      : encodeV5(conn.mqtt5, { cmd: 'unsuback', messageId, granted: reasonCodes });
+  conn.sendAck(unsuback, broker.durableSince(changesBefore));
 }
