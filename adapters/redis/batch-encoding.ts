@@ -1,8 +1,9 @@
-import type { OutboxEntry, RawEntry } from '../../gateway/broker';
+import { outboxPropertiesJson, type OutboxEntry, type RawEntry } from '../../gateway/broker';
 
 /**
- * A batch of outbox entries as ONE script argument: a MessagePack array of strings, seven per
- * entry — seq, topic, payload, qos, retain, ts, source — which the append script unpacks with
+ * A batch of outbox entries as ONE script argument: a MessagePack array of strings, eight per
+ * entry — seq, topic, payload, qos, retain, ts, source, properties (outboxPropertiesJson, empty
+ * when the message had none) — which the append script unpacks with
  * Redis' built-in `cmsgpack`. Eight arguments per entry cost the gateway ~5 µs per entry in
  * ioredis' argument handling (a batch of 500 is 4,000 arguments, each converted and framed);
  * one buffer built here costs a fraction of that, and the unpacking runs in C inside Redis.
@@ -12,7 +13,7 @@ import type { OutboxEntry, RawEntry } from '../../gateway/broker';
  * Numbers travel as decimal strings: that is what the stream fields hold, and Lua 5.1 would
  * print a large number in exponent notation.
  */
-export const FIELDS_PER_ENTRY = 7;
+export const FIELDS_PER_ENTRY = 8;
 
 /**
  * Encoded topics and sources (header + UTF-8), by string: a gateway sends the same few names over
@@ -50,7 +51,8 @@ export class BatchEncoder {
   count = 0;
 
   add(e: OutboxEntry): void {
-    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length) + e.payload.length);
+    const properties = outboxPropertiesJson(e.properties) ?? '';
+    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length + properties.length) + e.payload.length);
     const buf = this.buf;
     let off = writeDecimal(buf, this.off, e.seq);
     off = writeName(buf, off, e.topic);
@@ -63,7 +65,8 @@ export class BatchEncoder {
     buf[off++] = 0xa1;
     buf[off++] = e.retain ? 0x31 : 0x30;
     off = writeDecimal(buf, off, e.arrivedAt);
-    this.off = writeName(buf, off, e.source);
+    off = writeName(buf, off, e.source);
+    this.off = writeText(buf, off, properties);
     this.count++;
   }
 
@@ -72,7 +75,8 @@ export class BatchEncoder {
     const topicLength = e.topicEnd - e.topicStart;
     const sourceLength = e.sourceEnd - e.sourceStart;
     const payloadLength = e.payloadEnd - e.payloadStart;
-    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + topicLength + sourceLength + payloadLength);
+    const propertiesLength = e.propertiesEnd - e.propertiesStart;
+    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + topicLength + sourceLength + payloadLength + propertiesLength);
     const buf = this.buf;
     let off = writeDecimal(buf, this.off, e.seq);
     off = writeBytes(buf, writeHeader(buf, off, topicLength), e.data, e.topicStart, e.topicEnd);
@@ -82,7 +86,8 @@ export class BatchEncoder {
     buf[off++] = 0xa1;
     buf[off++] = e.retain ? 0x31 : 0x30;
     off = writeDecimal(buf, off, e.arrivedAt);
-    this.off = writeBytes(buf, writeHeader(buf, off, sourceLength), e.data, e.sourceStart, e.sourceEnd);
+    off = writeBytes(buf, writeHeader(buf, off, sourceLength), e.data, e.sourceStart, e.sourceEnd);
+    this.off = writeBytes(buf, writeHeader(buf, off, propertiesLength), e.data, e.propertiesStart, e.propertiesEnd);
     this.count++;
   }
 

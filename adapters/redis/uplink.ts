@@ -53,7 +53,8 @@ const EPOCH_KEY = 'uplink.epoch';
  * exactly that one, else it stores nothing and returns EDGEWAY_GAP (the uplink re-sends from its
  * cursor; entries already there are recognised as above).
  * ARGV: maxLen, gateway, epoch, the batch as one MessagePack array (batch-encoding.ts: seq, topic,
- * payload, qos, retain, ts, source per entry), then the previous batch's last seq, ts and source
+ * payload, qos, retain, ts, source, properties per entry; the `properties` field is only written
+ * when there are any), then the previous batch's last seq, ts and source
  * (empty strings for the first batch in flight).
  * Returns {added, alreadyPresent, error?}.
  */
@@ -81,9 +82,16 @@ local e = cmsgpack.unpack(ARGV[4])
 local added, present = 0, 0
 for i = 1, #e, ${FIELDS_PER_ENTRY} do
   local id = ARGV[3] .. '-' .. e[i]
-  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
-    'topic', e[i + 1], 'payload', e[i + 2], 'qos', e[i + 3], 'retain', e[i + 4],
-    'ts', e[i + 5], 'seq', e[i], 'gateway', ARGV[2], 'source', e[i + 6])
+  local r
+  if e[i + 7] == '' then
+    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
+      'topic', e[i + 1], 'payload', e[i + 2], 'qos', e[i + 3], 'retain', e[i + 4],
+      'ts', e[i + 5], 'seq', e[i], 'gateway', ARGV[2], 'source', e[i + 6])
+  else
+    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
+      'topic', e[i + 1], 'payload', e[i + 2], 'qos', e[i + 3], 'retain', e[i + 4],
+      'ts', e[i + 5], 'seq', e[i], 'gateway', ARGV[2], 'source', e[i + 6], 'properties', e[i + 7])
+  end
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then return {added, present, r.err} end
     local found = redis.call('XRANGE', KEYS[1], id, id)

@@ -1,4 +1,4 @@
-import type { OutboxEntry, OutboxInput, QoS, RawEntry } from '../../gateway/broker';
+import { outboxPropertiesJson, parseOutboxProperties, type OutboxEntry, type OutboxInput, type QoS, type RawEntry } from '../../gateway/broker';
 
 /**
  * The outbox stores entries in blocks: one SQLite row holds up to MAX_BLOCK_ENTRIES consecutive
@@ -11,12 +11,14 @@ import type { OutboxEntry, OutboxInput, QoS, RawEntry } from '../../gateway/brok
  *
  *   u8 format (1)
  *   per entry:
- *     u8 flags          bits 0–1 qos, bit 2 retain, bit 3 topic is new, bit 4 source is new
+ *     u8 flags          bits 0–1 qos, bit 2 retain, bit 3 topic is new, bit 4 source is new,
+ *                       bit 5 properties follow the payload
  *     arrival           zigzag varint: ms since the previous entry's arrival (the first: since 0)
  *     topic             new: byte length + UTF-8 bytes (appended to the block's name table);
  *                       else the index in the name table
  *     source            the same, same table
  *     payload           byte length + bytes
+ *     properties        (bit 5 only) byte length + outboxPropertiesJson's UTF-8 bytes
  *
  * The entries' seqs are not stored: a block holds consecutive seqs, first_seq … last_seq of its row.
  * Names are shared by topic and source (one table), so a client id that is also a topic costs once.
@@ -30,6 +32,7 @@ export const MAX_BLOCK_BYTES = 32 * 1024;
 const FLAG_RETAIN = 0x04;
 const FLAG_NEW_TOPIC = 0x08;
 const FLAG_NEW_SOURCE = 0x10;
+const FLAG_PROPERTIES = 0x20;
 /** Worst case of one varint (2^53 needs 8 bytes). */
 const VARINT_MAX = 10;
 
@@ -59,8 +62,9 @@ export class OutboxBlockBuilder {
 
   /** Appends one entry; returns its logical size (`outboxEntryBytes`). */
   add(entry: OutboxInput): number {
-    // Worst case: flags, three varints, and names at 3 UTF-8 bytes per UTF-16 unit.
-    this.reserve(1 + 4 * VARINT_MAX + 3 * (entry.topic.length + entry.source.length) + entry.payload.length);
+    const properties = outboxPropertiesJson(entry.properties);
+    // Worst case: flags, four varints, and text at 3 UTF-8 bytes per UTF-16 unit.
+    this.reserve(1 + 5 * VARINT_MAX + 3 * (entry.topic.length + entry.source.length + (properties?.length ?? 0)) + entry.payload.length);
     const buf = this.buf;
     const flagsAt = this.length;
     let off = flagsAt + 1;
@@ -78,6 +82,13 @@ export class OutboxBlockBuilder {
     size += this.lastNameBytes;
     off = writeVarint(buf, off, entry.payload.length);
     off += entry.payload.copy(buf, off);
+    if (properties !== undefined) {
+      flags |= FLAG_PROPERTIES;
+      const bytes = Buffer.byteLength(properties);
+      off = writeVarint(buf, off, bytes);
+      off += buf.write(properties, off, 'utf8');
+      size += bytes;
+    }
     buf[flagsAt] = flags;
     this.length = off;
     this.count++;
@@ -152,6 +163,8 @@ export function decodeBlock(data: Buffer, firstSeq: number, from: number, visit:
     const source = reader.name(flags & FLAG_NEW_SOURCE, names);
     const length = reader.varint();
     const payloadAt = reader.skip(length);
+    const propertiesLength = (flags & FLAG_PROPERTIES) === 0 ? 0 : reader.varint();
+    const propertiesAt = reader.skip(propertiesLength);
     if (i < from) continue;
     const entry: OutboxEntry = {
       seq: firstSeq + i,
@@ -161,6 +174,7 @@ export function decodeBlock(data: Buffer, firstSeq: number, from: number, visit:
       retain: (flags & FLAG_RETAIN) !== 0,
       arrivedAt,
       source,
+      ...(propertiesLength === 0 ? {} : { properties: parseOutboxProperties(data.toString('utf8', propertiesAt, propertiesAt + propertiesLength)) }),
     };
     if (!visit(entry)) return;
   }
@@ -185,6 +199,8 @@ export function scanBlockRaw(data: Buffer, firstSeq: number, from: number, raw: 
     reader.nameRange(flags & FLAG_NEW_SOURCE, names);
     const length = reader.varint();
     const payloadAt = reader.skip(length);
+    const propertiesLength = (flags & FLAG_PROPERTIES) === 0 ? 0 : reader.varint();
+    const propertiesAt = reader.skip(propertiesLength);
     if (i < from) continue;
     raw.seq = firstSeq + i;
     raw.qos = (flags & 0x03) as QoS;
@@ -196,6 +212,8 @@ export function scanBlockRaw(data: Buffer, firstSeq: number, from: number, raw: 
     raw.sourceEnd = reader.rangeEnd;
     raw.payloadStart = payloadAt;
     raw.payloadEnd = payloadAt + length;
+    raw.propertiesStart = propertiesAt;
+    raw.propertiesEnd = propertiesAt + propertiesLength;
     if (!visit(raw)) return;
   }
 }
@@ -212,7 +230,9 @@ export function blockEntrySizes(data: Buffer): number[] {
     size += reader.nameLength(flags & FLAG_NEW_SOURCE, nameBytes);
     const length = reader.varint();
     reader.skip(length);
-    sizes.push(size + length);
+    const propertiesLength = (flags & FLAG_PROPERTIES) === 0 ? 0 : reader.varint();
+    reader.skip(propertiesLength);
+    sizes.push(size + length + propertiesLength);
   }
   return sizes;
 }

@@ -631,7 +631,7 @@ export class Broker implements ConnectionHost {
     if (!this.uplinkTakes(msg.topic)) return false;
     // The payload may still be a view of the socket chunk: the outbox copies what it keeps (the
     // SQLite one encodes it into a block at once), so no copy per message here.
-    outbox.add({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source });
+    outbox.add({ topic: msg.topic, payload: msg.payload, qos: msg.qos, retain: msg.retain, arrivedAt: Date.now(), source, properties: msg.properties });
     this.outboxAdded = true;
     this.storageChanges++;
     this.scheduleStorageTick();

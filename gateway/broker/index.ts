@@ -30,4 +30,6 @@ export {
   type RawEntry,
   type ReadOptions,
   emptyRawEntry,
+  outboxPropertiesJson,
+  parseOutboxProperties,
 } from './outbox';

@@ -5,6 +5,7 @@ import {
   detachedPayload,
   emptyRawEntry,
   outboxEntryBytes,
+  outboxPropertiesJson,
   type Outbox,
   type OutboxEntry,
   type OutboxInput,
@@ -122,7 +123,8 @@ export class MemoryOutbox implements Outbox {
     for (const e of this.read(after, limit)) {
       const topic = Buffer.from(e.topic);
       const source = Buffer.from(e.source);
-      raw.data = Buffer.concat([topic, source, e.payload]);
+      const properties = Buffer.from(outboxPropertiesJson(e.properties) ?? '');
+      raw.data = Buffer.concat([topic, source, e.payload, properties]);
       raw.seq = e.seq;
       raw.qos = e.qos;
       raw.retain = e.retain;
@@ -132,7 +134,9 @@ export class MemoryOutbox implements Outbox {
       raw.sourceStart = topic.length;
       raw.sourceEnd = topic.length + source.length;
       raw.payloadStart = raw.sourceEnd;
-      raw.payloadEnd = raw.data.length;
+      raw.payloadEnd = raw.payloadStart + e.payload.length;
+      raw.propertiesStart = raw.payloadEnd;
+      raw.propertiesEnd = raw.data.length;
       visited++;
       if (!visit(raw)) break;
     }

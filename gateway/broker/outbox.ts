@@ -1,4 +1,4 @@
-import type { QoS } from './types';
+import type { PublishProperties, QoS } from './types';
 
 /**
  * The outbox port (issue 4): the one queue between the broker and the uplink (DESIGN.md
@@ -57,11 +57,41 @@ export interface RawEntry {
   sourceEnd: number;
   payloadStart: number;
   payloadEnd: number;
+  /** outboxPropertiesJson's UTF-8 bytes; an empty range when the message had none. */
+  propertiesStart: number;
+  propertiesEnd: number;
 }
 
 /** A fresh RawEntry to be filled in (implementations keep one). */
 export function emptyRawEntry(): RawEntry {
-  return { seq: 0, qos: 0, retain: false, arrivedAt: 0, data: new Uint8Array(0), topicStart: 0, topicEnd: 0, sourceStart: 0, sourceEnd: 0, payloadStart: 0, payloadEnd: 0 };
+  return { seq: 0, qos: 0, retain: false, arrivedAt: 0, data: new Uint8Array(0), topicStart: 0, topicEnd: 0, sourceStart: 0, sourceEnd: 0, payloadStart: 0, payloadEnd: 0, propertiesStart: 0, propertiesEnd: 0 };
+}
+
+/**
+ * The MQTT 5 properties of an outbox entry as JSON text, or undefined when there is nothing to
+ * keep: how the outbox stores them and — byte for byte — the `properties` field of the Redis
+ * uplink's stream entry (a public contract, README). Only what describes the message itself:
+ * payloadFormatIndicator, messageExpiryInterval (as published), contentType, responseTopic,
+ * correlationData (base64), userProperties ({name: value, or [values] when repeated}). Topic
+ * aliases and subscription identifiers belong to one connection and are not kept.
+ */
+export function outboxPropertiesJson(properties: PublishProperties | undefined): string | undefined {
+  if (properties === undefined) return undefined;
+  const kept: Record<string, unknown> = {};
+  if (properties.payloadFormatIndicator !== undefined) kept['payloadFormatIndicator'] = properties.payloadFormatIndicator;
+  if (properties.messageExpiryInterval !== undefined) kept['messageExpiryInterval'] = properties.messageExpiryInterval;
+  if (properties.contentType !== undefined) kept['contentType'] = properties.contentType;
+  if (properties.responseTopic !== undefined) kept['responseTopic'] = properties.responseTopic;
+  if (properties.correlationData !== undefined) kept['correlationData'] = Buffer.from(properties.correlationData).toString('base64');
+  if (properties.userProperties !== undefined) kept['userProperties'] = properties.userProperties;
+  return Object.keys(kept).length === 0 ? undefined : JSON.stringify(kept);
+}
+
+/** outboxPropertiesJson read back (correlationData as a Buffer again). */
+export function parseOutboxProperties(json: string): PublishProperties {
+  const parsed = JSON.parse(json) as Record<string, unknown>;
+  if (typeof parsed['correlationData'] === 'string') parsed['correlationData'] = Buffer.from(parsed['correlationData'], 'base64');
+  return parsed as PublishProperties;
 }
 
 /** What a producer hands to `append`. */
@@ -78,6 +108,8 @@ export interface OutboxInput {
   readonly arrivedAt: number;
   /** Who published it: an MQTT client id, or `serial:<port name>` for the serial bridge. */
   readonly source: string;
+  /** MQTT 5 properties the message carried (see outboxPropertiesJson for what is kept). */
+  readonly properties?: PublishProperties | undefined;
 }
 
 /** A stored entry: the input plus its sequence number. */
@@ -207,11 +239,12 @@ export class OutboxWatchers {
 }
 
 /**
- * The size of an entry as the `maxBytes` bound counts it: payload, topic and source bytes. Shared
+ * The size of an entry as the `maxBytes` bound counts it: payload, topic, source and properties bytes. Shared
  * by every implementation so the bound means the same thing whatever the store.
  */
 export function outboxEntryBytes(entry: OutboxInput): number {
-  return entry.payload.length + Buffer.byteLength(entry.topic) + Buffer.byteLength(entry.source);
+  const properties = outboxPropertiesJson(entry.properties);
+  return entry.payload.length + Buffer.byteLength(entry.topic) + Buffer.byteLength(entry.source) + (properties === undefined ? 0 : Buffer.byteLength(properties));
 }
 
 /**

@@ -29,16 +29,17 @@ t.test('Redis unpacks every field of every entry exactly', async (t) => {
     retain: i % 2 === 1,
     arrivedAt: [0, 1_716_200_000_123, 5, 10, 100, 999, 1000, 1, 2 ** 41][i] as number,
     source: i === 3 ? 's'.repeat(40) : `serial:tty${i}`,
+    ...(i % 4 === 1 ? { properties: { contentType: 'text/plain', userProperties: { a: '1', b: ['x', 'y'] }, correlationData: Buffer.from([0, 255, 1]) } } : {}),
   }));
   // Returns the unpacked flat array as a Redis array of bulk strings (binary-safe).
   const unpacked = (await redis.callBuffer('EVAL', 'return cmsgpack.unpack(ARGV[1])', '0', encodeBatch(entries))) as Buffer[];
-  t.equal(unpacked.length, entries.length * FIELDS_PER_ENTRY, 'seven strings per entry');
+  t.equal(unpacked.length, entries.length * FIELDS_PER_ENTRY, 'eight strings per entry');
   entries.forEach((e, i) => {
     const f = unpacked.slice(i * FIELDS_PER_ENTRY, (i + 1) * FIELDS_PER_ENTRY).map((b) => Buffer.from(b));
     t.same(
-      [f[0]?.toString(), f[1]?.toString('utf8'), f[3]?.toString(), f[4]?.toString(), f[5]?.toString(), f[6]?.toString('utf8')],
-      [String(e.seq), e.topic, String(e.qos), e.retain ? '1' : '0', String(e.arrivedAt), e.source],
-      `entry ${i}: seq, topic, qos, retain, ts, source`,
+      [f[0]?.toString(), f[1]?.toString('utf8'), f[3]?.toString(), f[4]?.toString(), f[5]?.toString(), f[6]?.toString('utf8'), f[7]?.toString('utf8')],
+      [String(e.seq), e.topic, String(e.qos), e.retain ? '1' : '0', String(e.arrivedAt), e.source, i % 4 === 1 ? '{"contentType":"text/plain","correlationData":"AP8B","userProperties":{"a":"1","b":["x","y"]}}' : ''],
+      `entry ${i}: seq, topic, qos, retain, ts, source, properties (JSON, or empty)`,
     );
     t.ok(f[2]?.equals(e.payload), `entry ${i}: payload of ${e.payload.length} bytes, byte for byte`);
   });
@@ -60,6 +61,7 @@ t.test('entries scanned raw (Outbox.scanRaw → BatchEncoder.addRaw) encode to t
     retain: i % 2 === 0,
     arrivedAt: 1_716_200_000_000 + ((i * 7919) % 5000) - 2500,
     source: i % 5 === 0 ? 's'.repeat(33) : `serial:tty${i % 3}`,
+    ...(i % 7 === 0 ? { properties: { payloadFormatIndicator: true, messageExpiryInterval: i, responseTopic: 'r/✓', userProperties: { k: `v${i}` } } } : {}),
   });
   const stored = Array.from({ length: 1100 }, (_, i) => input(i)).slice(0, 700);
   // Committed: more than one block; then more entries left pending (a reader asked for them

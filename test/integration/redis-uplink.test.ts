@@ -446,6 +446,40 @@ t.test('10,000 messages from two MQTT clients and a serial port: exactly once, i
   await killGateway(gw, 'SIGTERM');
 });
 
+t.test('MQTT 5 properties travel in the stream entry as the `properties` JSON field; a message without them has no such field', async (t) => {
+  const redis = await RedisServer.start(t);
+  const gw = await startGateway(t, 'props', { redisUrl: redis.url });
+  const v5 = await connectAsync(gw.url, { clientId: 'props-v5', protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 3000 }, false);
+  v5.on('error', () => undefined);
+  t.teardown(() => within(v5.endAsync(true), 'mqtt.js end').catch(() => undefined));
+  const properties = {
+    payloadFormatIndicator: true,
+    messageExpiryInterval: 3600,
+    contentType: 'application/json',
+    responseTopic: 'replies/props',
+    correlationData: Buffer.from([0x00, 0xff, 0x10]),
+    userProperties: { unit: 'degC', tag: ['a', 'b'] },
+  };
+  await within(v5.publishAsync('sensors/props/v5', '{"t":21.5}', { qos: 1, properties }), 'PUBACK of the v5 publish');
+  const v3 = await mqtt(t, gw, 'props-v3');
+  await within(v3.publishAsync('sensors/props/v3', 'plain', { qos: 1 }), 'PUBACK of the 3.1.1 publish');
+  const r = redis.client();
+  await waitForStream(r, 2, 10_000, 100);
+  const [withProps, without] = await readStream(r);
+  t.same(JSON.parse(text(withProps as StreamEntry, 'properties') ?? 'null'), {
+    payloadFormatIndicator: true,
+    messageExpiryInterval: 3600,
+    contentType: 'application/json',
+    responseTopic: 'replies/props',
+    correlationData: Buffer.from([0x00, 0xff, 0x10]).toString('base64'),
+    userProperties: { unit: 'degC', tag: ['a', 'b'] },
+  }, 'every message property, correlation data as base64, a repeated user property as a list');
+  t.equal(text(withProps as StreamEntry, 'payload'), '{"t":21.5}');
+  t.equal((without as StreamEntry).fields.has('properties'), false, 'no properties field for a message without properties');
+  t.same((without as StreamEntry).names, ['topic', 'payload', 'qos', 'retain', 'ts', 'seq', 'gateway', 'source'], 'the other fields as before, in order');
+  await killGateway(gw, 'SIGTERM');
+});
+
 t.test('Redis stopped and restarted three times while a client publishes: every PUBACKed message once, seq contiguous', async (t) => {
   const redis = await RedisServer.start(t, { appendonly: true });
   const gw = await startGateway(t, 'outage', { redisUrl: redis.url });

@@ -97,3 +97,33 @@ t.test('malformed blocks throw MalformedBlockError, never read out of bounds', a
   // Flags without "new name", referring to name 5 of an empty table.
   t.throws(() => blockEntrySizes(Buffer.from([1, 0x01, 0, 5, 5, 0])), /referred to before/, 'a name used before it is defined');
 });
+
+t.test('MQTT 5 properties: kept in the block (what outboxPropertiesJson keeps), counted in the size, back as they were', async (t) => {
+  const properties = {
+    payloadFormatIndicator: true,
+    messageExpiryInterval: 60,
+    contentType: 'text/plain',
+    responseTopic: 'r/✓',
+    correlationData: Buffer.from([0, 1, 255]),
+    userProperties: { a: '1', b: ['x', 'y'] },
+    topicAlias: 7, // one connection's business: not kept
+  };
+  const inputs: OutboxInput[] = Array.from({ length: 6 }, (_, i) => ({
+    topic: 'p/t',
+    payload: Buffer.from(`payload ${i}`),
+    qos: (i % 3) as QoS,
+    retain: false,
+    arrivedAt: 1_716_200_000_000 + i,
+    source: 'c5',
+    ...(i % 2 === 0 ? { properties } : {}),
+  }));
+  const builder = new OutboxBlockBuilder();
+  const sizes = inputs.map((e) => builder.add(e));
+  const data = builder.finish();
+  t.same(sizes, inputs.map((e) => outboxEntryBytes(e)), 'the builder counts the properties bytes like outboxEntryBytes');
+  t.same(blockEntrySizes(data), sizes, 'blockEntrySizes too');
+  const decoded = decodeAll(data, 1);
+  const { topicAlias: _dropped, ...kept } = properties;
+  decoded.forEach((e, i) => t.same(e.properties, i % 2 === 0 ? kept : undefined, `entry ${i}: properties ${i % 2 === 0 ? 'as published (topic alias dropped)' : 'absent'}`));
+  t.same(decodeAll(data, 1, 3).map((e) => e.payload.toString()), ['payload 3', 'payload 4', 'payload 5'], 'entries after ones with properties are stepped over correctly');
+});
