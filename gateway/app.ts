@@ -8,7 +8,7 @@ import type { Config } from '../config/schema';
 import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
 import { cameThroughRedis } from '../adapters/redis/sources';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
-import { MetricsServer } from './metrics-http';
+import type { MetricsServer } from './metrics-http';
 
 type SerialModule = typeof import('../adapters/serial');
 type RedisModule = typeof import('../adapters/redis');
@@ -27,6 +27,14 @@ export function loadSerial(): SerialModule {
 /** Loaded only with a `redis` section: a gateway without Redis does not load ioredis at all. */
 function loadRedis(): RedisModule {
   return require('../adapters/redis') as RedisModule;
+}
+
+/**
+ * Loaded only with a `metrics` section: `node:http` and `node:perf_hooks` cost 0.5–0.7 MB of idle
+ * RSS (issue 6, scripts/bench/footprint.ts) that a gateway without the endpoint should not pay.
+ */
+function loadMetrics(): typeof import('./metrics-http') {
+  return require('./metrics-http') as typeof import('./metrics-http');
 }
 
 export interface GatewayOptions {
@@ -162,6 +170,7 @@ export class Gateway {
     const gateway = new Gateway(broker, stored, serial, redis, config, serialOptions);
     if (config.metrics !== undefined) {
       // Reads the gateway's parts at scrape time.
+      const { MetricsServer } = loadMetrics();
       gateway.metrics = new MetricsServer(gateway, config.metrics, logger);
       try {
         await gateway.metrics.start();
