@@ -233,6 +233,9 @@ t.test('the staged wrapper runs the installed gateway', async (t) => {
 
   await waitForOutput(out, new RegExp(`listening .*port=${port}`), 10_000, 'the staged gateway to listen');
   await waitForOutput(out, /edgeway started/, 10_000, 'the staged gateway to start');
+  // The wrapper exec()s node, so this is the gateway's own environment.
+  const environ = gw.child.pid === undefined ? [] : read(`/proc/${gw.child.pid}/environ`).split('\0');
+  t.ok(environ.includes('MALLOC_ARENA_MAX=2'), 'the wrapper limits glibc to 2 malloc arenas');
   const client = await RawClient.connect(port, { clientId: 'install-test' });
   t.pass('an MQTT client connects (CONNACK accepted)');
   client.disconnect();
