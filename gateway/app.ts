@@ -243,7 +243,7 @@ function listed(key: string, names: readonly string[] | undefined): Record<strin
  * (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
  * reload at a time; a SIGHUP during one runs one more afterwards.
  */
-export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(level: Config['log']['level']): void }, configPath: string | undefined, load: (path: string) => Config): void {
+export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(level: Config['log']['level']): void }, configPath: string | undefined, load: (path: string) => Promise<Config>): void {
   let running: Promise<void> | undefined;
   let again = false;
   const reload = async (): Promise<void> => {
@@ -253,7 +253,7 @@ export function reloadOnHangup(gateway: Gateway, logger: Logger & { setLevel(lev
     }
     let next: Config;
     try {
-      next = load(configPath);
+      next = await load(configPath);
     } catch (err) {
       logger.error('SIGHUP: configuration not reloaded; the running one stays in effect', { config: configPath, problems: (err as { problems?: readonly string[] }).problems?.join('; ') ?? errorMessage(err) });
       return;
