@@ -41,8 +41,11 @@ const NODE_BINARY = realpathSync(process.execPath);
 
 installCleanup();
 
+/** The environment the installed `edgeway` wrapper (scripts/install.sh) gives the gateway. */
+const WRAPPER_ENV = { MALLOC_ARENA_MAX: '2' };
+
 function start(cmd: string, args: string[], cwd?: string): ChildProcess {
-  return spawnTracked([cmd, ...args], { cpu: null, nofile: 4096, ...(cwd === undefined ? {} : { cwd }) });
+  return spawnTracked([cmd, ...args], { cpu: null, nofile: 4096, env: WRAPPER_ENV, ...(cwd === undefined ? {} : { cwd }) });
 }
 
 const rssMb = (child: ChildProcess): number => rssKb(child.pid as number) / 1024;
@@ -101,7 +104,7 @@ async function measureEmpty(): Promise<Measured> {
   await sleep(EARLY_MS);
   const early = rssMb(empty);
   await sleep(IDLE_MS - EARLY_MS);
-  const result = { label: 'empty Node process (same flags)', readyMs: [], early: [early], idle: [rssMb(empty)], breakdown: memoryBreakdown(empty.pid as number, NODE_BINARY) };
+  const result = { label: 'empty Node process (same flags and environment)', readyMs: [], early: [early], idle: [rssMb(empty)], breakdown: memoryBreakdown(empty.pid as number, NODE_BINARY) };
   await stopChild(empty);
   return result;
 }
@@ -143,7 +146,7 @@ async function moduleCosts(): Promise<{ label: string; rss: number; anon: number
   const out = [];
   for (const [label, id] of MODULES) {
     // execFile with a timeout: the probe exits by itself within ~1 s.
-    const { stdout } = await run(process.execPath, [...NODE_FLAGS, '--expose-gc', '-e', MODULE_PROBE, id], { cwd: ROOT, timeout: 15_000 });
+    const { stdout } = await run(process.execPath, [...NODE_FLAGS, '--expose-gc', '-e', MODULE_PROBE, id], { cwd: ROOT, timeout: 15_000, env: { ...process.env, ...WRAPPER_ENV } });
     out.push({ label, ...(JSON.parse(stdout) as { rss: number; anon: number; heapUsed: number }) });
   }
   return out;
@@ -178,7 +181,7 @@ async function main(): Promise<void> {
     await stopChild(redis);
 
     const w = (s: string) => process.stdout.write(s);
-    w(`edgeway footprint — node ${process.version} ${NODE_FLAGS.join(' ')}, ${RUNS} runs (median)\n\n`);
+    w(`edgeway footprint — node ${process.version} ${NODE_FLAGS.join(' ')}, MALLOC_ARENA_MAX=${WRAPPER_ENV.MALLOC_ARENA_MAX} (as the installed wrapper), ${RUNS} runs (median)\n\n`);
     w(`| process | start → "edgeway started" | RSS 5 s after | RSS after ${IDLE_MS / 1000} s idle |\n| --- | ---: | ---: | ---: |\n`);
     for (const r of results) {
       w(`| ${r.label} | ${r.readyMs.length === 0 ? '–' : `${median(r.readyMs).toFixed(0)} ms`} | ${median(r.early).toFixed(1)} MB | ${median(r.idle).toFixed(1)} MB |\n`);
@@ -192,7 +195,7 @@ async function main(): Promise<void> {
     const costs = await moduleCosts();
     const base = costs[0];
     if (base === undefined) return;
-    w(`\nOne module loaded alone into an empty Node (same flags), after two full GCs — not additive (MB):\n\n`);
+    w(`\nOne module loaded alone into an empty Node (same flags and environment), after two full GCs — not additive (MB):\n\n`);
     w('| module | RSS | + RSS | + anonymous | + V8 heap in use |\n| --- | ---: | ---: | ---: | ---: |\n');
     for (const c of costs) {
       w(`| ${c.label} | ${mb(c.rss)} | ${mb(c.rss - base.rss)} | ${mb(c.anon - base.anon)} | ${mb(c.heapUsed - base.heapUsed)} |\n`);
