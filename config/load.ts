@@ -1,19 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { ConfigError, deepFreeze } from './errors';
 import { configSchema, type Config } from './schema';
 
-/** A configuration that cannot be used; `problems` lists every error at once, each with its key path. */
-export class ConfigError extends Error {
-  readonly code = 'EDGEWAY_ERR_CONFIG';
-  constructor(
-    readonly source: string,
-    readonly problems: readonly string[],
-  ) {
-    super(`invalid configuration in ${source}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 /** `listeners[0].port` from ['listeners', 0, 'port']. */
 export function formatPath(path: readonly PropertyKey[]): string {
@@ -63,12 +54,4 @@ export function loadConfigFile(path: string): Config {
     throw new ConfigError(path, ['(top level): expected a mapping of sections such as "listeners:"']);
   }
   return validateConfig(data, path);
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value as Record<string, unknown>)) deepFreeze(child);
-  }
-  return value;
 }

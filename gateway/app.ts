@@ -8,7 +8,7 @@ import type { Config } from '../config/schema';
 import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
 import { cameThroughRedis } from '../adapters/redis/sources';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
-import { MetricsServer } from './metrics-http';
+import type { MetricsServer } from './metrics-http';
 import { noServiceNotifier, type ServiceNotifier } from './systemd-notify';
 
 type SerialModule = typeof import('../adapters/serial');
@@ -28,6 +28,14 @@ export function loadSerial(): SerialModule {
 /** Loaded only with a `redis` section: a gateway without Redis does not load ioredis at all. */
 function loadRedis(): RedisModule {
   return require('../adapters/redis') as RedisModule;
+}
+
+/**
+ * Loaded only with a `metrics` section: `node:http` and `node:perf_hooks` cost 0.5–0.7 MB of idle
+ * RSS (issue 6, scripts/bench/footprint.ts) that a gateway without the endpoint should not pay.
+ */
+function loadMetrics(): typeof import('./metrics-http') {
+  return require('./metrics-http') as typeof import('./metrics-http');
 }
 
 export interface GatewayOptions {
@@ -182,6 +190,7 @@ export class Gateway {
     const gateway = new Gateway(broker, stored, serial, redis, config, serialOptions);
     if (config.metrics !== undefined) {
       // Reads the gateway's parts at scrape time.
+      const { MetricsServer } = loadMetrics();
       gateway.metrics = new MetricsServer(gateway, config.metrics, logger);
       try {
         await gateway.metrics.start();
@@ -261,7 +270,7 @@ export function reloadOnHangup(
   gateway: Gateway,
   logger: Logger & { setLevel(level: Config['log']['level']): void },
   configPath: string | undefined,
-  load: (path: string) => Config,
+  load: (path: string) => Promise<Config>,
   notifier: ServiceNotifier = noServiceNotifier,
 ): void {
   let running: Promise<void> | undefined;
@@ -273,7 +282,7 @@ export function reloadOnHangup(
     }
     let next: Config;
     try {
-      next = load(configPath);
+      next = await load(configPath);
     } catch (err) {
       logger.error('SIGHUP: configuration not reloaded; the running one stays in effect', { config: configPath, problems: (err as { problems?: readonly string[] }).problems?.join('; ') ?? errorMessage(err) });
       return;

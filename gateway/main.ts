@@ -11,7 +11,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
+import { ConfigError } from '../config/errors';
+import { loadConfigIsolated } from '../config/load-isolated';
 import type { Config } from '../config/schema';
 import { Gateway, loadSerial, reloadOnHangup, stopOnSignals } from './app';
 import { EdgewayError, errorMessage } from './broker';
@@ -55,6 +56,8 @@ async function serialList(json: boolean): Promise<void> {
 /** `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit 0. */
 function checkConfig(path: string | undefined): void {
   if (path === undefined) fail(`check-config needs a file (FILE, --config or EDGEWAY_CONFIG)\n${USAGE}`, 64);
+  // In this thread: the command exits right after, the validator's memory with it.
+  const { loadConfigFile } = require('../config/load') as typeof import('../config/load');
   try {
     loadConfigFile(path);
   } catch (err) {
@@ -112,7 +115,7 @@ async function main(argv: string[]): Promise<void> {
 
   let config: Config;
   try {
-    config = configPath === undefined ? defaultConfig() : loadConfigFile(configPath);
+    config = await loadConfigIsolated(configPath);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     throw err;
@@ -131,7 +134,7 @@ async function main(argv: string[]): Promise<void> {
   }
   logger.info('edgeway started', { version, config: configPath ?? 'built-in defaults', serialPorts: config.serial.length });
   stopOnSignals(gateway, logger, notifier);
-  reloadOnHangup(gateway, logger, configPath, loadConfigFile, notifier);
+  reloadOnHangup(gateway, logger, configPath, loadConfigIsolated, notifier);
   // Last: storage is loaded, every listener (MQTT, metrics) accepts, serial ports had their first
   // open attempt, and the Redis adapter connects in the background (never waited for).
   notifier.ready(() => gateway.statusLine());

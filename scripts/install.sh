@@ -4,7 +4,7 @@
 # /etc/edgeway/edgeway.yaml. `install.sh --help` for the options.
 #
 #   /opt/edgeway                      the compiled application + production dependencies (root-owned)
-#   /usr/local/bin/edgeway            wrapper: node --max-semi-space-size=2 …/dist/gateway/main.js
+#   /usr/local/bin/edgeway            wrapper: MALLOC_ARENA_MAX=2 node --max-semi-space-size=2 …/dist/gateway/main.js
 #                                     (under systemd through …/libexec/notify-exec.pl, for Type=notify)
 #   /etc/edgeway/edgeway.yaml         configuration, from config/edgeway.example.yaml (root:edgeway 0640)
 #   /var/lib/edgeway                  state: the SQLite database (edgeway:edgeway 0750)
@@ -351,6 +351,10 @@ write_wrapper() {
 # the installer checked. --max-semi-space-size=2: a 2 MB young generation instead of V8's up to
 # 16 MB per semi-space (gateway/main.ts): a Pi has more CPU to spare than memory.
 # EDGEWAY_HOME points at another copy of the application (a tree staged by install.sh --root).
+# MALLOC_ARENA_MAX=2: glibc otherwise gives each thread that calls malloc (libuv's pool, V8's
+# workers) an arena of its own, ~0.9 MB of idle RSS (scripts/bench/footprint.ts); a value already
+# in the environment (a systemd drop-in's Environment=) wins.
+export MALLOC_ARENA_MAX="\${MALLOC_ARENA_MAX:-2}"
 set -- "$NODE" --max-semi-space-size=2 "\${EDGEWAY_HOME:-$APP_DIR}/dist/gateway/main.js" "\$@"
 # Under systemd's Type=notify (NOTIFY_SOCKET set), notify-exec.pl connects a socket to systemd for
 # the gateway and exec()s it: the same process, which can then report readiness (edgeway.service).

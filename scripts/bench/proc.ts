@@ -139,3 +139,61 @@ export function cpuBetween(
   const otherPct = Math.max(0, pct(b.machineTicks - a.machineTicks) - brokerPct - loadgenPct);
   return { brokerPct, loadgenPct, otherPct };
 }
+
+/** Where a process's resident memory is, in KiB (from /proc/<pid>/smaps). */
+export interface MemoryBreakdown {
+  rss: number;
+  /** Private anonymous memory: V8's heap, malloc (glibc arenas), thread stacks. */
+  anon: number;
+  /** Of `anon`: the main thread's brk heap ([heap]), where most malloc()s land. */
+  brkHeap: number;
+  /** Pages of the Node binary (`node` itself: V8, builtins' code cache, ICU data, OpenSSL). */
+  nodeBinary: number;
+  /** Pages of native addons (*.node: better-sqlite3, serialport bindings). */
+  addons: number;
+  /** Other file-backed pages: libc, libstdc++, the database's -shm. */
+  otherFiles: number;
+}
+
+/**
+ * Resident memory of pid by kind of mapping; undefined if it is gone. File-backed pages are
+ * shared and clean (the kernel can drop and re-read them) but count in RSS; fault-around maps up
+ * to 64 KiB of them around each touched page.
+ */
+export function memoryBreakdown(pid: number, nodeBinary: string): MemoryBreakdown | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const out: MemoryBreakdown = { rss: 0, anon: 0, brkHeap: 0, nodeBinary: 0, addons: 0, otherFiles: 0 };
+  let name = '';
+  let rss = 0;
+  for (const line of text.split('\n')) {
+    // A mapping header: "start-end perms offset dev inode [path]".
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (header !== null) {
+      name = header[1] ?? '';
+      continue;
+    }
+    const field = /^(Rss|Anonymous):\s+(\d+) kB$/.exec(line);
+    if (field === null) continue;
+    const kb = Number(field[2]);
+    if (field[1] === 'Anonymous') {
+      out.anon += kb;
+      if (name === '[heap]') out.brkHeap += kb;
+      // File-backed = Rss - Anonymous (private copies of a file's pages are anonymous).
+      if (name.startsWith('/')) {
+        const file = rss - kb;
+        if (name === nodeBinary) out.nodeBinary += file;
+        else if (name.endsWith('.node')) out.addons += file;
+        else out.otherFiles += file;
+      }
+      continue;
+    }
+    rss = kb;
+    out.rss += kb;
+  }
+  return out;
+}

@@ -237,6 +237,9 @@ t.test('the staged wrapper runs the installed gateway', async (t) => {
 
   await waitForOutput(out, new RegExp(`listening .*port=${port}`), 10_000, 'the staged gateway to listen');
   await waitForOutput(out, /edgeway started/, 10_000, 'the staged gateway to start');
+  // The wrapper exec()s node, so this is the gateway's own environment.
+  const environ = gw.child.pid === undefined ? [] : read(`/proc/${gw.child.pid}/environ`).split('\0');
+  t.ok(environ.includes('MALLOC_ARENA_MAX=2'), 'the wrapper limits glibc to 2 malloc arenas');
   await notify.waitFor('READY=1', 10_000);
   t.pass('it reports READY=1 to the notification socket');
   const client = await RawClient.connect(port, { clientId: 'install-test' });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ConfigError, defaultConfig, formatPath, loadConfigFile, validateConfig } from '../../config/load';
+import { loadConfigIsolated } from '../../config/load-isolated';
 
 /** Runs `fn`, which must throw a ConfigError, and returns its problems. */
 function problemsOf(fn: () => unknown): readonly string[] {
@@ -282,4 +283,27 @@ t.test('formatPath', async (t) => {
   t.equal(formatPath(['limits', 'maxInflight']), 'limits.maxInflight');
   t.equal(formatPath([]), '(top level)');
   t.equal(formatPath([2]), '[2]');
+});
+
+t.test('loadConfigIsolated: the same result and the same errors as loadConfigFile, from a worker thread', async (t) => {
+  const example = join(__dirname, '..', '..', '..', 'config', 'edgeway.example.yaml');
+  const full = writeYaml('listeners:\n  - protocol: mqtt\n    port: 1999\nlimits:\n  maxPacketSize: 64KiB\nserial:\n  - name: shed\n    path: /dev/ttyUSB0\n    format: csv\n    columns: [a, b]\n');
+  for (const path of [example, full]) {
+    const isolated = await loadConfigIsolated(path);
+    t.same(isolated, loadConfigFile(path), `the configuration of ${path}`);
+    t.ok(Object.isFrozen(isolated) && Object.isFrozen(isolated.listeners[0]) && Object.isFrozen(isolated.serial[0]?.columns), 'deeply frozen');
+  }
+  t.same(await loadConfigIsolated(undefined), defaultConfig(), 'no path: the built-in defaults');
+
+  const bad = writeYaml('listeners:\n  - protocol: mqtt\n    port: "1883"\nbogus: 1\n');
+  const missing = join(dir, 'does-not-exist.yaml');
+  for (const path of [bad, missing]) {
+    const err = await loadConfigIsolated(path).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    t.ok(err instanceof ConfigError, `a ConfigError for ${path}`);
+    t.same((err as ConfigError).problems, problemsOf(() => loadConfigFile(path)), 'with the same problems');
+    t.equal((err as ConfigError).message, `invalid configuration in ${path}:\n${problemsOf(() => loadConfigFile(path)).map((p) => `  ${p}`).join('\n')}`, 'and the same message');
+  }
 });
