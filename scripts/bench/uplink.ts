@@ -639,11 +639,25 @@ interface FaninResult {
   lost: number;
 }
 
-async function faninRun(variant: Variant): Promise<FaninResult> {
-  const dir = tempDir(`cost${variant}`);
+interface VariantSetup {
+  readonly gw: Child;
+  readonly redis: RedisChild | undefined;
+  readonly port: number;
+  /** Closed after the run. */
+  readonly clients: RawClient[];
+}
+
+/**
+ * One run of a variant (A, B, C) for the cost and steady measurements: its own temp dir; for B a
+ * Redis, with the gateway's uplink connected before `body` starts traffic; the gateway (profiled
+ * with --profile). Everything is stopped and removed afterwards.
+ */
+async function withVariant<T>(measure: string, variant: Variant, body: (setup: VariantSetup) => Promise<T>): Promise<T> {
+  const dir = tempDir(`${measure}${variant}`);
   const redisDir = join(dir, 'redis');
   const profDir = join(dir, 'prof');
   mkdirSync(redisDir, { recursive: true });
+  if (values.profile === true) mkdirSync(profDir, { recursive: true });
   const port = await freePort();
   const redisPort = variant === 'A' ? undefined : await freePort();
   let gw: Child | undefined;
@@ -651,16 +665,26 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
   const clients: RawClient[] = [];
   try {
     if (variant === 'B') redis = await startRedis(redisPort as number, redisDir);
-    if (values.profile === true) mkdirSync(profDir, { recursive: true });
     gw = await startGateway({ dir, port, ...(redisPort === undefined ? {} : { redisPort }), ...(values.profile === true ? { cpuProfDir: profDir } : {}) });
     if (redis !== undefined) {
-      // Traffic starts once the uplink is connected.
       const deadline = Date.now() + 15_000;
       while (!(String(await redis.client.client('LIST')).includes(`name=edgeway-${GATEWAY_ID}-uplink`))) {
         if (Date.now() > deadline) throw new Error('the gateway\'s uplink did not connect to Redis within 15 s');
         await sleep(50);
       }
     }
+    return await body({ gw, redis, port, clients });
+  } finally {
+    for (const c of clients) c.close();
+    await gw?.stop();
+    await redis?.stop();
+    if (values.profile === true) notes.push(`${measure} ${variant}:`, ...profileSummary(profDir), '');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function faninRun(variant: Variant): Promise<FaninResult> {
+  return withVariant('cost', variant, async ({ gw, redis, port, clients }) => {
     const sub = await FaninSubscriber.connect({ host: HOST, port, clientId: 'ub-sub', topic: 'sensors/#', qos: 0 });
     clients.push(sub.client);
     keepPinging(sub.client);
@@ -725,13 +749,7 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
       load,
       lost,
     };
-  } finally {
-    for (const c of clients) c.close();
-    await gw?.stop();
-    await redis?.stop();
-    if (values.profile === true) notes.push(`cost ${variant}:`, ...profileSummary(profDir), '');
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 async function cost(): Promise<void> {
@@ -894,21 +912,9 @@ interface SteadyResult {
 }
 
 async function steadyRun(variant: Variant): Promise<SteadyResult> {
-  const dir = tempDir(`steady${variant}`);
-  const redisDir = join(dir, 'redis');
-  const profDir = join(dir, 'prof');
-  mkdirSync(redisDir, { recursive: true });
-  if (values.profile === true) mkdirSync(profDir, { recursive: true });
-  const port = await freePort();
-  const redisPort = variant === 'A' ? undefined : await freePort();
   const PUBS = 10;
   const BURST_S = 10;
-  let gw: Child | undefined;
-  let redis: RedisChild | undefined;
-  const clients: RawClient[] = [];
-  try {
-    if (variant === 'B') redis = await startRedis(redisPort as number, redisDir);
-    gw = await startGateway({ dir, port, ...(redisPort === undefined ? {} : { redisPort }), ...(values.profile === true ? { cpuProfDir: profDir } : {}) });
+  return withVariant('steady', variant, async ({ gw, redis, port, clients }) => {
     const pubs = await connectMany(PUBS, PUBS, (i) => ({ host: HOST, port, clientId: `ub-s${i}`, keepalive: 600 }));
     clients.push(...pubs);
     const payload = payloadBuf();
@@ -933,13 +939,7 @@ async function steadyRun(variant: Variant): Promise<SteadyResult> {
     const sec = (m1.at - m0.at) / 1000;
     const n = p1 - p0;
     return { variant, published: n / sec, cpuUsPerMsg: ((cpu.gw / 100) * sec * 1e6) / n, diskBytesPerMsg: (w1 - w0) / n, uplink: (x1 - x0) / sec, cpu };
-  } finally {
-    for (const c of clients) c.close();
-    await gw?.stop();
-    await redis?.stop();
-    if (values.profile === true) notes.push(`steady ${variant}:`, ...profileSummary(profDir), '');
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 async function steady(): Promise<void> {
