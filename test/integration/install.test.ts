@@ -411,13 +411,19 @@ esac
   return { bin, calls: () => (existsSync(log) ? read(log).split('\n').filter((l) => l !== '') : []) };
 }
 
-t.test('a failed native build installs build-essential and python3, then retries npm ci once', async (t) => {
-  const dir = join(tmp, 'gyp');
-  const npm = fakeNpm(dir, 1, 'npm error gyp ERR! stack Error: not found: make');
+/** install.sh --root TMP/NAME/root --dist OUT with fakeNpm(TMP/NAME, failCi, failure) first in PATH. */
+async function installWithFakeNpm(name: string, failCi: number, failure: string) {
+  const dir = join(tmp, name);
+  const npm = fakeNpm(dir, failCi, failure);
   const stage = join(dir, 'root');
   const r = await install(['--root', stage, '--dist', OUT], { PATH: `${npm.bin}${delimiter}${PATH}` });
+  return { r, stage, ciCalls: () => npm.calls().filter((c) => / ci /.test(c)) };
+}
+
+t.test('a failed native build installs build-essential and python3, then retries npm ci once', async (t) => {
+  const { r, stage, ciCalls } = await installWithFakeNpm('gyp', 1, 'npm error gyp ERR! stack Error: not found: make');
   t.equal(r.code, 0, 'exits 0', output(r));
-  const ci = npm.calls().filter((c) => / ci /.test(c));
+  const ci = ciCalls();
   t.equal(ci.length, 2, `npm ci ran twice: ${JSON.stringify(ci)}`);
   for (const c of ci) t.match(c, /\/opt\/\.edgeway\.new ci --no-audit --no-fund --omit=dev --prefer-offline$/, 'production dependencies, offline first, in the new tree');
   const lines = recorded(stage);
@@ -426,13 +432,10 @@ t.test('a failed native build installs build-essential and python3, then retries
 });
 
 t.test('any other npm failure is not retried, installs no build tools and stages nothing', async (t) => {
-  const dir = join(tmp, 'npm-fails');
-  const npm = fakeNpm(dir, 99, 'npm error code ETIMEDOUT');
-  const stage = join(dir, 'root');
-  const r = await install(['--root', stage, '--dist', OUT], { PATH: `${npm.bin}${delimiter}${PATH}` });
+  const { r, stage, ciCalls } = await installWithFakeNpm('npm-fails', 99, 'npm error code ETIMEDOUT');
   t.equal(r.code, 1, 'exits 1', output(r));
   t.match(r.stderr, /npm ci failed/);
-  t.equal(npm.calls().filter((c) => / ci /.test(c)).length, 1, 'npm ci ran once');
+  t.equal(ciCalls().length, 1, 'npm ci ran once');
   t.notOk(recorded(stage).some((l) => l.includes('apt-get')), 'no apt-get');
   for (const p of ['opt/edgeway', 'opt/.edgeway.new', 'etc/systemd/system/edgeway.service']) t.notOk(existsSync(join(stage, p)), `no ${p}`);
 });
