@@ -7,10 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { GATEWAY_MAIN as MAIN } from '../helpers/gateway';
+import { startGatewayProcess } from '../helpers/gateway';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { plugIn } from '../helpers/pty';
-
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-reload-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,8 +22,8 @@ t.test('SIGHUP: log level and serial ports change while running; the rest waits 
   const serial = `serial:\n  - name: shed\n    path: ${pty.gatewayPath}\n    baudRate: 115200\n    format: json\n`;
   const metrics = `metrics:\n  host: 127.0.0.1\n  port: ${await freePort()}\n`;
   writeFileSync(config, `${base}${metrics}log:\n  level: info\n`);
-  const gw = startProcess(t, process.execPath, [MAIN, '--config', config], 60_000, { cwd: dir });
-  await waitForOutput(() => gw.stdout, /edgeway started .*serialPorts=0/, 5000, 'the started line');
+  const gw = await startGatewayProcess(t, config, { cwd: dir });
+  t.match(gw.stdout, /edgeway started .*serialPorts=0/, 'the started line');
   const hup = () => {
     if (gw.child.pid !== undefined) process.kill(gw.child.pid, 'SIGHUP');
   };
