@@ -116,12 +116,13 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
   // applies [MQTT-3.2.2-21]. 3.1.1 has no way to tell the client, so its keepalive stands.
   const keepalive = packet.keepalive ?? 0;
   const maxKeepalive = broker.limits.maxKeepalive;
+  const serverKeepAlive = version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive);
   const request: ConnectRequest = {
     clean,
     sessionExpiry: version === 5 ? (packet.properties?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES,
-    keepalive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive) ? maxKeepalive : keepalive,
+    keepalive: serverKeepAlive ? maxKeepalive : keepalive,
     willDelay,
-    serverKeepAlive: version === 5 && maxKeepalive > 0 && (keepalive === 0 || keepalive > maxKeepalive),
+    serverKeepAlive,
     will,
     assignedId,
   };
