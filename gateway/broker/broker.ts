@@ -12,9 +12,9 @@ import { detachedPayload, type Outbox } from './outbox';
 import { ParserPool } from './parser-pool';
 import type { SessionStore } from './persistence';
 import { RetainedMessages } from './retained';
-import { NEVER_EXPIRES, Session, type SharedOrigin } from './session';
+import { Session, type SharedOrigin } from './session';
 import { SharedGroup } from './shared-subscriptions';
-import { SessionExpiry } from './session-expiry';
+import { expiryTime, SessionExpiry } from './session-expiry';
 import { DelayedWills } from './delayed-wills';
 import { hasExpired, withExpiry } from './incoming';
 import { SysPublisher } from './sys-topics';
@@ -199,7 +199,7 @@ export class Broker implements ConnectionHost {
     const now = Date.now();
     for (const s of stored) {
       // Expired while the gateway was down: it ends now (MQTT 5.0 section 3.1.2.11.2).
-      if (s.disconnectedAt !== null && s.expiryInterval !== NEVER_EXPIRES && s.disconnectedAt + s.expiryInterval * 1000 <= now) {
+      if (s.disconnectedAt !== null && expiryTime(s.disconnectedAt, s.expiryInterval) <= now) {
         store.sessionDeleted(s.clientId);
         expired++;
         continue;

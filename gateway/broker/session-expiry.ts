@@ -5,11 +5,14 @@ const MIN_SWEEP_GAP_MS = 250;
 /** setTimeout's longest delay (≈ 24.8 days); a later expiry is reached by re-arming. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** When a session whose client left at `disconnectedAt` expires (ms since epoch); Infinity if it never does. */
+export function expiryTime(disconnectedAt: number, expiryInterval: number): number {
+  return expiryInterval === NEVER_EXPIRES ? Infinity : disconnectedAt + expiryInterval * 1000;
+}
+
 /** When `session` expires (ms since epoch): Infinity while its client is connected or if it never expires. */
 export function sessionExpiresAt(session: Session): number {
-  const interval = session.expiryInterval;
-  if (session.owner !== null || interval === NEVER_EXPIRES) return Infinity;
-  return session.disconnectedAt + interval * 1000;
+  return session.owner !== null ? Infinity : expiryTime(session.disconnectedAt, session.expiryInterval);
 }
 
 /**
