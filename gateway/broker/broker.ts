@@ -408,24 +408,23 @@ export class Broker implements ConnectionHost {
     }
     let group = this.sharedGroups.get(filter);
     if (group === undefined) {
-      group = new SharedGroup(filter, shared.filter);
+      group = new SharedGroup(filter, shared);
       this.sharedGroups.set(filter, group);
-      this.subscriptions.set(shared.filter, sharedKey(shared.group), { session: null, options: SHARED_OPTIONS, group });
+      this.subscriptions.set(group.filter, sharedKey(group), { session: null, options: SHARED_OPTIONS, group });
     }
     group.set(session, options);
   }
 
   private unroute(session: Session, filter: string): void {
     const group = this.sharedGroups.get(filter);
-    const shared = sharedFilter(filter);
-    if (group === undefined || shared === null) {
+    if (group === undefined) {
       this.subscriptions.delete(filter, session.clientId);
       return;
     }
     group.remove(session);
     if (group.size > 0) return;
     this.sharedGroups.delete(filter);
-    this.subscriptions.delete(shared.filter, sharedKey(shared.group));
+    this.subscriptions.delete(group.filter, sharedKey(group));
   }
 
   private readonly isConnected = (session: Session): boolean => this.connectionOf(session) !== undefined;
@@ -915,9 +914,9 @@ function addDeliveryOptions(special: Map<Session, DeliveryOptions>, session: Ses
   return special;
 }
 
-/** The topic-tree key of a shared subscription: NUL first, which no client identifier contains. */
-function sharedKey(group: string): string {
-  return `\u0000share:${group}`;
+/** The topic-tree key of a shared subscription: NUL, which no client identifier contains, then its `$share/…` filter. */
+function sharedKey(group: SharedGroup): string {
+  return `\u0000${group.key}`;
 }
 
 /** A shared subscription's entry in the topic tree carries no options of its own: each member has its own. */

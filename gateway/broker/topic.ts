@@ -61,19 +61,15 @@ export function filterMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
-/** A shared subscription's filter, `$share/{ShareName}/{filter}` (MQTT 5.0 section 4.8.2). */
-export interface SharedFilter {
-  readonly group: string;
-  readonly filter: string;
-}
-
 const SHARE_PREFIX = '$share/';
 
-/** The parts of a shared subscription's filter, or null for a filter that is not one. Assumes sharedFilterError passed. */
-export function sharedFilter(filter: string): SharedFilter | null {
+/**
+ * The filter of a shared subscription, `$share/{ShareName}/{filter}` (MQTT 5.0 section 4.8.2),
+ * after its ShareName; null for a filter that is not shared. Assumes subscriptionFilterError passed.
+ */
+export function sharedFilter(filter: string): string | null {
   if (!filter.startsWith(SHARE_PREFIX)) return null;
-  const slash = filter.indexOf('/', SHARE_PREFIX.length);
-  return { group: filter.slice(SHARE_PREFIX.length, slash), filter: filter.slice(slash + 1) };
+  return filter.slice(filter.indexOf('/', SHARE_PREFIX.length) + 1);
 }
 
 /**
