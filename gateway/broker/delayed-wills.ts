@@ -31,13 +31,12 @@ export class DelayedWills {
     this.pending.set(clientId, { will, at, timer: this.arm(clientId, at) });
   }
 
-  /** The session was resumed in time: the will is not published. True if one was waiting. */
-  cancel(clientId: string): boolean {
+  /** The session was resumed in time: the will is not published. */
+  cancel(clientId: string): void {
     const entry = this.pending.get(clientId);
-    if (entry === undefined) return false;
+    if (entry === undefined) return;
     clearTimeout(entry.timer);
     this.pending.delete(clientId);
-    return true;
   }
 
   /** The session ended (expired, discarded by Clean Start, evicted): its will goes out now. */

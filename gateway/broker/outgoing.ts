@@ -31,7 +31,7 @@ export function withSubscriptionIds(msg: Message, ids: readonly number[] | undef
 }
 
 /** Whole seconds left until `expiresAt`, rounded up; 0 once it has passed. */
-export function remainingSeconds(expiresAt: number, now: number): number {
+function remainingSeconds(expiresAt: number, now: number): number {
   return Math.max(0, Math.ceil((expiresAt - now) / 1000));
 }
 

@@ -35,12 +35,11 @@ export class SharedGroup {
     else this.members.push({ session, options });
   }
 
-  remove(session: Session): boolean {
+  remove(session: Session): void {
     const i = this.members.findIndex((m) => m.session === session);
-    if (i < 0) return false;
+    if (i < 0) return;
     this.members.splice(i, 1);
     if (this.cursor > i) this.cursor--;
-    return true;
   }
 
   /**
