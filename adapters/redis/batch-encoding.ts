@@ -1,4 +1,4 @@
-import { outboxPropertiesJson, type OutboxEntry, type RawEntry } from '../../gateway/broker';
+import { emptyRawEntry, rawEntryOf, type OutboxEntry, type RawEntry } from '../../gateway/broker';
 
 /**
  * A batch of outbox entries as ONE script argument: a MessagePack array of strings, eight per
@@ -15,17 +15,11 @@ import { outboxPropertiesJson, type OutboxEntry, type RawEntry } from '../../gat
  */
 export const FIELDS_PER_ENTRY = 8;
 
-/**
- * Encoded topics and sources (header + UTF-8), by string: a gateway sends the same few names over
- * and over, and copying their bytes costs a fraction of encoding them again. Bounded: cleared
- * when full, so a client inventing names costs only the encoding.
- */
-const encodedNames = new Map<string, Uint8Array>();
-const MAX_ENCODED_NAMES = 4096;
-
+/** Decoded entries as one batch (tests; the uplink encodes raw entries as it scans them). */
 export function encodeBatch(entries: readonly OutboxEntry[]): Buffer {
   const encoder = new BatchEncoder();
-  for (const e of entries) encoder.add(e);
+  const raw = emptyRawEntry();
+  for (const e of entries) encoder.add(rawEntryOf(e, raw));
   return encoder.finish();
 }
 
@@ -50,28 +44,8 @@ export class BatchEncoder {
   /** Entries added. */
   count = 0;
 
-  add(e: OutboxEntry): void {
-    const properties = outboxPropertiesJson(e.properties) ?? '';
-    this.reserve(5 * FIELDS_PER_ENTRY + 16 + 20 + 3 * (e.topic.length + e.source.length + properties.length) + e.payload.length);
-    const buf = this.buf;
-    let off = writeDecimal(buf, this.off, e.seq);
-    off = writeName(buf, off, e.topic);
-    off = writeHeader(buf, off, e.payload.length);
-    // TypedArray#set: no native call per small payload, unlike Buffer#copy.
-    buf.set(e.payload, off);
-    off += e.payload.length;
-    buf[off++] = 0xa1; // fixstr of length 1
-    buf[off++] = 0x30 + e.qos;
-    buf[off++] = 0xa1;
-    buf[off++] = e.retain ? 0x31 : 0x30;
-    off = writeDecimal(buf, off, e.arrivedAt);
-    off = writeName(buf, off, e.source);
-    this.off = writeText(buf, off, properties);
-    this.count++;
-  }
-
-  /** add() for an entry as Outbox.scanRaw hands it over: its bytes are copied, nothing decoded. */
-  addRaw(e: Readonly<RawEntry>): void {
+  /** An entry as Outbox.scanRaw hands it over: its bytes are copied, nothing decoded. */
+  add(e: Readonly<RawEntry>): void {
     const topicLength = e.topicEnd - e.topicStart;
     const sourceLength = e.sourceEnd - e.sourceStart;
     const payloadLength = e.payloadEnd - e.payloadStart;
@@ -110,18 +84,6 @@ export class BatchEncoder {
     this.buf = grown;
     BatchEncoder.scratch = grown;
   }
-}
-
-function writeName(buf: Buffer, off: number, name: string): number {
-  let encoded = encodedNames.get(name);
-  if (encoded === undefined) {
-    const scratch = Buffer.allocUnsafe(5 + 3 * name.length);
-    encoded = new Uint8Array(scratch.subarray(0, writeText(scratch, 0, name)));
-    if (encodedNames.size >= MAX_ENCODED_NAMES) encodedNames.clear();
-    encodedNames.set(name, encoded);
-  }
-  buf.set(encoded, off);
-  return off + encoded.length;
 }
 
 /** Copies data[start, end) to buf at off: a loop for short runs (a view and a native call cost more), set() beyond. */

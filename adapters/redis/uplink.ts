@@ -389,7 +389,7 @@ export class Uplink {
         seqs = Array.from({ length: encoder.count }, (_, i) => firstSeq + i);
         seqs.push(entry.seq);
       }
-      encoder.addRaw(entry);
+      encoder.add(entry);
       payloadBytes += size;
       lastSeq = entry.seq;
       lastArrivedAt = entry.arrivedAt;

@@ -32,4 +32,5 @@ export {
   emptyRawEntry,
   outboxPropertiesJson,
   parseOutboxProperties,
+  rawEntryOf,
 } from './outbox';

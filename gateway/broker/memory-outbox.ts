@@ -5,7 +5,7 @@ import {
   detachedPayload,
   emptyRawEntry,
   outboxEntryBytes,
-  outboxPropertiesJson,
+  rawEntryOf,
   type Outbox,
   type OutboxEntry,
   type OutboxInput,
@@ -121,24 +121,8 @@ export class MemoryOutbox implements Outbox {
     const raw = emptyRawEntry();
     let visited = 0;
     for (const e of this.read(after, limit)) {
-      const topic = Buffer.from(e.topic);
-      const source = Buffer.from(e.source);
-      const properties = Buffer.from(outboxPropertiesJson(e.properties) ?? '');
-      raw.data = Buffer.concat([topic, source, e.payload, properties]);
-      raw.seq = e.seq;
-      raw.qos = e.qos;
-      raw.retain = e.retain;
-      raw.arrivedAt = e.arrivedAt;
-      raw.topicStart = 0;
-      raw.topicEnd = topic.length;
-      raw.sourceStart = topic.length;
-      raw.sourceEnd = topic.length + source.length;
-      raw.payloadStart = raw.sourceEnd;
-      raw.payloadEnd = raw.payloadStart + e.payload.length;
-      raw.propertiesStart = raw.payloadEnd;
-      raw.propertiesEnd = raw.data.length;
       visited++;
-      if (!visit(raw)) break;
+      if (!visit(rawEntryOf(e, raw))) break;
     }
     return visited;
   }

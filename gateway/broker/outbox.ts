@@ -68,6 +68,30 @@ export function emptyRawEntry(): RawEntry {
 }
 
 /**
+ * A decoded entry as a RawEntry over bytes of its own (topic, source, payload, properties), for
+ * code that holds entries rather than an outbox's raw blocks (the memory outbox, tests).
+ */
+export function rawEntryOf(entry: OutboxEntry, raw: RawEntry = emptyRawEntry()): RawEntry {
+  const topic = Buffer.from(entry.topic);
+  const source = Buffer.from(entry.source);
+  const properties = Buffer.from(outboxPropertiesJson(entry.properties) ?? '');
+  raw.data = Buffer.concat([topic, source, entry.payload, properties]);
+  raw.seq = entry.seq;
+  raw.qos = entry.qos;
+  raw.retain = entry.retain;
+  raw.arrivedAt = entry.arrivedAt;
+  raw.topicStart = 0;
+  raw.topicEnd = topic.length;
+  raw.sourceStart = topic.length;
+  raw.sourceEnd = topic.length + source.length;
+  raw.payloadStart = raw.sourceEnd;
+  raw.payloadEnd = raw.payloadStart + entry.payload.length;
+  raw.propertiesStart = raw.payloadEnd;
+  raw.propertiesEnd = raw.data.length;
+  return raw;
+}
+
+/**
  * The MQTT 5 properties of an outbox entry as JSON text, or undefined when there is nothing to
  * keep: how the outbox stores them and — byte for byte — the `properties` field of the Redis
  * uplink's stream entry (a public contract, README). Only what describes the message itself:

@@ -45,7 +45,7 @@ t.test('Redis unpacks every field of every entry exactly', async (t) => {
   });
 });
 
-t.test('entries scanned raw (Outbox.scanRaw → BatchEncoder.addRaw) encode to the same bytes as decoded ones, stored or pending', async (t) => {
+t.test('entries scanned raw (Outbox.scanRaw → BatchEncoder.add) encode to the same bytes as decoded ones, stored or pending', async (t) => {
   const dir = tempDir(t);
   const limits = { maxMessages: 1000, maxBytes: 64 * 1024 ** 2, whenFull: 'drop-new' } as const;
   const storage = new SqliteStorage({ path: join(dir, 'edgeway.db'), sync: 'normal', flushInterval: 60_000 });
@@ -77,7 +77,7 @@ t.test('entries scanned raw (Outbox.scanRaw → BatchEncoder.addRaw) encode to t
       const expected = encodeBatch(outbox.read(after, 500, { pending: true }));
       const encoder = new BatchEncoder();
       const visited = outbox.scanRaw(after, 500, (e) => {
-        encoder.addRaw(e);
+        encoder.add(e);
         return true;
       }, { pending: true });
       t.equal(visited, Math.min(500, 900 - after), `${name}, after ${after}: entries visited`);
