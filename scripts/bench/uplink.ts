@@ -673,7 +673,9 @@ async function withVariant<T>(measure: string, variant: Variant, body: (setup: V
         await sleep(50);
       }
     }
-    return await body({ gw, redis, port, clients });
+    const result = await body({ gw, redis, port, clients });
+    if (exited(gw)) throw new Error(`gateway exited during the run:\n${gw.output()}`);
+    return result;
   } finally {
     for (const c of clients) c.close();
     await gw?.stop();
@@ -736,7 +738,6 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
       lost = sent - sub.delivered;
     }
     const sec = (m1.at - m0.at) / 1000;
-    if (exited(gw)) throw new Error(`gateway exited during the run:\n${gw.output()}`);
     const bad = clients.filter((c) => c.error !== null || c.closed).length;
     if (bad > 0) notes.push(`cost ${variant}: ${bad} client socket(s) errored or closed during the run`);
     return {
@@ -752,16 +753,22 @@ async function faninRun(variant: Variant): Promise<FaninResult> {
   });
 }
 
-async function cost(): Promise<void> {
+/** The variants (C unless --no-outage-run), interleaved A B C A B C … for --rounds; each run's line on stderr. */
+async function rounds<R>(measure: string, run: (variant: Variant) => Promise<R>, describe: (result: R) => string): Promise<{ variants: Variant[]; results: R[] }> {
   const variants: Variant[] = values['no-outage-run'] === true ? ['A', 'B'] : ['A', 'B', 'C'];
-  const results: FaninResult[] = [];
+  const results: R[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     for (const v of variants) {
-      const res = await faninRun(v);
+      const res = await run(v);
       results.push(res);
-      process.stderr.write(`cost round ${r + 1} ${v}: ${fmt(res.delivered)} msg/s delivered, uplink ${fmt(res.uplink)} msg/s, CPU ${cpuText(res.cpu)}, load ${res.load}\n`);
+      process.stderr.write(`${measure} round ${r + 1} ${v}: ${describe(res)}\n`);
     }
   }
+  return { variants, results };
+}
+
+async function cost(): Promise<void> {
+  const { variants, results } = await rounds('cost', faninRun, (res) => `${fmt(res.delivered)} msg/s delivered, uplink ${fmt(res.uplink)} msg/s, CPU ${cpuText(res.cpu)}, load ${res.load}`);
   const med = (v: Variant): number => median(results.filter((x) => x.variant === v).map((x) => x.delivered));
   const a = med('A');
   const b = med('B');
@@ -933,7 +940,6 @@ async function steadyRun(variant: Variant): Promise<SteadyResult> {
     const p1 = pacer.sent - pacer.skipped;
     const x1 = await xlen();
     pacer.stop();
-    if (exited(gw)) throw new Error(`gateway exited during the run:\n${gw.output()}`);
     if (pacer.skipped > 0) notes.push(`steady ${variant}: ${fmt(pacer.skipped)} messages skipped — the gateway did not keep up with ${fmt(STEADY_RATE)} msg/s`);
     const cpu = cpuBetween(m0, m1);
     const sec = (m1.at - m0.at) / 1000;
@@ -943,15 +949,7 @@ async function steadyRun(variant: Variant): Promise<SteadyResult> {
 }
 
 async function steady(): Promise<void> {
-  const variants: Variant[] = values['no-outage-run'] === true ? ['A', 'B'] : ['A', 'B', 'C'];
-  const results: SteadyResult[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const v of variants) {
-      const res = await steadyRun(v);
-      results.push(res);
-      process.stderr.write(`steady round ${r + 1} ${v}: ${fmt(res.published)} msg/s, ${fmt(res.cpuUsPerMsg, 2)} µs CPU and ${fmt(res.diskBytesPerMsg, 1)} bytes written per msg, uplink ${fmt(res.uplink)} msg/s\n`);
-    }
-  }
+  const { variants, results } = await rounds('steady', steadyRun, (res) => `${fmt(res.published)} msg/s, ${fmt(res.cpuUsPerMsg, 2)} µs CPU and ${fmt(res.diskBytesPerMsg, 1)} bytes written per msg, uplink ${fmt(res.uplink)} msg/s`);
   const med = (v: Variant, f: (r: SteadyResult) => number): number => median(results.filter((x) => x.variant === v).map(f));
   const cpuA = med('A', (r) => r.cpuUsPerMsg);
   const cpuB = med('B', (r) => r.cpuUsPerMsg);
