@@ -7,7 +7,7 @@ import { redisSchema } from './redis';
 /**
  * The one configuration schema: the TypeScript type (`Config`) and the validation both come from
  * it (DESIGN.md convention 4). Every key has a default, so an empty file — or no file — is a
- * complete configuration. Later issues add sections (storage, serial, redis, auth, metrics) here.
+ * complete configuration.
  */
 
 const BYTE_UNITS: Record<string, number> = { B: 1, KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3 };
@@ -31,11 +31,52 @@ export const byteSize = z.preprocess(
 
 const port = z.number().int().min(0).max(65535);
 
-export const listenerSchema = z.strictObject({
-  protocol: z.literal('mqtt'),
-  host: z.string().min(1).default('127.0.0.1'),
-  port: port.default(1883),
-});
+/** Host names and addresses that only this machine can reach (the secure default, issue 8). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || h === '[::1]' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+const listenerHost = z.string().min(1).default('127.0.0.1');
+
+/**
+ * TLS material of `mqtts` and `wss` listeners (issue 8): PEM file paths, read at start and again on
+ * SIGHUP (renewed certificates). `ca` verifies client certificates; `requireCertificate` refuses
+ * clients without a valid one; `useIdentityAsUsername` takes the user name from its subject CN
+ * (no password is then checked, as Mosquitto's use_identity_as_username).
+ */
+const tlsFields = {
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  ca: z.string().min(1).optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  requireCertificate: z.boolean().default(false),
+  useIdentityAsUsername: z.boolean().default(false),
+};
+
+/** The path MQTT over WebSockets is served at (mqtt.js and MQTTX use /mqtt). */
+const wsPath = z.string().regex(/^\/[^\s?#]*$/, 'expected an absolute URL path such as /mqtt').default('/mqtt');
+
+export const listenerSchema = z
+  .discriminatedUnion(
+    'protocol',
+    [
+      z.strictObject({ protocol: z.literal('mqtt'), host: listenerHost, port: port.default(1883) }),
+      z.strictObject({ protocol: z.literal('mqtts'), host: listenerHost, port: port.default(8883), ...tlsFields }),
+      z.strictObject({ protocol: z.literal('ws'), host: listenerHost, port: port.default(8083), path: wsPath }),
+      z.strictObject({ protocol: z.literal('wss'), host: listenerHost, port: port.default(8084), path: wsPath, ...tlsFields }),
+    ],
+    { error: 'expected protocol mqtt, mqtts, ws or wss' },
+  )
+  .superRefine((listener, ctx) => {
+    if (listener.protocol !== 'mqtts' && listener.protocol !== 'wss') return;
+    if (listener.requireCertificate && listener.ca === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'required with requireCertificate (the CA that signs client certificates)' });
+    }
+    if (listener.useIdentityAsUsername && !listener.requireCertificate) {
+      ctx.addIssue({ code: 'custom', path: ['useIdentityAsUsername'], message: 'needs requireCertificate: true' });
+    }
+  });
 
 /** MQTT's largest remaining length (268,435,455) plus the 5-byte fixed header. */
 const MQTT_MAX_PACKET = 268_435_460;
@@ -58,7 +99,35 @@ export const limitsSchema = z
     maxOutgoingBytes: byteSize.pipe(z.number().min(1024)).default(1024 * 1024),
     outgoingHighWater: byteSize.pipe(z.number().min(1024)).default(64 * 1024),
     backpressureTimeout: z.number().int().min(1).max(60_000).default(1000),
-    connectTimeout: z.number().int().min(100).max(600_000).default(10_000),
+    connectTimeout: z.number().int().min(100).max(600_000).default(5_000),
+    /**
+     * Per source address (issue 8): concurrent connections, and new connections per second as a
+     * token bucket of `connectionBurst`. Loopback addresses are exempt unless `exemptLoopback` is false.
+     */
+    perAddress: z
+      .strictObject({
+        maxConnections: z.number().int().min(1).default(256),
+        connectionsPerSecond: z.number().min(0.01).default(50),
+        connectionBurst: z.number().int().min(1).default(100),
+        exemptLoopback: z.boolean().default(true),
+        /** Source addresses remembered at once (least recently seen forgotten first). */
+        maxTracked: z.number().int().min(16).max(1_000_000).default(10_000),
+      })
+      .prefault({}),
+    /**
+     * Failed logins (issue 8): after `freeAttempts` failures from one source address, each further
+     * attempt from it waits initialDelay × 2^(failures − freeAttempts − 1), at most maxDelay (ms);
+     * forgotten `forgetAfter` ms after the last failure, or at a successful login.
+     */
+    loginBackoff: z
+      .strictObject({
+        freeAttempts: z.number().int().min(0).max(1000).default(3),
+        initialDelay: z.number().int().min(1).max(60_000).default(250),
+        maxDelay: z.number().int().min(1).max(600_000).default(15_000),
+        forgetAfter: z.number().int().min(1000).max(86_400_000).default(600_000),
+      })
+      .refine((b) => b.initialDelay <= b.maxDelay, { path: ['initialDelay'], message: 'must not be larger than maxDelay' })
+      .prefault({}),
   })
   .superRefine((limits, ctx) => {
     if (limits.outgoingHighWater >= limits.maxOutgoingBytes) {
@@ -233,6 +302,17 @@ export const metricsSchema = z.strictObject({
     .prefault({}),
 });
 
+/**
+ * Authentication and authorisation (issue 8). `passwordFile`: `edgeway passwd` or mosquitto_passwd
+ * format; `aclFile`: Mosquitto acl_file syntax. `allowAnonymous` defaults to false with a password
+ * file, true without one — and then only loopback listeners may start (configSchema below).
+ */
+export const authSchema = z.strictObject({
+  passwordFile: z.string().min(1).optional(),
+  aclFile: z.string().min(1).optional(),
+  allowAnonymous: z.boolean().optional(),
+});
+
 export const configSchema = z
   .strictObject({
     listeners: z.array(listenerSchema).min(1).default([{ protocol: 'mqtt', host: '127.0.0.1', port: 1883 }]),
@@ -244,8 +324,24 @@ export const configSchema = z
     /** Optional: without it nothing about Redis runs. */
     redis: redisSchema.optional(),
     metrics: metricsSchema.optional(),
+    auth: authSchema.optional(),
   })
   .superRefine((config, ctx) => {
+    // Secure default (issue 8, as Mosquitto 2): a listener other machines can reach needs
+    // authentication — users, client certificates, or anonymous access allowed explicitly.
+    const auth = config.auth;
+    config.listeners.forEach((listener, i) => {
+      if (isLoopbackHost(listener.host) || auth?.passwordFile !== undefined || auth?.allowAnonymous === true) return;
+      if ((listener.protocol === 'mqtts' || listener.protocol === 'wss') && listener.requireCertificate) return;
+      ctx.addIssue({
+        code: 'custom',
+        path: ['listeners', i, 'host'],
+        message:
+          `${listener.host} is reachable from the network but no authentication is configured: add users with ` +
+          `"edgeway passwd /etc/edgeway/passwd USER" and set auth.passwordFile, or set auth.allowAnonymous: true ` +
+          `to accept anyone who can reach it`,
+      });
+    });
     // Across sections: a serial topic deeper than limits.maxTopicLevels would be refused by the
     // broker at run time (or, for a write topic, stop the start with a stack trace).
     const max = config.limits.maxTopicLevels;
@@ -271,4 +367,5 @@ export type ListenerConfig = z.output<typeof listenerSchema>;
 export type SerialPortConfig = z.output<typeof serialPortSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
 export type MetricsConfig = z.output<typeof metricsSchema>;
+export type AuthConfig = z.output<typeof authSchema>;
 export type { RedisConfig } from './redis';

@@ -22,11 +22,22 @@ import { sharedFilter, topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
 import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
 
-export interface ListenerSpec {
-  readonly protocol: 'mqtt';
-  readonly host: string;
-  readonly port: number;
+/** TLS material of a listener: PEM file paths (config/schema.ts), read at start and by reloadCertificates. */
+export interface TlsListenerFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca?: string | undefined;
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  readonly requireCertificate: boolean;
+  readonly useIdentityAsUsername: boolean;
 }
+
+/** A listener: plain MQTT over TCP, MQTT over TLS, MQTT over WebSockets (plain or TLS). */
+export type ListenerSpec =
+  | { readonly protocol: 'mqtt'; readonly host: string; readonly port: number }
+  | ({ readonly protocol: 'mqtts'; readonly host: string; readonly port: number } & TlsListenerFiles)
+  | { readonly protocol: 'ws'; readonly host: string; readonly port: number; readonly path: string }
+  | ({ readonly protocol: 'wss'; readonly host: string; readonly port: number; readonly path: string } & TlsListenerFiles);
 
 /**
  * A subscription as stored in the topic tree: a session with its options, an in-process handler
@@ -229,6 +240,9 @@ export class Broker implements ConnectionHost {
   }
 
   private listen(spec: ListenerSpec): Promise<void> {
+    if (spec.protocol !== 'mqtt') {
+      return Promise.reject(new EdgewayError('EDGEWAY_ERR_LISTEN', `cannot listen on ${spec.host}:${spec.port}: protocol ${spec.protocol} is not implemented yet`));
+    }
     return new Promise((resolve, reject) => {
       const server = net.createServer((socket) => this.handleSocket(socket));
       server.once('error', (err: NodeJS.ErrnoException) => {
@@ -926,7 +940,7 @@ const SHARED_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPu
 const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };
 
 export function clientInfo(conn: Connection): ClientInfo {
-  return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion };
+  return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion, username: conn.username };
 }
 
 /** Counts every change handed to the session store (Broker.storageChanges), then forwards it. */

@@ -130,6 +130,13 @@ export class Connection implements ParserOwner, FastPacketSink {
   readonly generation = ++generationCounter;
   state: ConnectionState = 'awaiting-connect';
   clientId = '';
+  /** The authenticated user name (hooks.ts ClientInfo.username); undefined for anonymous clients. */
+  username: string | undefined = undefined;
+  /**
+   * The subject CN of the verified TLS client certificate, set by a listener with
+   * useIdentityAsUsername: it replaces the user name of CONNECT, and no password is checked.
+   */
+  certificateUsername: string | undefined = undefined;
   /** 0 until CONNECT tells; then 3, 4 or 5. */
   protocolVersion = 0;
   /** Keepalive from CONNECT, in seconds; 0 disables it. */

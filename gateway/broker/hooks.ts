@@ -2,7 +2,8 @@ import type { Message } from './types';
 
 /**
  * Extension points for adapters (DESIGN.md "Layering"). Three kinds:
- *  - gate: may be async, first deny wins (authenticate, authMethods);
+ *  - gate: may be async, first deny wins (authenticate, authMethods); authorisation gates
+ *    (authorizePublish, authorizeSubscribe, authorizeRead) are sync: they run per message;
  *  - transform: sync, may rewrite or reject (none yet);
  *  - notify: sync, observe only, must not throw (published, clientConnected, clientDisconnected).
  * One array per event, so an unused hook costs one length check on the hot path.
@@ -11,11 +12,21 @@ export interface ClientInfo {
   readonly clientId: string;
   readonly remote: string;
   readonly protocolVersion: number;
+  /**
+   * The user name the client authenticated as: from CONNECT, or the CN of its TLS client
+   * certificate on a listener with useIdentityAsUsername; undefined for an anonymous client.
+   */
+  readonly username: string | undefined;
 }
 
 export interface Credentials {
   readonly username: string | undefined;
   readonly password: Buffer | undefined;
+  /**
+   * The user name was taken from a verified TLS client certificate (useIdentityAsUsername): the
+   * certificate is the proof, there is no password to check.
+   */
+  readonly fromCertificate?: boolean;
 }
 
 /** Gate: resolve true to allow, false to refuse with "not authorized". */
@@ -45,6 +56,18 @@ export interface EnhancedAuthenticator {
  * `source` names the publisher either way (a client id, or what an adapter passed, e.g.
  * `serial:<port>`), so an adapter can recognise — and not echo — its own messages.
  */
+/**
+ * Authorisation gates (sync, per message; first deny wins). `client` is null for an in-process
+ * publisher, named by `source` (`serial:<port>`, `redis:downlink`).
+ *  - authorizePublish: may `client` publish to `topic`?
+ *  - authorizeSubscribe: may it subscribe to `filter` (checked at SUBSCRIBE)?
+ *  - authorizeRead: may a message on `topic` be delivered to it (checked per delivery, as a
+ *    wildcard filter can match topics the client may not read)?
+ */
+export type AuthorizePublishHook = (client: ClientInfo | null, source: string, topic: string) => boolean;
+export type AuthorizeSubscribeHook = (client: ClientInfo, filter: string) => boolean;
+export type AuthorizeReadHook = (client: ClientInfo, topic: string) => boolean;
+
 export type PublishedHook = (message: Message, origin: ClientInfo | null, source: string) => void;
 export type ClientHook = (client: ClientInfo) => void;
 
@@ -52,6 +75,9 @@ export class Hooks {
   readonly authenticate: AuthenticateHook[] = [];
   /** Enhanced authentication methods (MQTT 5), one per method name; the first with the name is used. */
   readonly authMethods: EnhancedAuthenticator[] = [];
+  readonly authorizePublish: AuthorizePublishHook[] = [];
+  readonly authorizeSubscribe: AuthorizeSubscribeHook[] = [];
+  readonly authorizeRead: AuthorizeReadHook[] = [];
   readonly published: PublishedHook[] = [];
   readonly clientConnected: ClientHook[] = [];
   readonly clientDisconnected: ClientHook[] = [];

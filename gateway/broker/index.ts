@@ -1,9 +1,12 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
-export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec } from './broker';
+export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec, type TlsListenerFiles } from './broker';
 export { EdgewayError, ReasonCode, StorageError, errorMessage, type EdgewayErrorCode } from './errors';
 export {
   Hooks,
   type AuthenticateHook,
+  type AuthorizePublishHook,
+  type AuthorizeReadHook,
+  type AuthorizeSubscribeHook,
   type ClientHook,
   type ClientInfo,
   type Credentials,

@@ -66,6 +66,21 @@ export interface BrokerLimits {
   readonly backpressureTimeout: number;
   /** Time allowed between TCP accept and CONNECT, in ms. */
   readonly connectTimeout: number;
+  /** Caps per source address (issue 8); see config/schema.ts. */
+  readonly perAddress: {
+    readonly maxConnections: number;
+    readonly connectionsPerSecond: number;
+    readonly connectionBurst: number;
+    readonly exemptLoopback: boolean;
+    readonly maxTracked: number;
+  };
+  /** Growing delay of login attempts from an address with failed logins (issue 8); see config/schema.ts. */
+  readonly loginBackoff: {
+    readonly freeAttempts: number;
+    readonly initialDelay: number;
+    readonly maxDelay: number;
+    readonly forgetAfter: number;
+  };
 }
 
 export interface BrokerOptions {

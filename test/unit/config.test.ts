@@ -48,7 +48,9 @@ t.test('an empty document gives the documented defaults', async (t) => {
         maxOutgoingBytes: 1024 * 1024,
         outgoingHighWater: 64 * 1024,
         backpressureTimeout: 1000,
-        connectTimeout: 10_000,
+        connectTimeout: 5_000,
+        perAddress: { maxConnections: 256, connectionsPerSecond: 50, connectionBurst: 100, exemptLoopback: true, maxTracked: 10_000 },
+        loginBackoff: { freeAttempts: 3, initialDelay: 250, maxDelay: 15_000, forgetAfter: 600_000 },
       },
       'limits as in the README table',
     );
@@ -141,7 +143,11 @@ t.test('wrong types and bad values', async (t) => {
   const cases: [unknown, RegExp][] = [
     [{ listeners: 'mqtt://0.0.0.0' }, /^listeners: expected array/],
     [{ listeners: [] }, /^listeners: .*>=1/],
-    [{ listeners: [{ protocol: 'ws', port: 1 }] }, /^listeners\[0\]\.protocol: /],
+    [{ listeners: [{ protocol: 'http', port: 1 }] }, /^listeners\[0\]\.protocol: expected protocol mqtt, mqtts, ws or wss/],
+    [{ listeners: [{ protocol: 'mqtts', port: 8883, key: 'k.pem' }] }, /^listeners\[0\]\.cert: /],
+    [{ listeners: [{ protocol: 'mqtts', cert: 'c.pem', key: 'k.pem', requireCertificate: true }] }, /^listeners\[0\]\.ca: required with requireCertificate/],
+    [{ listeners: [{ protocol: 'ws', path: 'mqtt' }] }, /^listeners\[0\]\.path: expected an absolute URL path/],
+    [{ listeners: [{ protocol: 'mqtt', host: '0.0.0.0' }] }, /^listeners\[0\]\.host: 0\.0\.0\.0 is reachable from the network but no authentication is configured: add users with "edgeway passwd/],
     [{ listeners: [{ protocol: 'mqtt', port: -1 }] }, /^listeners\[0\]\.port: /],
     [{ listeners: [{ protocol: 'mqtt', port: 1.5 }] }, /^listeners\[0\]\.port: /],
     [{ limits: { maxPacketSize: 10 } }, /^limits\.maxPacketSize: /],
@@ -217,6 +223,8 @@ sys:
   interval: 0
 log:
   level: debug
+auth:
+  allowAnonymous: true
 `);
   const c = loadConfigFile(path);
   t.same(c.listeners, [
@@ -226,6 +234,7 @@ log:
   t.equal(c.limits.maxConnections, 50);
   t.equal(c.sys.interval, 0);
   t.equal(c.log.level, 'debug');
+  t.same(c.auth, { allowAnonymous: true });
 });
 
 t.test('loadConfigFile: the shipped example is valid and equals the defaults', async (t) => {

@@ -126,7 +126,12 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
     will,
     assignedId,
   };
-  const credentials: Credentials = { username: packet.username, password: packet.password };
+  const credentials: Credentials =
+    conn.certificateUsername === undefined
+      ? { username: packet.username, password: packet.password }
+      : { username: conn.certificateUsername, password: undefined, fromCertificate: true };
+  // The name ACLs see (%u); the connection is closed if the gates refuse it.
+  conn.username = credentials.username;
   if (authenticator === undefined) {
     checkCredentials(broker, conn, request, credentials, undefined);
     return;
