@@ -93,10 +93,12 @@ function loadWsListener(): typeof import('./ws-listener') {
 /** Why a verified client certificate is refused on a listener with useIdentityAsUsername. */
 const NO_CERTIFICATE_CN = 'the client certificate has no single subject CN, which useIdentityAsUsername takes as the user name';
 
-/** "protocol host:port" of a listener for logs, with the port it got once listening. */
+/** A listener as a URL for logs (`mqtts://0.0.0.0:8883`, `ws://127.0.0.1:8083/mqtt`), with the port it got once listening. */
 function listenerName(spec: ListenerSpec, server: Server | undefined): string {
   const address = server?.address();
-  return `${spec.protocol} ${spec.host}:${address !== null && typeof address === 'object' ? address.port : spec.port}`;
+  const port = address !== null && typeof address === 'object' ? address.port : spec.port;
+  const host = spec.host.includes(':') ? `[${spec.host}]` : spec.host;
+  return `${spec.protocol}://${host}:${port}${spec.protocol === 'ws' || spec.protocol === 'wss' ? spec.path : ''}`;
 }
 
 /** Topics whose uplink decision is remembered at most (broker.uplinkTakes). */

@@ -8,6 +8,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import tls, { type SecureContextOptions, type TLSSocket, type TlsOptions } from 'node:tls';
 import type { TlsListenerFiles } from './broker';
 import { EdgewayError, errorMessage } from './errors';
@@ -69,6 +70,9 @@ export function tlsServerOptions(files: TlsListenerFiles, listener: string, hand
 
 /** Reports every failed handshake of `server` (tls.Server or https.Server) to `events`. */
 export function watchHandshakes(server: tls.Server, events: TlsEvents): void {
+  // Asking for the peer's address now caches it in the TCP socket: after a reset mid-handshake it
+  // can no longer be read, and the failure would be logged without it.
+  server.on('connection', (raw: Socket) => void raw.remoteAddress);
   server.on('tlsClientError', (err: NodeJS.ErrnoException & { reason?: string }, socket: TLSSocket) => {
     const remote = remoteOf(socket);
     socket.destroy();
@@ -94,9 +98,10 @@ export function reloadSecureContext(server: tls.Server, files: TlsListenerFiles,
   server.setSecureContext(readSecureContextOptions(files, listener));
 }
 
-/** "address:port" of a socket's peer, for logs. */
+/** "address:port" of a socket's peer, for logs: after a failed handshake, from the TCP socket under it. */
 export function remoteOf(socket: TLSSocket): string {
-  return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  const peer = socket.remoteAddress === undefined ? (socket as TLSSocket & { _parent?: Socket })._parent : socket;
+  return `${peer?.remoteAddress ?? '?'}:${peer?.remotePort ?? '?'}`;
 }
 
 /**

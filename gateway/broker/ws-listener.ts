@@ -82,9 +82,15 @@ export function createWsServer(options: WsListenerOptions): http.Server | https.
     // Invalid upgrade requests (wrong version, no key) are answered 400 by ws itself.
     wss.handleUpgrade(req, socket, head, (ws) => options.onConnection(new WsTransport(ws, socket as Socket), username));
   });
-  // A socket error before the upgrade (a reset mid-request) must not reach the process.
+  // An error before the upgrade must not reach the process. Only HTTP errors are ours to report:
+  // a peer that resets is just gone, and https re-emits failed TLS handshakes here, which the
+  // broker already counts (tls-listener.ts watchHandshakes).
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    options.onRefused(`bad HTTP request: ${err.code ?? err.message}`, remoteOf(socket as Socket));
+    const code = err.code ?? '';
+    if (code.startsWith('HPE_') || code.startsWith('ERR_HTTP_')) {
+      options.onRefused(`bad HTTP request: ${code}`, remoteOf(socket as Socket));
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    }
     socket.destroy();
   });
   return server;

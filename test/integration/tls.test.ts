@@ -102,7 +102,7 @@ t.test('requireCertificate: a client without a certificate is refused cleanly an
   const err = await refused(tb.url, { ca: caPem, servername: 'localhost' });
   t.ok(err.message.length > 0, `mqtt.js without a certificate fails: ${err.message}`);
   await waitFor(() => tb.broker.metrics.tlsHandshakeFailures === 1, 3000, 'the failure to be counted');
-  t.match(logged(tb, HANDSHAKE_FAILED), { level: 'warn', fields: { listener: `mqtts 127.0.0.1:${tb.port}`, remote: /^127\.0\.0\.1:\d+$/, reason: /certificate/, count: 1 } }, 'logged with listener, peer and reason');
+  t.match(logged(tb, HANDSHAKE_FAILED), { level: 'warn', fields: { listener: `mqtts://127.0.0.1:${tb.port}`, remote: /^127\.0\.0\.1:\d+$/, reason: /certificate/, count: 1 } }, 'logged with listener, peer and reason');
   t.equal(tb.broker.connectionCount, 0, 'no connection was handed to MQTT');
 
   const pub = startProcess(t, 'mosquitto_pub', ['-h', '127.0.0.1', '-p', String(tb.port), '--cafile', pki.ca, '-t', 'x', '-m', '1'], 15_000);

@@ -161,7 +161,7 @@ t.test('another path, or a plain HTTP request, is refused, logged and counted; M
   t.equal(tb.broker.metrics.webSocketRefused, 4, 'each refusal counted');
   t.match(
     tb.lines.find((l) => l.msg === 'WebSocket listener refused a request'),
-    { level: 'warn', fields: { listener: `ws 127.0.0.1:${tb.wsPort}`, reason: 'no MQTT at /other', remote: /^127\.0\.0\.1:\d+$/ } },
+    { level: 'warn', fields: { listener: `ws://127.0.0.1:${tb.wsPort}/mqtt`, reason: 'no MQTT at /other', remote: /^127\.0\.0\.1:\d+$/ } },
     'the first refusal logged (later ones within a minute are counted only)',
   );
   t.equal(tb.lines.filter((l) => l.msg === 'WebSocket listener refused a request').length, 1, 'logged at a bounded rate');
