@@ -89,7 +89,8 @@ export function createWsServer(options: WsListenerOptions): http.Server | https.
     const code = err.code ?? '';
     if (code.startsWith('HPE_') || code.startsWith('ERR_HTTP_')) {
       options.onRefused(`bad HTTP request: ${code}`, remoteOf(socket as Socket));
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     }
     socket.destroy();
   });

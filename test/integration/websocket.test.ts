@@ -6,10 +6,11 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import t, { type Test } from 'tap';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { generate, parser as createParser, type Packet } from 'mqtt-packet';
-import { WebSocket } from 'ws';
+import { WebSocket, type ClientOptions } from 'ws';
 import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
 import { makeTestPki } from '../helpers/certificates';
 import { within } from '../helpers/mqtt-client';
@@ -90,6 +91,32 @@ t.test('wss with the CA: pub/sub over TLS; a client that does not trust the cert
   await waitFor(() => tb.broker.metrics.tlsHandshakeFailures === 1, 3000, 'the failed handshake counted');
 });
 
+t.test('wss with requireCertificate and useIdentityAsUsername: the CN is the user name; a certificate without CN gets 403', async (t) => {
+  const logger = recordingLogger();
+  const tb = await startBroker(
+    { listeners: [{ protocol: 'wss', host: '127.0.0.1', port: 0, cert: pki.server.cert, key: pki.server.key, ca: pki.ca, requireCertificate: true, useIdentityAsUsername: true }] },
+    logger,
+  );
+  t.teardown(() => tb.stop());
+  const usernames: (string | undefined)[] = [];
+  tb.broker.hooks.authenticate.push((client, credentials) => {
+    usernames.push(`${client.username}/${credentials.username}/${credentials.fromCertificate}`);
+    return true;
+  });
+  const url = `wss://127.0.0.1:${tb.port}/mqtt`;
+  const carol = pki.clientCert('carol', 'carol');
+  await client(t, url, { clientId: 'carol-dash', username: 'someone-else', ca: caPem, servername: 'localhost', cert: readFileSync(carol.cert), key: readFileSync(carol.key) });
+  t.same(usernames, ['carol/carol/true'], 'ClientInfo.username and the credentials are the CN');
+
+  const noCn = pki.clientCert('ws-no-cn', null);
+  const refused = await openWs(url, ['mqtt'], { ca: caPem, cert: readFileSync(noCn.cert), key: readFileSync(noCn.key) });
+  t.match(refused, { message: /Unexpected server response: 403/ }, 'no CN: 403');
+  t.match(logger.lines.find((l) => l.msg === 'WebSocket listener refused a request'), { fields: { reason: /no single subject CN/ } });
+  const without = await openWs(url, ['mqtt'], { ca: caPem });
+  t.type(without, Error, 'no certificate: refused');
+  await waitFor(() => tb.broker.metrics.tlsHandshakeFailures === 1, 3000, 'the missing certificate counted');
+});
+
 t.test('interop: TCP → WebSocket and WebSocket → TCP', async (t) => {
   const tb = await wsBroker(t);
   const tcp = await client(t, `mqtt://127.0.0.1:${tb.tcpPort}`, { clientId: 'tcp' });
@@ -117,10 +144,10 @@ t.test('MQTT 5 over WebSockets: properties travel both ways', async (t) => {
 });
 
 /** Opens a WebSocket offering `protocols`; resolves with the protocol the server chose, or the error. */
-function openWs(url: string, protocols: string[]): Promise<{ ws: WebSocket; protocol: string } | Error> {
+function openWs(url: string, protocols: string[], options: ClientOptions = {}): Promise<{ ws: WebSocket; protocol: string } | Error> {
   return within(
     new Promise((resolve) => {
-      const ws = new WebSocket(url, protocols);
+      const ws = new WebSocket(url, protocols, options);
       ws.on('open', () => resolve({ ws, protocol: ws.protocol }));
       ws.on('error', (err) => resolve(err));
     }),
@@ -167,6 +194,29 @@ t.test('another path, or a plain HTTP request, is refused, logged and counted; M
   t.equal(tb.lines.filter((l) => l.msg === 'WebSocket listener refused a request').length, 1, 'logged at a bounded rate');
   const ok = await client(t, `ws://127.0.0.1:${tb.wsPort}/mqtt?token=1`, { clientId: 'query' });
   t.ok(ok.connected, 'the path matches without its query string');
+});
+
+t.test('a client that opens the ws port and sends no (or half an) HTTP request is closed after limits.connectTimeout, counted', async (t) => {
+  const tb = await wsBroker(t, { limits: { connectTimeout: 300 } });
+  const answers = await Promise.all(
+    ['', 'GET /mqtt HTTP/1.1\r\n'].map((sent) =>
+      within(
+        new Promise<string>((resolve) => {
+          let answer = '';
+          const socket = net.connect(tb.wsPort, '127.0.0.1', () => socket.write(sent));
+          t.teardown(() => socket.destroy());
+          socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+          socket.on('close', () => resolve(answer));
+          socket.on('error', () => undefined);
+        }),
+        'the server to close the silent connection',
+        5000,
+      ),
+    ),
+  );
+  for (const answer of answers) t.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/, 'answered 408 and closed');
+  t.equal(tb.broker.metrics.webSocketRefused, 2, 'both counted');
+  t.match(tb.lines.find((l) => l.msg === 'WebSocket listener refused a request'), { fields: { reason: 'bad HTTP request: ERR_HTTP_REQUEST_TIMEOUT' } });
 });
 
 /** A bare MQTT client over a `ws` WebSocket, to control frames and reading. */
