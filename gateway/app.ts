@@ -273,7 +273,8 @@ function listed(key: string, names: readonly string[] | undefined): Record<strin
 
 /**
  * SIGHUP: re-reads the certificates of TLS listeners (always: Gateway.reloadCertificates), then
- * reads the configuration file again and applies what can change while running (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
+ * reads the configuration file again and applies what can change while running
+ * (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
  * reload at a time; a SIGHUP during one runs one more afterwards. Each run is framed by
  * RELOADING=1 and READY=1 for systemd, also when nothing could be reloaded: `systemctl reload`
  * under a Type=notify-reload unit (systemd ≥ 253) waits for that pair.
