@@ -98,7 +98,11 @@ export class Gateway {
     const clients = this.broker.connectionCount;
     const parts = [`${clients} client${clients === 1 ? '' : 's'}`];
     // broker.start() opened config.listeners one after the other, in order.
-    this.broker.addresses().forEach((address, i) => parts.push(`${this.config.listeners[i]?.protocol ?? 'mqtt'} ${address.address}:${address.port}`));
+    this.broker.addresses().forEach((address, i) => {
+      const listener = this.config.listeners[i];
+      const path = listener?.protocol === 'ws' || listener?.protocol === 'wss' ? listener.path : '';
+      parts.push(`${listener?.protocol ?? 'mqtt'} ${address.address}:${address.port}${path}`);
+    });
     if (this.metrics !== undefined) parts.push(`metrics port ${this.metrics.port}`);
     const ports = this.serialStatus();
     if (ports.length > 0) parts.push(`serial ${ports.filter((p) => p.state === 'online').length}/${ports.length} online`);
@@ -133,6 +137,14 @@ export class Gateway {
     }
     this.config = { ...this.config, log: next.log, serial: next.serial };
     return { applied, needsRestart, ...(serial === undefined ? {} : { serial }) };
+  }
+
+  /**
+   * SIGHUP: every TLS listener re-reads its certificate, key and CA (renewals change the files,
+   * not the configuration). Each listener is logged; one whose files fail keeps its old ones.
+   */
+  reloadCertificates(): ReturnType<Broker['reloadCertificates']> {
+    return this.stopping === undefined ? this.broker.reloadCertificates() : [];
   }
 
   /** Opens storage, starts the broker's listeners, serial ports and Redis. Rejects if a listener cannot open. */
@@ -260,7 +272,8 @@ function listed(key: string, names: readonly string[] | undefined): Record<strin
 }
 
 /**
- * SIGHUP: reads the configuration file again and applies what can change while running
+ * SIGHUP: re-reads the certificates of TLS listeners (always: Gateway.reloadCertificates), then
+ * reads the configuration file again and applies what can change while running
  * (Gateway.reload). A file with problems is logged with every problem and changes nothing. One
  * reload at a time; a SIGHUP during one runs one more afterwards. Each run is framed by
  * RELOADING=1 and READY=1 for systemd, also when nothing could be reloaded: `systemctl reload`
@@ -276,6 +289,9 @@ export function reloadOnHangup(
   let running: Promise<void> | undefined;
   let again = false;
   const reload = async (): Promise<void> => {
+    // First, and whatever the configuration file holds: a renewed certificate must be taken up
+    // even when the file is unchanged or broken.
+    gateway.reloadCertificates();
     if (configPath === undefined) {
       logger.warn('SIGHUP: nothing to reload, running on the built-in defaults (no --config / EDGEWAY_CONFIG)');
       return;

@@ -129,7 +129,8 @@ async function main(argv: string[]): Promise<void> {
     gateway = await Gateway.start({ config, version, logger });
   } catch (err) {
     notifier.status(`start failed: ${errorMessage(err)}`);
-    if (err instanceof EdgewayError) fail(err.message, EXIT_LISTEN);
+    // An unreadable or invalid certificate file is a configuration problem: restarting cannot fix it.
+    if (err instanceof EdgewayError) fail(err.message, err.code === 'EDGEWAY_ERR_TLS_FILES' ? EXIT_CONFIG : EXIT_LISTEN);
     throw err;
   }
   logger.info('edgeway started', { version, config: configPath ?? 'built-in defaults', serialPorts: config.serial.length });

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite talks to: Mosquitto's CLI clients (tests), the
-# Mosquitto broker (benchmark reference), socat (serial ptys), redis-server (uplink tests),
-# systemd (systemd-analyze verify of the unit in the installer test; nothing is started), and for
+# Mosquitto broker (benchmark reference), socat (serial ptys), redis-server (uplink tests), openssl
+# (the TLS tests make their CA and certificates with it), systemd (systemd-analyze verify of the
+# unit in the installer test; nothing is started), and for
 # scripts/arm64-smoke.sh (run last by `npm test`): debootstrap, qemu-user-static, the aarch64
 # cross compiler, the Debian archive keyring, file.
 # Debian/Ubuntu/Raspberry Pi OS; needs root (or sudo). Safe to run again.
 set -euo pipefail
-packages=(mosquitto mosquitto-clients socat redis-server systemd debootstrap qemu-user-static g++-aarch64-linux-gnu debian-archive-keyring file wget)
+packages=(mosquitto mosquitto-clients socat redis-server openssl systemd debootstrap qemu-user-static g++-aarch64-linux-gnu debian-archive-keyring file wget)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

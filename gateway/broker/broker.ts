@@ -1,4 +1,5 @@
-import net, { type AddressInfo, type Server, type Socket } from 'node:net';
+import net, { type AddressInfo, type Server } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import type { Packet } from 'mqtt-packet';
 import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
@@ -20,6 +21,8 @@ import { hasExpired, withExpiry } from './incoming';
 import { SysPublisher } from './sys-topics';
 import { sharedFilter, topicFilterError, topicNameError } from './topic';
 import { TopicTree } from './topic-tree';
+import type { Transport } from './transport';
+import type { TlsEvents } from './tls-listener';
 import type { BrokerOptions, Message, QoS, SubscriptionOptions } from './types';
 
 /** TLS material of a listener: PEM file paths (config/schema.ts), read at start and by reloadCertificates. */
@@ -77,6 +80,27 @@ export interface GatewayContext {
   topicError(topic: string): string | null;
 }
 
+/** TLS (mqtts, wss) support, loaded with the first such listener (footprint of plain-TCP gateways). */
+function loadTlsListener(): typeof import('./tls-listener') {
+  return require('./tls-listener') as typeof import('./tls-listener');
+}
+
+/** MQTT over WebSockets (ws, wss), loaded with the first such listener. */
+function loadWsListener(): typeof import('./ws-listener') {
+  return require('./ws-listener') as typeof import('./ws-listener');
+}
+
+/** Why a verified client certificate is refused on a listener with useIdentityAsUsername. */
+const NO_CERTIFICATE_CN = 'the client certificate has no single subject CN, which useIdentityAsUsername takes as the user name';
+
+/** A listener as a URL for logs (`mqtts://0.0.0.0:8883`, `ws://127.0.0.1:8083/mqtt`), with the port it got once listening. */
+function listenerName(spec: ListenerSpec, server: Server | undefined): string {
+  const address = server?.address();
+  const port = address !== null && typeof address === 'object' ? address.port : spec.port;
+  const host = spec.host.includes(':') ? `[${spec.host}]` : spec.host;
+  return `${spec.protocol}://${host}:${port}${spec.protocol === 'ws' || spec.protocol === 'wss' ? spec.path : ''}`;
+}
+
 /** Topics whose uplink decision is remembered at most (broker.uplinkTakes). */
 const UPLINK_DECISIONS_MAX = 10_000;
 
@@ -110,6 +134,8 @@ export class Broker implements ConnectionHost {
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
+  /** The mqtts and wss listeners, whose certificates reloadCertificates() renews. */
+  private readonly tlsListeners: { readonly spec: Extract<ListenerSpec, TlsListenerFiles>; readonly server: TlsServer }[] = [];
   /** Every open socket, including those that have not sent CONNECT yet. */
   private readonly connections = new Set<Connection>();
   private dirty: Connection[] = [];
@@ -240,11 +266,13 @@ export class Broker implements ConnectionHost {
   }
 
   private listen(spec: ListenerSpec): Promise<void> {
-    if (spec.protocol !== 'mqtt') {
-      return Promise.reject(new EdgewayError('EDGEWAY_ERR_LISTEN', `cannot listen on ${spec.host}:${spec.port}: protocol ${spec.protocol} is not implemented yet`));
+    let server: Server;
+    try {
+      server = this.createServer(spec);
+    } catch (err) {
+      return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      const server = net.createServer((socket) => this.handleSocket(socket));
       server.once('error', (err: NodeJS.ErrnoException) => {
         const where = `${spec.host}:${spec.port}`;
         if (err.code === 'EADDRINUSE') {
@@ -258,10 +286,97 @@ export class Broker implements ConnectionHost {
         // After listening, a server error must not crash the process: log it and keep serving.
         server.on('error', (err) => this.logger.error('listener error', { error: err.message }));
         this.servers.push(server);
+        if (spec.protocol === 'mqtts' || spec.protocol === 'wss') this.tlsListeners.push({ spec, server: server as TlsServer });
         const addr = server.address() as AddressInfo;
-        this.logger.info('listening', { protocol: spec.protocol, address: addr.address, port: addr.port });
+        this.logger.info('listening', { protocol: spec.protocol, address: addr.address, port: addr.port, ...(spec.protocol === 'ws' || spec.protocol === 'wss' ? { path: spec.path } : {}) });
         resolve();
       });
+    });
+  }
+
+  /**
+   * The server of one listener. TLS and WebSocket code is required here, on first use, so a
+   * gateway with plain-TCP listeners only never loads `node:tls`, `node:http` or `ws`.
+   */
+  private createServer(spec: ListenerSpec): Server {
+    // The port the listener got (port 0 in tests) is known only once it listens: named on use.
+    let server: Server | undefined;
+    const name = (): string => listenerName(spec, server);
+    const onSocket = (socket: Transport, certificateUsername?: string): void => this.handleSocket(socket, certificateUsername);
+    switch (spec.protocol) {
+      case 'mqtt':
+        return net.createServer(onSocket);
+      case 'mqtts': {
+        const tls = loadTlsListener();
+        const events = this.tlsEvents(name);
+        server = tls.createMqttsServer(spec, name(), this.limits.connectTimeout, events, (socket) => {
+          if (!spec.useIdentityAsUsername) return onSocket(socket);
+          const cn = tls.certificateCommonName(socket);
+          if (cn === null) {
+            const remote = tls.remoteOf(socket);
+            socket.destroy();
+            events.handshakeFailed(NO_CERTIFICATE_CN, remote);
+            return;
+          }
+          onSocket(socket, cn);
+        });
+        return server;
+      }
+      case 'ws':
+      case 'wss': {
+        const tls = spec.protocol === 'wss' ? loadTlsListener() : undefined;
+        const refusedLog = new RateLimitedLog((m, f) => this.logger.warn(m, f));
+        const ws = loadWsListener().createWsServer({
+          path: spec.path,
+          tls: spec.protocol === 'wss' ? tls?.tlsServerOptions(spec, name(), this.limits.connectTimeout) : undefined,
+          maxPayload: this.limits.maxPacketSize,
+          requestTimeoutMs: this.limits.connectTimeout,
+          identify:
+            tls !== undefined && spec.protocol === 'wss' && spec.useIdentityAsUsername
+              ? (socket) => tls.certificateCommonName(socket) ?? new Error(NO_CERTIFICATE_CN)
+              : undefined,
+          onConnection: onSocket,
+          onRefused: (reason, remote) => {
+            this.metrics.webSocketRefused++;
+            refusedLog.emit('WebSocket listener refused a request', { listener: name(), reason, remote, count: this.metrics.webSocketRefused });
+          },
+        });
+        if (tls !== undefined) tls.watchHandshakes(ws as TlsServer, this.tlsEvents(name));
+        server = ws;
+        return ws;
+      }
+    }
+  }
+
+  /** Counts failed handshakes of one TLS listener and logs them at a bounded rate. */
+  private tlsEvents(listener: () => string): TlsEvents {
+    const log = new RateLimitedLog((m, f) => this.logger.warn(m, f));
+    return {
+      handshakeFailed: (reason, remote) => {
+        this.metrics.tlsHandshakeFailures++;
+        log.emit('TLS handshake failed; connection closed', { listener: listener(), reason, remote, count: this.metrics.tlsHandshakeFailures });
+      },
+    };
+  }
+
+  /**
+   * Re-reads the certificate, key and CA of every TLS listener (SIGHUP: renewed certificates).
+   * New connections use the new files; established ones keep theirs. A listener whose files
+   * cannot be read or used keeps its old certificate, and the error says why.
+   */
+  reloadCertificates(): { readonly listener: string; readonly error?: string }[] {
+    if (this.tlsListeners.length === 0) return [];
+    const tls = loadTlsListener();
+    return this.tlsListeners.map(({ spec, server }) => {
+      const listener = listenerName(spec, server);
+      try {
+        tls.reloadSecureContext(server, spec, listener);
+        this.logger.info('TLS certificates reloaded', { listener, cert: spec.cert });
+        return { listener };
+      } catch (err) {
+        this.logger.error('TLS certificates not reloaded; the listener keeps its current ones', { listener, error: errorMessage(err) });
+        return { listener, error: errorMessage(err) };
+      }
     });
   }
 
@@ -276,23 +391,31 @@ export class Broker implements ConnectionHost {
     this.sessionExpiry.stop();
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const conn of [...this.connections]) conn.close('server-shutdown', 'broker stopping', true);
+    // HTTP requests of a ws/wss listener that never became a WebSocket would hold its close.
+    for (const s of this.servers) (s as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
     this.delayedWills.flush();
     this.flush();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(closing), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
     if (timer) clearTimeout(timer);
     this.servers.length = 0;
+    this.tlsListeners.length = 0;
     this.state = 'stopped';
   }
 
-  /** Takes ownership of an accepted socket (TCP today; TLS and WebSocket streams later). */
-  handleSocket(socket: Socket): void {
+  /**
+   * Takes ownership of an accepted connection: a TCP socket, a TLS socket after its handshake, or
+   * a WebSocket. `certificateUsername`: the CN of a verified client certificate on a listener with
+   * useIdentityAsUsername (handlers/connect.ts uses it instead of the CONNECT user name).
+   */
+  handleSocket(socket: Transport, certificateUsername?: string): void {
     if (this.state !== 'running') {
       socket.destroy();
       return;
     }
     this.metrics.connectionsAccepted++;
     const conn = new Connection(socket, this);
+    if (certificateUsername !== undefined) conn.certificateUsername = certificateUsername;
     this.connections.add(conn);
     conn.start(this.limits.connectTimeout);
   }

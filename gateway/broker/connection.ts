@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
 import { ReasonCode } from './errors';
@@ -6,6 +5,7 @@ import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
 import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
+import type { Transport } from './transport';
 import type { Message } from './types';
 
 /**
@@ -97,7 +97,7 @@ const MAX_FAST_TAIL = 4096;
 
 /** The connection a socket belongs to, so one set of listener functions serves every socket. */
 const CONNECTION = Symbol('edgeway.connection');
-type OwnedSocket = Socket & { [CONNECTION]: Connection };
+type OwnedSocket = Transport & { [CONNECTION]: Connection };
 
 // Socket listeners shared by all connections (`this` is the socket): a few closures per
 // connection are a measurable part of the memory of an idle connection.
@@ -105,7 +105,10 @@ function onSocketData(this: OwnedSocket, chunk: Buffer): void {
   this[CONNECTION].onData(chunk);
 }
 function onSocketError(this: OwnedSocket, err: NodeJS.ErrnoException): void {
-  this[CONNECTION].close('socket-error', err.code ?? err.message);
+  // A WebSocket transport reports what its framing refused (ws-listener.ts) with these codes.
+  if (err.code === 'EDGEWAY_ERR_PACKET_TOO_LARGE') this[CONNECTION].close('packet-too-large', err.message);
+  else if (err.code === 'EDGEWAY_ERR_PROTOCOL') this[CONNECTION].close('protocol-error', err.message);
+  else this[CONNECTION].close('socket-error', err.code ?? err.message);
 }
 function onSocketClose(this: OwnedSocket): void {
   this[CONNECTION].close('socket-closed', 'connection closed by peer');
@@ -181,7 +184,7 @@ export class Connection implements ParserOwner, FastPacketSink {
   private deferredNext = 0;
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: Transport,
     private readonly host: ConnectionHost,
   ) {}
 

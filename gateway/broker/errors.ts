@@ -6,6 +6,8 @@ export type EdgewayErrorCode =
   | 'EDGEWAY_ERR_CONFIG'
   | 'EDGEWAY_ERR_LISTEN'
   | 'EDGEWAY_ERR_ADDR_IN_USE'
+  /** A TLS listener's certificate, key or CA file cannot be read or is not valid PEM (a configuration problem). */
+  | 'EDGEWAY_ERR_TLS_FILES'
   | 'EDGEWAY_ERR_PROTOCOL'
   | 'EDGEWAY_ERR_MALFORMED'
   | 'EDGEWAY_ERR_PACKET_TOO_LARGE'

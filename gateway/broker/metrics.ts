@@ -15,6 +15,14 @@ export class BrokerMetrics {
   /** MQTT 5 messages not sent from a queue or the retained store because their Message Expiry Interval passed. */
   publishExpired = 0;
   connectionsAccepted = 0;
+  /**
+   * TLS handshakes that failed on an mqtts or wss listener (a plain-TCP client on the TLS port,
+   * a missing or refused client certificate, an old TLS version, a handshake timeout), and
+   * verified client certificates refused for lack of a subject CN (useIdentityAsUsername).
+   */
+  tlsHandshakeFailures = 0;
+  /** HTTP requests a ws or wss listener refused: another path, not a WebSocket upgrade, a bad request. */
+  webSocketRefused = 0;
   clientsMaximum = 0;
   /** Connections closed because the storage closed before the commit their acknowledgements waited for. */
   storageFailures = 0;
