@@ -119,6 +119,10 @@ export class MetricsServer {
     out.counter('edgeway_messages_dropped_total', 'Messages not delivered to a subscriber because of a limit', m.publishDropped);
     out.counter('edgeway_messages_expired_total', 'MQTT 5 messages not sent from a queue or the retained store because they expired', m.publishExpired);
     out.counter('edgeway_limit_hits_total', 'Times a limit was hit, by limit', Object.entries(m.limitHits).map(([limit, n]) => [{ limit }, n] as const));
+    out.gauge('edgeway_tracked_addresses', 'Source addresses remembered (limits.perAddress.maxTracked), by table', [
+      [{ table: 'connections' }, b.addressLimits.tracked],
+      [{ table: 'logins' }, b.loginBackoff.tracked],
+    ]);
     out.gauge('edgeway_retained_messages', 'Retained messages kept', b.retained.size);
     out.gauge('edgeway_subscriptions', 'Subscriptions', b.subscriptions.size);
 

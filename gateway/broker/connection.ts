@@ -3,6 +3,7 @@ import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
 import { ReasonCode } from './errors';
 import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
+import type { LoginAttempt } from './login-backoff';
 import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
@@ -159,6 +160,10 @@ export class Connection implements ParserOwner, FastPacketSink {
   private outBytes = 0;
   /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */
   pending: Packet[] | null = null;
+  /** The source address counted in the per-address limits (address-limits.ts), given back at close; null when not counted. */
+  countedAddress: string | null = null;
+  /** This connection's place in the login back-off of its address (login-backoff.ts) while its CONNECT is authenticated. */
+  loginAttempt: LoginAttempt | null = null;
 
   /** Borrowed from the pool only while a packet is partly received (parser-pool.ts). */
   private parser: PooledParser | null = null;
@@ -200,7 +205,18 @@ export class Connection implements ParserOwner, FastPacketSink {
     socket.on('close', onSocketClose);
     socket.on('drain', onSocketDrain);
     // A socket that never sends CONNECT must not hold resources forever.
-    this.keepaliveTimer = setTimeout(onConnectTimeout, connectTimeoutMs, this, connectTimeoutMs);
+    this.armConnectTimeout(connectTimeoutMs);
+  }
+
+  /**
+   * (Re)starts the connect timeout, which bounds the time to CONNECT and its authentication; with
+   * 0 it is suspended — while a login waits for the back-off of its address (handlers/connect.ts),
+   * a wait the server imposes and bounds itself (login-backoff.ts).
+   */
+  armConnectTimeout(timeoutMs: number): void {
+    if (this.state !== 'awaiting-connect' && this.state !== 'authenticating') return;
+    if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = timeoutMs > 0 ? setTimeout(onConnectTimeout, timeoutMs, this, timeoutMs) : null;
   }
 
   transition(to: ConnectionState): void {
