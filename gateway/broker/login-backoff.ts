@@ -154,7 +154,6 @@ export class LoginBackoff {
           this.release(attempt);
           then();
         }, delay);
-        attempt.holdTimer.unref();
         return delay;
       }
     }
@@ -225,7 +224,6 @@ export class LoginBackoff {
       entry.timer = null;
       this.pump(entry);
     }, entry.notBefore - now);
-    entry.timer.unref();
   }
 
   /** An address with nothing counted and nothing in progress needs no entry. */
