@@ -184,6 +184,8 @@ export class Connection implements ParserOwner, FastPacketSink {
   /** Reading paused because MAX_HELD_ACKS are held. */
   private heldPaused = false;
   private deferredNext = 0;
+  /** As a subscriber: made a publisher wait a whole backpressureTimeout; publishers no longer wait for it until it drains. */
+  private stalled = false;
 
   constructor(
     readonly socket: Socket,
@@ -428,7 +430,7 @@ export class Connection implements ParserOwner, FastPacketSink {
    * backpressure timeout, so that one slow subscriber cannot stall publishers forever.
    */
   waitFor(subscriber: Connection): boolean {
-    if (subscriber === this || this.state === 'closed') return false;
+    if (subscriber === this || this.state === 'closed' || subscriber.stalled) return false;
     const waitingFor = (this.waitingFor ??= new Set());
     if (waitingFor.has(subscriber)) return false;
     waitingFor.add(subscriber);
@@ -442,6 +444,10 @@ export class Connection implements ParserOwner, FastPacketSink {
 
   onBackpressureTimeout(): void {
     this.host.onBackpressureTimeout(this);
+    // Whoever did not drain in a whole backpressureTimeout is stuck, not slow: pausing publishers
+    // for it again on their next message would slow every publisher to one read per timeout
+    // (one device subscribed to '#' that never reads). Its own limits drop for it instead.
+    if (this.waitingFor !== null) for (const subscriber of this.waitingFor) subscriber.stalled = true;
     this.resumeAll();
   }
 
@@ -481,6 +487,7 @@ export class Connection implements ParserOwner, FastPacketSink {
   }
 
   onDrain(): void {
+    this.stalled = false;
     const publishers = this.pausedPublishers;
     if (publishers === null || publishers.size === 0) return;
     this.pausedPublishers = null;
