@@ -125,3 +125,15 @@ export class RawClient {
     this.socket.end();
   }
 }
+
+/** An MQTT Variable Byte Integer (a remaining length), for packets built byte by byte. */
+export function varInt(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}

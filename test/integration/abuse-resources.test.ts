@@ -13,7 +13,7 @@ import t, { type Test } from 'tap';
 import { startGatewayProcess } from '../helpers/gateway';
 import { within } from '../helpers/mqtt-client';
 import { freePort } from '../helpers/processes';
-import { RawClient } from '../helpers/raw-client';
+import { RawClient, varInt } from '../helpers/raw-client';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-abuse-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -72,17 +72,6 @@ async function startGateway(t: Test, limits: string, sysInterval = 0): Promise<G
 }
 
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
-
-function varInt(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
-}
 
 /** Polls `predicate` (async) until true or `ms` passes. */
 async function eventually(predicate: () => Promise<boolean> | boolean, ms: number, what: string): Promise<void> {
