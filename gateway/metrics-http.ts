@@ -121,6 +121,10 @@ export class MetricsServer {
     out.counter('edgeway_limit_hits_total', 'Times a limit was hit, by limit', Object.entries(m.limitHits).map(([limit, n]) => [{ limit }, n] as const));
     out.counter('edgeway_tls_handshake_failures_total', 'Failed TLS handshakes on mqtts and wss listeners (and client certificates without the CN useIdentityAsUsername needs)', m.tlsHandshakeFailures);
     out.counter('edgeway_websocket_refused_total', 'HTTP requests refused by ws and wss listeners (another path, no upgrade, bad or slow request)', m.webSocketRefused);
+    out.gauge('edgeway_tracked_addresses', 'Source addresses remembered (limits.perAddress.maxTracked), by table', [
+      [{ table: 'connections' }, b.addressLimits.tracked],
+      [{ table: 'logins' }, b.loginBackoff.tracked],
+    ]);
     out.gauge('edgeway_retained_messages', 'Retained messages kept', b.retained.size);
     out.gauge('edgeway_subscriptions', 'Subscriptions', b.subscriptions.size);
 

@@ -1,6 +1,7 @@
 import net, { type AddressInfo, type Server } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import type { Packet } from 'mqtt-packet';
+import { AddressLimits } from './address-limits';
 import { Connection, MAX_HELD_ACKS, type CloseReason, type ConnectionHost } from './connection';
 import { dispatchPacket, handleParseError } from './handlers/dispatch';
 import { encodeAck, encodePublish } from './encode';
@@ -8,6 +9,7 @@ import { encodePublishV5, encodePublishV5WithoutAlias, forwardedProperties, with
 import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
+import { LoginBackoff } from './login-backoff';
 import { BrokerMetrics, type LimitName } from './metrics';
 import { detachedPayload, type Outbox } from './outbox';
 import { ParserPool } from './parser-pool';
@@ -131,6 +133,10 @@ export class Broker implements ConnectionHost {
   private readonly sessionExpiry = new SessionExpiry(this.sessions, (session) => this.expireSession(session));
   /** MQTT 5 wills waiting for their Will Delay Interval. */
   readonly delayedWills = new DelayedWills((clientId, will) => this.publishWill(will, clientId));
+  /** Connections open and opened per source address (limits.perAddress), checked at accept. */
+  readonly addressLimits: AddressLimits;
+  /** Failed-login back-off per source address (limits.loginBackoff), used by handlers/connect.ts. */
+  readonly loginBackoff: LoginBackoff;
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
@@ -171,6 +177,14 @@ export class Broker implements ConnectionHost {
       for (const filter of options.uplink.topics) this.uplinkTopics.set(filter, filter, true);
     }
     this.storageFailLog = new RateLimitedLog((m, f) => this.logger.error(m, f));
+    const { perAddress, loginBackoff } = options.limits;
+    this.addressLimits = new AddressLimits(perAddress);
+    // Waiting logins per address are capped like its connections, loopback included.
+    this.loginBackoff = new LoginBackoff(loginBackoff, perAddress.maxTracked, perAddress.maxConnections, {
+      failed: (address, failures, delayMs) => this.limitHit('loginFailures', 'login failed', { address, failures, delayMs }),
+      delayed: (address, failures, delayMs) => this.limitHit('loginDelayed', 'login attempt delayed: failed logins from this address', { address, failures, delayMs }),
+      queueFull: (address, maxWaiting) => this.limitHit('loginQueueFull', 'login attempt refused: too many waiting from this address', { address, maxWaiting }),
+    });
   }
 
   get maxPacketSize(): number {
@@ -413,9 +427,19 @@ export class Broker implements ConnectionHost {
       socket.destroy();
       return;
     }
+    const admission = this.addressLimits.admit(socket.remoteAddress);
+    if (!admission.admitted) {
+      // Nothing was read: closing now is the cheapest answer, and no CONNACK can be sent anyway.
+      socket.destroy();
+      const { maxConnections, connectionsPerSecond, connectionBurst } = this.limits.perAddress;
+      if (admission.limit === 'perAddressConnections') this.limitHit(admission.limit, 'connection closed at accept: too many open from this address', { address: admission.address, maxConnections });
+      else this.limitHit(admission.limit, 'connection closed at accept: this address connects too often', { address: admission.address, connectionsPerSecond, connectionBurst });
+      return;
+    }
     this.metrics.connectionsAccepted++;
     const conn = new Connection(socket, this);
     if (certificateUsername !== undefined) conn.certificateUsername = certificateUsername;
+    conn.countedAddress = admission.address;
     this.connections.add(conn);
     conn.start(this.limits.connectTimeout);
   }
@@ -433,12 +457,20 @@ export class Broker implements ConnectionHost {
 
   onClose(conn: Connection, reason: CloseReason, detail: string): void {
     this.connections.delete(conn);
+    if (conn.countedAddress !== null) this.addressLimits.release(conn.countedAddress);
+    if (conn.loginAttempt !== null) {
+      this.loginBackoff.abandon(conn.loginAttempt);
+      conn.loginAttempt = null;
+    }
     // Counted here, before the early return below, as an oversized packet may come before CONNECT.
     if (reason === 'packet-too-large') {
       this.limitHit('maxPacketSize', 'packet larger than maxPacketSize; client disconnected', { remote: conn.remote, clientId: conn.clientId, maxPacketSize: this.limits.maxPacketSize });
+    } else if (reason === 'connect-timeout') {
+      this.limitHit('connectTimeout', 'connection closed: no CONNECT in time', { remote: conn.remote, connectTimeout: this.limits.connectTimeout });
     }
     if (conn.clientId === '' || this.clients.get(conn.clientId) !== conn) {
-      if (reason !== 'socket-closed' && reason !== 'connect-refused') {
+      // Limits hit are logged above at a bounded rate: a flood of such sockets must not flood the log.
+      if (reason !== 'socket-closed' && reason !== 'connect-refused' && reason !== 'connect-timeout' && reason !== 'packet-too-large') {
         this.logger.info('connection closed before CONNECT completed', { remote: conn.remote, reason, detail });
       }
       return;

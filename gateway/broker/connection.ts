@@ -2,6 +2,7 @@ import type { Packet } from 'mqtt-packet';
 import { packetSize } from './encode';
 import { ReasonCode } from './errors';
 import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
+import type { LoginAttempt } from './login-backoff';
 import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { Session } from './session';
@@ -162,6 +163,10 @@ export class Connection implements ParserOwner, FastPacketSink {
   private outBytes = 0;
   /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */
   pending: Packet[] | null = null;
+  /** The source address counted in the per-address limits (address-limits.ts), given back at close; null when not counted. */
+  countedAddress: string | null = null;
+  /** This connection's place in the login back-off of its address (login-backoff.ts) while its CONNECT is authenticated. */
+  loginAttempt: LoginAttempt | null = null;
 
   /** Borrowed from the pool only while a packet is partly received (parser-pool.ts). */
   private parser: PooledParser | null = null;
@@ -182,6 +187,8 @@ export class Connection implements ParserOwner, FastPacketSink {
   /** Reading paused because MAX_HELD_ACKS are held. */
   private heldPaused = false;
   private deferredNext = 0;
+  /** As a subscriber: made a publisher wait a whole backpressureTimeout; publishers no longer wait for it until it drains. */
+  private stalled = false;
 
   constructor(
     readonly socket: Transport,
@@ -203,7 +210,18 @@ export class Connection implements ParserOwner, FastPacketSink {
     socket.on('close', onSocketClose);
     socket.on('drain', onSocketDrain);
     // A socket that never sends CONNECT must not hold resources forever.
-    this.keepaliveTimer = setTimeout(onConnectTimeout, connectTimeoutMs, this, connectTimeoutMs);
+    this.armConnectTimeout(connectTimeoutMs);
+  }
+
+  /**
+   * (Re)starts the connect timeout, which bounds the time to CONNECT and its authentication; with
+   * 0 it is suspended — while a login waits for the back-off of its address (handlers/connect.ts),
+   * a wait the server imposes and bounds itself (login-backoff.ts).
+   */
+  armConnectTimeout(timeoutMs: number): void {
+    if (this.state !== 'awaiting-connect' && this.state !== 'authenticating') return;
+    if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = timeoutMs > 0 ? setTimeout(onConnectTimeout, timeoutMs, this, timeoutMs) : null;
   }
 
   transition(to: ConnectionState): void {
@@ -415,7 +433,7 @@ export class Connection implements ParserOwner, FastPacketSink {
    * backpressure timeout, so that one slow subscriber cannot stall publishers forever.
    */
   waitFor(subscriber: Connection): boolean {
-    if (subscriber === this || this.state === 'closed') return false;
+    if (subscriber === this || this.state === 'closed' || subscriber.stalled) return false;
     const waitingFor = (this.waitingFor ??= new Set());
     if (waitingFor.has(subscriber)) return false;
     waitingFor.add(subscriber);
@@ -429,6 +447,10 @@ export class Connection implements ParserOwner, FastPacketSink {
 
   onBackpressureTimeout(): void {
     this.host.onBackpressureTimeout(this);
+    // Whoever did not drain in a whole backpressureTimeout is stuck, not slow: pausing publishers
+    // for it again on their next message would slow every publisher to one read per timeout
+    // (one device subscribed to '#' that never reads). Its own limits drop for it instead.
+    if (this.waitingFor !== null) for (const subscriber of this.waitingFor) subscriber.stalled = true;
     this.resumeAll();
   }
 
@@ -468,6 +490,7 @@ export class Connection implements ParserOwner, FastPacketSink {
   }
 
   onDrain(): void {
+    this.stalled = false;
     const publishers = this.pausedPublishers;
     if (publishers === null || publishers.size === 0) return;
     this.pausedPublishers = null;

@@ -44,6 +44,18 @@ export class BrokerMetrics {
     heldAcks: 0,
     /** A message was not sent to an MQTT 5 client because it exceeds the client's Maximum Packet Size. */
     clientMaxPacketSize: 0,
+    /** A connection sent no CONNECT (or was not authenticated) within limits.connectTimeout and was closed. */
+    connectTimeout: 0,
+    /** A connection was closed at accept: its address had limits.perAddress.maxConnections open. */
+    perAddressConnections: 0,
+    /** A connection was closed at accept: its address opened more than connectionsPerSecond (burst connectionBurst). */
+    perAddressRate: 0,
+    /** An authentication gate refused a CONNECT (limits.loginBackoff counts these per address). */
+    loginFailures: 0,
+    /** A login attempt waited for the back-off of its address, before authentication or before its refusal. */
+    loginDelayed: 0,
+    /** A login attempt was refused unchecked: its address already had that many attempts waiting. */
+    loginQueueFull: 0,
   };
 }
 

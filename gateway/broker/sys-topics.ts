@@ -62,6 +62,8 @@ export class SysPublisher {
       ['$SYS/broker/heap/current', String(mem.heapUsed)],
       ['$SYS/broker/heap/maximum', String(mem.heapTotal)],
     ]);
+    // How often each limit was hit (as /metrics edgeway_limit_hits_total), e.g. limits/loginFailures.
+    for (const [limit, hits] of Object.entries(m.limitHits)) values.set(`$SYS/broker/limits/${limit}`, String(hits));
     for (const read of this.extra) for (const [name, value] of read()) values.set(`$SYS/broker/${name}`, value);
     return values;
   }

@@ -28,9 +28,10 @@ export class RawClient {
     socket.on('error', () => {});
   }
 
-  static connectSocket(port: number, protocolVersion = 4): Promise<RawClient> {
+  /** `localAddress`: the source address, e.g. 127.0.0.2 (on Linux all of 127/8 is local) to act as another machine. */
+  static connectSocket(port: number, protocolVersion = 4, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => {
+      const socket = net.connect({ host: '127.0.0.1', port, ...(localAddress === undefined ? {} : { localAddress }) }, () => {
         socket.off('error', reject);
         resolve(new RawClient(socket, protocolVersion));
       });
@@ -39,8 +40,8 @@ export class RawClient {
   }
 
   /** Opens a socket, sends CONNECT and waits for CONNACK; returns both, whatever the CONNACK says. */
-  static async open(port: number, connect: Partial<Extract<Packet, { cmd: 'connect' }>> = {}): Promise<{ client: RawClient; connack: Extract<Packet, { cmd: 'connack' }> }> {
-    const client = await RawClient.connectSocket(port, connect.protocolVersion ?? 4);
+  static async open(port: number, connect: Partial<Extract<Packet, { cmd: 'connect' }>> = {}, localAddress?: string): Promise<{ client: RawClient; connack: Extract<Packet, { cmd: 'connack' }> }> {
+    const client = await RawClient.connectSocket(port, connect.protocolVersion ?? 4, localAddress);
     client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: '', keepalive: 0, ...connect });
     return { client, connack: await client.next('connack') };
   }
@@ -123,4 +124,16 @@ export class RawClient {
     this.send({ cmd: 'disconnect' });
     this.socket.end();
   }
+}
+
+/** An MQTT Variable Byte Integer (a remaining length), for packets built byte by byte. */
+export function varInt(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
 }

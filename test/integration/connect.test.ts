@@ -265,6 +265,7 @@ t.test('a connection that never sends CONNECT is dropped after limits.connectTim
   t.ok(elapsed >= 200, `not closed early (closed after ${elapsed} ms)`);
   t.same(idle.received, [], 'nothing sent to the idle connection');
   t.equal(tb.broker.connectionCount, 1, 'only the connected client remains');
+  t.equal(tb.broker.metrics.limitHits.connectTimeout, 1, 'counted (limitHits.connectTimeout)');
 
   await waitFor(() => Date.now() - start > 600, 1000, 'past the connect timeout');
   ok.send({ cmd: 'pingreq' });

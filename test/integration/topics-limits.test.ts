@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap';
 import type { Packet } from 'mqtt-packet';
 import { startBroker, waitFor, type TestBroker } from '../helpers/broker';
-import { RawClient } from '../helpers/raw-client';
+import { RawClient, varInt } from '../helpers/raw-client';
 
 type PublishPacket = Extract<Packet, { cmd: 'publish' }>;
 
@@ -14,17 +14,6 @@ function u16(n: number): Buffer {
   const b = Buffer.alloc(2);
   b.writeUInt16BE(n);
   return b;
-}
-
-function varInt(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
 }
 
 /** A PUBLISH built byte by byte, so the topic can hold anything (invalid UTF-8 included). */

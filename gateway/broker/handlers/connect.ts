@@ -8,6 +8,7 @@ import { connackReturnCodeV4, errorMessage, ReasonCode } from '../errors';
 import type { Credentials, EnhancedAuthenticator } from '../hooks';
 import { DEFAULT_RECEIVE_MAXIMUM, encodeV5, MQTT_MAX_PACKET_SIZE, Mqtt5State } from '../mqtt5';
 import { isProblem, keptProperties, messageOf } from '../incoming';
+import type { LoginOutcome } from '../login-backoff';
 import { propertiesProblem } from '../properties';
 import { NEVER_EXPIRES } from '../session';
 import { sessionExpiresAt } from '../session-expiry';
@@ -132,35 +133,88 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
       : { username: conn.certificateUsername, password: undefined, fromCertificate: true };
   // The name ACLs see (%u); the connection is closed if the gates refuse it.
   conn.username = credentials.username;
-  if (authenticator === undefined) {
-    checkCredentials(broker, conn, request, credentials, undefined);
+  // Without any authentication there is nothing to guess: no back-off, and no cost for it.
+  if (authenticator === undefined && broker.hooks.authenticate.length === 0) {
+    completeConnect(broker, conn, request, undefined);
     return;
   }
   const chosen = authenticator;
-  authStep(broker, conn, chosen, packet.properties?.authenticationData, {
-    success: (data) => checkCredentials(broker, conn, request, credentials, { authenticationMethod: chosen.method, ...(data === undefined ? {} : { authenticationData: data }) }),
-    fail: (reasonCode, detail) => refuse(broker, conn, reasonCode, detail),
+  throughLoginBackoff(broker, conn, () => {
+    if (chosen === undefined) {
+      checkCredentials(broker, conn, request, credentials, undefined);
+      return;
+    }
+    authStep(broker, conn, chosen, packet.properties?.authenticationData, {
+      success: (data) => checkCredentials(broker, conn, request, credentials, { authenticationMethod: chosen.method, ...(data === undefined ? {} : { authenticationData: data }) }),
+      fail: (reasonCode, detail) => endLogin(broker, conn, 'failure', () => refuseIfAuthenticating(broker, conn, reasonCode, detail)),
+    });
   });
+}
+
+/**
+ * Authentication waits for the failed-login back-off of the client's address (login-backoff.ts,
+ * README "Abuse resistance"): `authenticate` runs at once, or when the address's turn comes. The
+ * connect timeout is suspended while the attempt waits — the wait is ours, and a legitimate
+ * client behind a back-off longer than connectTimeout must still get in once it is over — and
+ * restarted for the authentication itself. What waiting attempts hold is bounded there.
+ */
+function throughLoginBackoff(broker: Broker, conn: Connection, authenticate: () => void): void {
+  const attempt = broker.loginBackoff.begin(conn.socket.remoteAddress ?? 'unknown', () => {
+    if (conn.state !== 'authenticating') return;
+    conn.armConnectTimeout(broker.limits.connectTimeout);
+    authenticate();
+  });
+  if (attempt === null) {
+    refuse(broker, conn, ReasonCode.ServerBusy, 'too many login attempts waiting from this address');
+    return;
+  }
+  conn.loginAttempt = attempt;
+  if (attempt.state === 'active') authenticate();
+  else conn.armConnectTimeout(0);
+}
+
+/**
+ * Records how the login ended in the back-off of the client's address, then calls `then` — after
+ * the back-off delay when this failure imposes one (the refusal is held: the client learns the
+ * result no sooner than it could try again).
+ */
+function endLogin(broker: Broker, conn: Connection, outcome: LoginOutcome, then: () => void): void {
+  const attempt = conn.loginAttempt;
+  if (attempt === null) {
+    then();
+    return;
+  }
+  const held = broker.loginBackoff.finish(attempt, outcome, () => {
+    conn.loginAttempt = null;
+    then();
+  });
+  // Held open by us: the connect timeout must not cut the hold short (bounded by maxDelay).
+  if (held > 0) conn.armConnectTimeout(0);
 }
 
 /** Runs the authenticate gates (user name and password), then completes the connection. */
 function checkCredentials(broker: Broker, conn: Connection, request: ConnectRequest, credentials: Credentials, auth: ConnackProperties | undefined): void {
   const gates = broker.hooks.authenticate;
   if (gates.length === 0) {
-    completeConnect(broker, conn, request, auth);
+    endLogin(broker, conn, 'success', () => completeConnect(broker, conn, request, auth));
     return;
   }
   authenticate(broker, conn, credentials).then(
     (allowed) => {
       if (conn.state !== 'authenticating') return; // closed while the gate ran
-      if (allowed) completeConnect(broker, conn, request, auth);
-      else refuse(broker, conn, ReasonCode.NotAuthorized, 'not authorized');
+      if (allowed) endLogin(broker, conn, 'success', () => completeConnect(broker, conn, request, auth));
+      else endLogin(broker, conn, 'failure', () => refuseIfAuthenticating(broker, conn, ReasonCode.NotAuthorized, 'not authorized'));
     },
     (err: unknown) => {
       broker.logger.error('authentication hook failed', { clientId: conn.clientId, error: errorMessage(err) });
-      if (conn.state === 'authenticating') refuse(broker, conn, ReasonCode.ServerUnavailable, 'authentication failed');
+      if (conn.state === 'authenticating') endLogin(broker, conn, 'neutral', () => refuseIfAuthenticating(broker, conn, ReasonCode.ServerUnavailable, 'authentication failed'));
     },
   );
+}
+
+/** A refusal sent later (after a back-off hold): only if the connection is still waiting for it. */
+function refuseIfAuthenticating(broker: Broker, conn: Connection, reasonCode: number, detail: string): void {
+  if (conn.state === 'authenticating') refuse(broker, conn, reasonCode, detail);
 }
 
 /** Runs the authenticate gates in order; the first deny wins. */
