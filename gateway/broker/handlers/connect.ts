@@ -205,6 +205,9 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
   session.setExpiryInterval(request.sessionExpiry);
   session.setOwner(conn.generation);
   conn.session = session;
+  // One ClientInfo per connection, kept by the session: authorisation hooks may cache by it.
+  const info = clientInfo(conn);
+  session.client = info;
   conn.keepalive = request.keepalive;
   conn.will = request.will;
   const mqtt5 = conn.mqtt5;
@@ -217,7 +220,6 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
   else conn.write(encodeV5(mqtt5, { cmd: 'connack', reasonCode: ReasonCode.Success, sessionPresent, properties: connackProperties(broker, conn, request, auth) }));
   conn.startKeepalive();
   broker.logger.info('client connected', { clientId, remote: conn.remote, protocol: conn.protocolVersion, clean: request.clean, sessionPresent, keepalive: conn.keepalive });
-  const info = clientInfo(conn);
   for (const hook of broker.hooks.clientConnected) hook(info);
 
   broker.resumeSession(session, conn);
