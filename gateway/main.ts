@@ -60,16 +60,24 @@ async function serialList(json: boolean): Promise<void> {
   process.stdout.write(out, () => process.exit(0));
 }
 
-/** `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit 0. */
-function checkConfig(path: string | undefined): void {
+/**
+ * `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit
+ * 0. The password and ACL files the configuration names are checked too (file and line).
+ */
+async function checkConfig(path: string | undefined): Promise<void> {
   if (path === undefined) fail(`check-config needs a file (FILE, --config or EDGEWAY_CONFIG)\n${USAGE}`, 64);
   // In this thread: the command exits right after, the validator's memory with it.
   const { loadConfigFile } = require('../config/load') as typeof import('../config/load');
+  let config: Config;
   try {
-    loadConfigFile(path);
+    config = loadConfigFile(path);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     throw err;
+  }
+  if (config.auth !== undefined) {
+    const problems = await loadAuth().authFileProblems(config.auth);
+    if (problems.length > 0) fail(new (loadAuth().AuthFileError)(problems).message, EXIT_CONFIG);
   }
   process.stdout.write(`${path}: ok\n`);
 }
@@ -118,7 +126,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     if (positionals[0] === 'check-config' && positionals.length <= 2) {
-      checkConfig(positionals[1] ?? configPath);
+      await checkConfig(positionals[1] ?? configPath);
       return;
     }
     if (positionals[0] === 'passwd') {

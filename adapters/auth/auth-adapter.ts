@@ -278,6 +278,11 @@ async function readText(path: string, what: string): Promise<string | { problem:
   }
 }
 
+/** Every problem of the password and ACL files of `settings` (`edgeway check-config`); none when they can be used. */
+export async function authFileProblems(settings: AuthSettings): Promise<string[]> {
+  return (await load(settings)).problems;
+}
+
 /** Reads and parses the files of `settings`; every problem of both, or what they hold. */
 async function load(settings: AuthSettings): Promise<{ loaded: Loaded; problems: string[] }> {
   const problems: string[] = [];

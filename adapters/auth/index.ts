@@ -3,7 +3,7 @@
  * the `edgeway passwd` command. It imports from gateway/broker's public index only; gateway/app.ts
  * wires it when the config has an `auth` section.
  */
-export { AuthAdapter, AuthFileError, type AuthAdapterOptions, type AuthReloadResult, type AuthSettings, type AuthStats } from './auth-adapter';
+export { AuthAdapter, AuthFileError, authFileProblems, type AuthAdapterOptions, type AuthReloadResult, type AuthSettings, type AuthStats } from './auth-adapter';
 export { Acl, filterCovers, filtersIntersect, type AclClient } from './acl';
 export { parsePasswordFile, userNameError, withUser, withoutUser } from './password-file';
 export { decoyHash, hashPassword, parsePasswordHash, verifyPassword, SCRYPT_DEFAULTS, type PasswordHash, type ScryptParameters } from './password-hash';

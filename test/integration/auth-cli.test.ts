@@ -1,7 +1,7 @@
 /**
  * The command line of issue 8 parts 2 and 3: `edgeway passwd` (stdin not a terminal), the secure
  * default at `check-config` and at start (exit 78, no LAN address bound), a broken auth file at
- * start (exit 78 naming file and line), and a real SIGHUP picking up a user added by
+ * `check-config` and at start (exit 78 naming file and line), and a real SIGHUP picking up a user added by
  * `edgeway passwd` in a running gateway.
  */
 import t, { type Test } from 'tap';
@@ -89,7 +89,13 @@ t.test('the secure default: a LAN listener without auth is refused by check-conf
   t.notMatch(start.stderr + start.stdout, /listening/);
 
   writeFileSync(config, `listeners:\n  - { protocol: mqtt, host: 0.0.0.0, port: 1883 }\nauth:\n  passwordFile: ${join(dir, 'passwd')}\n`);
-  t.equal((await cli(t, ['check-config', config])).code, 0, 'with a password file it is accepted');
+  const missing = await cli(t, ['check-config', config]);
+  t.equal(missing.code, 78, 'with a password file that does not exist yet: 78');
+  t.match(missing.stderr, /passwd: cannot read the password file: ENOENT/);
+  t.equal((await cli(t, ['passwd', join(dir, 'passwd'), 'alice'], 'pw\n')).code, 0);
+  const ok = await cli(t, ['check-config', config]);
+  t.equal(ok.code, 0, `with users it is accepted: ${ok.stderr}`);
+  t.match(ok.stdout, /: ok\n$/);
 });
 
 t.test('a broken password or ACL file stops the start with exit 78, naming file and line', async (t) => {
@@ -100,6 +106,9 @@ t.test('a broken password or ACL file stops the start with exit 78, naming file 
   writeFileSync(acl, 'user carol\ntopic rw a/#\n');
   const config = join(dir, 'edgeway.yaml');
   writeFileSync(config, `listeners:\n  - { protocol: mqtt, host: 127.0.0.1, port: ${await freePort()} }\nstorage: { path: ${join(dir, 'db')} }\nauth:\n  passwordFile: ${passwd}\n  aclFile: ${acl}\n`);
+  const check = await cli(t, ['check-config', config]);
+  t.equal(check.code, 78, 'check-config reads the auth files too');
+  t.match(check.stderr, `${passwd}:3: expected user:hash`);
   const start = await cli(t, ['--config', config]);
   t.equal(start.code, 78);
   t.match(start.stderr, `${passwd}:3: expected user:hash`);

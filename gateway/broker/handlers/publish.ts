@@ -1,5 +1,5 @@
 import type { IPublishPacket } from 'mqtt-packet';
-import type { Broker } from '../broker';
+import { clientInfo, type Broker } from '../broker';
 import type { Connection } from '../connection';
 import { ReasonCode } from '../errors';
 import { encodeAckFor } from '../mqtt5';
@@ -79,7 +79,7 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
 
   const id = packet.messageId ?? 0;
   // Authorisation (an ACL): here, where the fast path and mqtt-packet's parser both arrive.
-  const denied = broker.hooks.authorizePublish.length > 0 && !broker.mayPublish(conn.session?.client ?? null, conn.clientId, topic);
+  const denied = broker.hooks.authorizePublish.length > 0 && !broker.mayPublish(conn.session?.client ?? clientInfo(conn), conn.clientId, topic);
   if (denied && (mqtt5 !== null || qos < 2)) {
     // MQTT 5 refuses with 0x87 in the acknowledgement (QoS 2: which ends the exchange, the id is
     // not held [MQTT-4.3.3-9]). 3.1.1 has no refusal: the message is dropped and still
