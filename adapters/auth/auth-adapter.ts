@@ -245,14 +245,19 @@ export class AuthAdapter {
  */
 class AclDecisions {
   private readonly byClient = new WeakMap<AclClient, Map<string, number>>();
+  /** The last client asked about and its map: a subscriber receiving a stream asks again and again. */
+  private lastClient: AclClient | undefined;
+  private lastKnown = new Map<string, number>();
 
   constructor(readonly acl: Acl) {}
 
   allows(client: AclClient, topic: string, access: Access): boolean {
-    let known = this.byClient.get(client);
-    if (known === undefined) {
-      known = new Map();
-      this.byClient.set(client, known);
+    let known = this.lastKnown;
+    if (client !== this.lastClient) {
+      known = this.byClient.get(client) ?? new Map<string, number>();
+      if (known.size === 0) this.byClient.set(client, known);
+      this.lastClient = client;
+      this.lastKnown = known;
     }
     // Bits: 1 read known, 2 read allowed, 4 write known, 8 write allowed.
     const shift = access === 'read' ? 0 : 2;
