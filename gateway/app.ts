@@ -153,15 +153,24 @@ export class Gateway {
       this.auth = undefined;
       return { changed: ['auth section removed: no authentication or ACL'], problems: [] };
     }
-    if (this.auth !== undefined) return this.auth.reload(next);
-    const auth = newAuthAdapter(this.broker, next);
-    try {
-      await auth.start();
-    } catch (err) {
-      return { changed: [], problems: err instanceof AuthFileError ? err.problems : [errorMessage(err)] };
+    let result: AuthReloadResult;
+    if (this.auth !== undefined) {
+      result = await this.auth.reload(next);
+      if (result.problems.length > 0) return result;
+    } else {
+      const added = newAuthAdapter(this.broker, next);
+      try {
+        await added.start();
+      } catch (err) {
+        return { changed: [], problems: err instanceof AuthFileError ? err.problems : [errorMessage(err)] };
+      }
+      this.auth = added;
+      result = { changed: ['auth section added'], problems: [] };
     }
-    this.auth = auth;
-    return { changed: ['auth section added'], problems: [] };
+    // Connected clients whose login the new files no longer accept are disconnected, as Mosquitto does.
+    const auth = this.auth;
+    const revoked = this.broker.disconnectClients((client) => !auth.stillAllowed(client), 'login no longer valid after a reload of the users');
+    return revoked === 0 ? result : { ...result, changed: [...result.changed, `${revoked} connected clients disconnected (user removed or password changed)`] };
   }
 
   /** Opens storage, starts the broker's listeners, serial ports and Redis. Rejects if a listener cannot open. */

@@ -85,6 +85,11 @@ export class AuthAdapter {
   private counters = { loginsAccepted: 0, loginsRefused: 0, loginsBusy: 0 };
   private readonly internalClients = new Map<string, AclClient>();
   private registered = false;
+  /**
+   * How each connected client got in (the broker passes one ClientInfo per connection): the hash
+   * its password matched, or how it came in without one. A reload checks them against the new file.
+   */
+  private readonly logins = new WeakMap<ClientInfo, PasswordHash | 'certificate' | 'without-password'>();
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -173,37 +178,60 @@ export class AuthAdapter {
   }
 
   private readonly authenticate = async (client: ClientInfo, credentials: Credentials): Promise<boolean> => {
-    const allowed = await this.check(client, credentials);
-    if (allowed) this.counters.loginsAccepted++;
-    else this.counters.loginsRefused++;
-    return allowed;
+    const login = await this.check(client, credentials);
+    if (login === null) {
+      this.counters.loginsRefused++;
+      return false;
+    }
+    this.counters.loginsAccepted++;
+    this.logins.set(client, login);
+    return true;
   };
 
-  private async check(client: ClientInfo, credentials: Credentials): Promise<boolean> {
-    if (credentials.fromCertificate === true) return true; // the verified certificate is the proof
+  /** How the client gets in, or null when it does not. */
+  private async check(client: ClientInfo, credentials: Credentials): Promise<PasswordHash | 'certificate' | 'without-password' | null> {
+    if (credentials.fromCertificate === true) return 'certificate'; // the verified certificate is the proof
     const users = this.users;
-    if (credentials.username === undefined || users === undefined) return this.allowAnonymous;
+    if (credentials.username === undefined || users === undefined) return this.allowAnonymous ? 'without-password' : null;
     const user = credentials.username;
     const password = credentials.password ?? Buffer.alloc(0);
     const key = this.rememberKey(user, password);
     const hash = users.get(user);
-    if (hash !== undefined && this.remembered.has(key)) return true;
+    if (hash !== undefined && this.remembered.has(key)) return hash;
     if (this.pending >= MAX_PENDING_VERIFICATIONS) {
       this.counters.loginsBusy++;
       this.ctx.logger.warn('auth: too many logins being verified at once; login refused', { clientId: client.clientId, remote: client.remote, pending: this.pending });
-      return false;
+      return null;
     }
     this.pending++;
     try {
       // An unknown user costs one verification too: the timing does not tell which users exist.
       const matches = await verifyPassword(password, hash ?? this.decoy);
-      if (!matches || hash === undefined || this.users !== users) return false;
+      if (!matches || hash === undefined) return null;
+      // Reloaded while the hash ran: the login holds only if the user's password is still the same.
+      const current = this.users === users ? hash : this.users?.get(user);
+      if (current === undefined || !current.key.equals(hash.key)) return null;
       if (this.remembered.size >= MAX_REMEMBERED_LOGINS) this.remembered.clear();
       this.remembered.add(key);
-      return true;
+      return current;
     } finally {
       this.pending--;
     }
+  }
+
+  /**
+   * After a reload: is the login of this connected client still good? (Mosquitto disconnects the
+   * clients a reload no longer authorises.) A password login stays if its user's line is the one
+   * it matched — not removed, password not changed; a client without a password stays if anonymous
+   * access (or, without a password file, any name) is still allowed; a certificate login stays.
+   */
+  stillAllowed(client: ClientInfo): boolean {
+    const login = this.logins.get(client);
+    if (login === 'certificate') return true;
+    if (client.username === undefined || this.users === undefined) return this.allowAnonymous;
+    if (login === undefined || typeof login === 'string') return false; // never checked against a password file
+    const hash = this.users.get(client.username);
+    return hash !== undefined && hash.key.equals(login.key) && hash.salt.equals(login.salt);
   }
 
   /** What a successful login is remembered by: never the password, only an HMAC with a secret of this process. */

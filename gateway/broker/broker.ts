@@ -446,6 +446,20 @@ export class Broker implements ConnectionHost {
     return true;
   }
 
+  /**
+   * Closes the connected clients `revoked` picks (a reload removed their user or changed its
+   * password): MQTT 5 clients get DISCONNECT 0x98 "administrative action". Returns how many.
+   */
+  disconnectClients(revoked: (client: ClientInfo) => boolean, detail: string): number {
+    let closed = 0;
+    for (const conn of [...this.clients.values()]) {
+      if (!revoked(clientInfo(conn))) continue;
+      conn.close('auth-revoked', detail);
+      closed++;
+    }
+    return closed;
+  }
+
   // ---- subscriptions ----
 
   /** Adds or replaces a subscription of `session`: kept in the session, routed in the topic tree. */
@@ -996,8 +1010,16 @@ const SHARED_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPu
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */
 const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };
 
+/**
+ * Who `conn`'s client is. From authentication on (client id and user name settled) it is one object
+ * per connection — the authenticate hook, the session and the authorisation hooks see the same —
+ * so adapters may key what they remember about a login by it (a WeakMap).
+ */
 export function clientInfo(conn: Connection): ClientInfo {
-  return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion, username: conn.username };
+  if (conn.info !== null) return conn.info;
+  const info: ClientInfo = { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion, username: conn.username };
+  if (conn.state !== 'awaiting-connect') conn.info = info;
+  return info;
 }
 
 /** Counts every change handed to the session store (Broker.storageChanges), then forwards it. */

@@ -1,7 +1,8 @@
 /**
  * Logins against the password file (issue 8 part 2), on a whole gateway over real TCP: mqtt.js,
  * raw MQTT 3.1.1 / 5 clients and Mosquitto's own `mosquitto_pub`; files made by a real
- * `mosquitto_passwd` accepted as they are; anonymous access; SIGHUP reloads of the users.
+ * `mosquitto_passwd` accepted as they are; anonymous access; SIGHUP reloads of the users (and
+ * the clients a reload no longer accepts disconnected).
  */
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
@@ -11,7 +12,7 @@ import { promisify } from 'node:util';
 import { connectAsync } from 'mqtt';
 import { withUser, hashPassword } from '../../adapters/auth';
 import { authGateway, FAST_SCRYPT, passwordLines } from '../helpers/auth';
-import { open } from '../helpers/mqtt5';
+import { client, open } from '../helpers/mqtt5';
 import { within } from '../helpers/mqtt-client';
 import { RawClient } from '../helpers/raw-client';
 
@@ -106,11 +107,31 @@ t.test('SIGHUP reload: a user added can log in, one removed cannot; a broken fil
   t.same(broken.auth?.problems, [`${g.passwordFile}:3: expected user:hash`], 'the problem names file and line');
   t.equal(await mqttLogin(t, g.tb.port, 'erin', 'new-pw'), true, 'the users in use stay');
 
-  writeFileSync(g.passwordFile, await passwordLines({ alice: 'wonderland' }));
+  // Connected clients: erin (to be removed), alice (password changed), bob (unchanged), and an anonymous one.
+  writeFileSync(g.passwordFile, `${readFileSync(g.passwordFile, 'utf8').trimEnd().split('\n').slice(0, 2).join('\n')}\n${await passwordLines({ bob: 'builder' })}`);
+  t.same((await g.gateway.reload(g.config(), () => undefined)).auth?.problems, []);
+  const erin = await client(t, g.tb, 'erin-device', { username: 'erin', password: Buffer.from('new-pw') });
+  const alice = await client(t, g.tb, 'alice-device', { protocolVersion: 4, username: 'alice', password: Buffer.from('wonderland') });
+  const bob = await client(t, g.tb, 'bob-device', { username: 'bob', password: Buffer.from('builder') });
+
+  // bob's line stays byte for byte (a fresh hash of the same password would have a new salt).
+  const bobLine = readFileSync(g.passwordFile, 'utf8').split('\n').find((l) => l.startsWith('bob:')) as string;
+  writeFileSync(g.passwordFile, `${await passwordLines({ alice: 'changed' })}${bobLine}\n`);
   const removed = await g.gateway.reload(g.config(), () => undefined);
   t.same(removed.auth?.problems, []);
+  t.match(removed.auth?.changed.join(), /2 connected clients disconnected/);
+  t.equal((await erin.next('disconnect')).reasonCode, 0x98, 'the removed user is disconnected: MQTT 5 DISCONNECT 0x98 (administrative action)');
+  await erin.waitClosed();
+  await alice.waitClosed();
+  t.pass('the user whose password changed is disconnected too (3.1.1: the connection closes)');
+  bob.send({ cmd: 'pingreq' });
+  await bob.next('pingresp');
+  t.notOk(bob.closed, 'an unchanged user stays connected');
   t.equal(await mqttLogin(t, g.tb.port, 'erin', 'new-pw'), 5, 'the user removed is refused');
-  t.equal(await mqttLogin(t, g.tb.port, 'alice', 'wonderland'), true);
+  t.equal(await mqttLogin(t, g.tb.port, 'alice', 'wonderland'), 5, 'the old password is refused');
+  t.equal(await mqttLogin(t, g.tb.port, 'alice', 'changed'), true);
+  writeFileSync(g.passwordFile, await passwordLines({ alice: 'wonderland' }));
+  t.same((await g.gateway.reload(g.config(), () => undefined)).auth?.problems, []);
 
   // A missing file on reload is a problem too, not an empty user list.
   const missing = await g.gateway.reload(g.config({ passwordFile: join(g.dir, 'nope') }), () => undefined);
