@@ -79,7 +79,7 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
 
   const id = packet.messageId ?? 0;
   // Authorisation (an ACL): here, where the fast path and mqtt-packet's parser both arrive.
-  const denied = broker.hooks.authorizePublish.length > 0 && !broker.mayPublish(conn.session?.client ?? clientInfo(conn), conn.clientId, topic);
+  const denied = broker.hooks.authorizePublish.length > 0 && !broker.mayPublish(clientInfo(conn), conn.clientId, topic);
   if (denied && (mqtt5 !== null || qos < 2)) {
     // MQTT 5 refuses with 0x87 in the acknowledgement (QoS 2: which ends the exchange, the id is
     // not held [MQTT-4.3.3-9]). 3.1.1 has no refusal: the message is dropped and still
