@@ -6,7 +6,8 @@
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema';
 import { SqliteOutbox, SqliteRetainedStore, SqliteSessionStore, SqliteStateStore, SqliteStorage } from '../adapters/sqlite';
-import { cameThroughRedis } from '../adapters/redis/sources';
+import { CLUSTER_SOURCE_PREFIX, cameThroughRedis } from '../adapters/redis/sources';
+import { AuthAdapter, AuthFileError, type AuthReloadResult } from '../adapters/auth';
 import { Broker, errorMessage, MemoryOutbox, type BrokerOptions, type Logger, type Outbox } from './broker';
 import type { MetricsServer } from './metrics-http';
 import { noServiceNotifier, type ServiceNotifier } from './systemd-notify';
@@ -63,10 +64,12 @@ export interface ReloadResult {
   readonly applied: readonly string[];
   readonly needsRestart: readonly string[];
   readonly serial?: { readonly added: readonly string[]; readonly removed: readonly string[]; readonly changed: readonly string[] };
+  /** The password and ACL files read again (on every reload while there is an `auth` section). */
+  readonly auth?: AuthReloadResult;
 }
 
 /** Sections a running gateway takes over from a reloaded file; everything else needs a restart. */
-const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>(['log', 'serial']);
+const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>(['log', 'serial', 'auth']);
 
 export class Gateway {
   private stopping: Promise<void> | undefined;
@@ -76,6 +79,8 @@ export class Gateway {
     readonly storage: OpenedStorage | undefined,
     private serial: SerialAdapter | undefined,
     readonly redis: RedisAdapter | undefined,
+    /** Password file and ACL, with an `auth` section (also one added by a reload). */
+    private auth: AuthAdapter | undefined,
     /** The configuration in effect: the start's, with reloaded sections replaced. */
     private config: Config,
     /** How serial adapters are made (also one added by a reload). */
@@ -135,8 +140,41 @@ export class Gateway {
       }
       serial = await this.serial.reconfigure(next.serial);
     }
-    this.config = { ...this.config, log: next.log, serial: next.serial };
-    return { applied, needsRestart, ...(serial === undefined ? {} : { serial }) };
+    const auth = await this.reloadAuth(next.auth);
+    this.config = { ...this.config, log: next.log, serial: next.serial, auth: auth === undefined || auth.problems.length === 0 ? next.auth : this.config.auth };
+    return { applied, needsRestart, ...(serial === undefined ? {} : { serial }), ...(auth === undefined ? {} : { auth }) };
+  }
+
+  /**
+   * The password and ACL files are read again even when the `auth` section is unchanged (their
+   * contents are what changed); with a problem the files in use stay. An `auth` section added
+   * starts the adapter, one removed stops it.
+   */
+  private async reloadAuth(next: Config['auth']): Promise<AuthReloadResult | undefined> {
+    if (next === undefined) {
+      if (this.auth === undefined) return undefined;
+      this.auth.stop();
+      this.auth = undefined;
+      return { changed: ['auth section removed: no authentication or ACL'], problems: [] };
+    }
+    let result: AuthReloadResult;
+    if (this.auth !== undefined) {
+      result = await this.auth.reload(next);
+      if (result.problems.length > 0) return result;
+    } else {
+      const added = newAuthAdapter(this.broker, next);
+      try {
+        await added.start();
+      } catch (err) {
+        return { changed: [], problems: err instanceof AuthFileError ? err.problems : [errorMessage(err)] };
+      }
+      this.auth = added;
+      result = { changed: ['auth section added'], problems: [] };
+    }
+    // Connected clients whose login the new files no longer accept are disconnected, as Mosquitto does.
+    const auth = this.auth;
+    const revoked = this.broker.disconnectClients((client) => !auth.stillAllowed(client), 'login no longer valid after a reload of the users');
+    return revoked === 0 ? result : { ...result, changed: [...result.changed, `${revoked} connected clients disconnected (user removed or password changed)`] };
   }
 
   /**
@@ -176,7 +214,13 @@ export class Gateway {
     const serialOptions = { gatewayId: redisSettings?.gatewayId ?? hostname(), version };
     let serial: SerialAdapter | undefined;
     let redis: RedisAdapter | undefined;
+    let auth: AuthAdapter | undefined;
     try {
+      // Before the listeners open: no client may connect before its password and ACL are known.
+      if (config.auth !== undefined) {
+        auth = newAuthAdapter(broker, config.auth);
+        await auth.start();
+      }
       await broker.start(config.listeners);
       // Adapters get a narrow context, never the broker (DESIGN.md "Layering").
       if (config.serial.length > 0) {
@@ -196,10 +240,10 @@ export class Gateway {
         redis.start(); // connects in the background: Redis is never waited for
       }
     } catch (err) {
-      await new Gateway(broker, stored, serial, redis, config, serialOptions).stop();
+      await new Gateway(broker, stored, serial, redis, auth, config, serialOptions).stop();
       throw err;
     }
-    const gateway = new Gateway(broker, stored, serial, redis, config, serialOptions);
+    const gateway = new Gateway(broker, stored, serial, redis, auth, config, serialOptions);
     if (config.metrics !== undefined) {
       // Reads the gateway's parts at scrape time.
       const { MetricsServer } = loadMetrics();
@@ -234,6 +278,14 @@ export class Gateway {
     })();
     return this.stopping;
   }
+}
+
+/**
+ * The auth adapter of a gateway. Messages from another gateway of the cluster were authorised
+ * where they were published (README "Users and access control"), so they are not checked again.
+ */
+function newAuthAdapter(broker: Broker, settings: NonNullable<Config['auth']>): AuthAdapter {
+  return new AuthAdapter(broker.context('auth'), settings, { trustedSource: (source) => source.startsWith(CLUSTER_SOURCE_PREFIX) });
 }
 
 /**
@@ -311,6 +363,12 @@ export function reloadOnHangup(
       ...listed('serialRemoved', result.serial?.removed),
       ...listed('serialChanged', result.serial?.changed),
     });
+    const auth = result.auth;
+    if (auth !== undefined && auth.problems.length > 0) {
+      logger.error('SIGHUP: auth files not reloaded; the ones in use stay', { problems: auth.problems.join('; ') });
+    } else if (auth !== undefined) {
+      logger.info('SIGHUP: auth files reloaded', { changes: auth.changed.join('; ') || 'none' });
+    }
     if (result.needsRestart.length > 0) logger.warn('SIGHUP: changed sections not applied; they take effect after a restart', { sections: result.needsRestart.join(',') });
   };
   const run = (): void => {

@@ -25,6 +25,7 @@ export const EXIT_LISTEN = 1;
 
 const USAGE = `Usage: edgeway [--config FILE]
        edgeway check-config [FILE]
+       edgeway passwd [--delete] FILE USER
        edgeway serial list [--json]
 
 Runs the edgeway MQTT gateway. Without a configuration file it listens on 127.0.0.1:1883 and
@@ -34,6 +35,11 @@ EDGEWAY_CONFIG environment variable.
 "edgeway check-config" validates a configuration file (FILE, --config or EDGEWAY_CONFIG) without
 starting anything: it prints every problem with its key path and exits 78, or exits 0.
 
+"edgeway passwd" adds USER to the password file FILE (auth.passwordFile) or changes its
+password, asked twice on the terminal, or read from the first line of stdin when it is not a
+terminal. The file is created (mode 0600) if missing; other lines stay as they are. --delete
+removes USER. Send the gateway SIGHUP (systemctl reload edgeway) to use the new file.
+
 "edgeway serial list" prints the serial ports present with their stable /dev/serial/by-id
 paths, USB vendor:product ids and serial numbers (--json for a machine-readable list).
 
@@ -42,6 +48,7 @@ Options:
   -h, --help          show this help
   -v, --version       print the version
       --json          (serial list) print JSON
+      --delete        (passwd) remove the user
 `;
 
 async function serialList(json: boolean): Promise<void> {
@@ -53,18 +60,31 @@ async function serialList(json: boolean): Promise<void> {
   process.stdout.write(out, () => process.exit(0));
 }
 
-/** `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit 0. */
-function checkConfig(path: string | undefined): void {
+/**
+ * `edgeway check-config`: every problem with its key path on stderr and exit 78, or "ok" and exit
+ * 0. The password and ACL files the configuration names are checked too (file and line).
+ */
+async function checkConfig(path: string | undefined): Promise<void> {
   if (path === undefined) fail(`check-config needs a file (FILE, --config or EDGEWAY_CONFIG)\n${USAGE}`, 64);
   // In this thread: the command exits right after, the validator's memory with it.
   const { loadConfigFile } = require('../config/load') as typeof import('../config/load');
+  let config: Config;
   try {
-    loadConfigFile(path);
+    config = loadConfigFile(path);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     throw err;
   }
+  if (config.auth !== undefined) {
+    const problems = await loadAuth().authFileProblems(config.auth);
+    if (problems.length > 0) fail(new (loadAuth().AuthFileError)(problems).message, EXIT_CONFIG);
+  }
   process.stdout.write(`${path}: ok\n`);
+}
+
+/** The auth adapter, for `edgeway passwd` and to recognise its errors. */
+function loadAuth(): typeof import('../adapters/auth') {
+  return require('../adapters/auth') as typeof import('../adapters/auth');
 }
 
 function packageVersion(): string {
@@ -106,12 +126,19 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     if (positionals[0] === 'check-config' && positionals.length <= 2) {
-      checkConfig(positionals[1] ?? configPath);
+      await checkConfig(positionals[1] ?? configPath);
+      return;
+    }
+    if (positionals[0] === 'passwd') {
+      const [, file, user] = positionals;
+      if (positionals.length !== 3 || file === undefined || user === undefined) fail(`passwd needs FILE and USER\n${USAGE}`, 64);
+      process.exitCode = await loadAuth().runPasswd({ file, user, delete: options.delete === true });
       return;
     }
     fail(`unknown command: ${positionals.join(' ')}\n${USAGE}`, 64);
   }
   if (options.json === true) fail(`--json is only used with "serial list"\n${USAGE}`, 64);
+  if (options.delete === true) fail(`--delete is only used with "passwd"\n${USAGE}`, 64);
 
   let config: Config;
   try {
@@ -129,7 +156,9 @@ async function main(argv: string[]): Promise<void> {
     gateway = await Gateway.start({ config, version, logger });
   } catch (err) {
     notifier.status(`start failed: ${errorMessage(err)}`);
-    // An unreadable or invalid certificate file is a configuration problem: restarting cannot fix it.
+    // A password or ACL file that cannot be used, or an unreadable or invalid certificate file, is a
+    // configuration problem: restarting cannot fix it (no restart loop under systemd).
+    if (err instanceof loadAuth().AuthFileError) fail(err.message, EXIT_CONFIG);
     if (err instanceof EdgewayError) fail(err.message, err.code === 'EDGEWAY_ERR_TLS_FILES' ? EXIT_CONFIG : EXIT_LISTEN);
     throw err;
   }
@@ -149,6 +178,7 @@ function parseCli(argv: string[]) {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
       json: { type: 'boolean' },
+      delete: { type: 'boolean' },
     },
     strict: true,
     allowPositionals: true,

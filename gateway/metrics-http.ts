@@ -118,6 +118,7 @@ export class MetricsServer {
     out.counter('edgeway_messages_sent_total', 'PUBLISH messages sent', m.publishSent);
     out.counter('edgeway_messages_dropped_total', 'Messages not delivered to a subscriber because of a limit', m.publishDropped);
     out.counter('edgeway_messages_expired_total', 'MQTT 5 messages not sent from a queue or the retained store because they expired', m.publishExpired);
+    out.counter('edgeway_authorization_denied_total', 'Refused by the ACL, by check: publish (messages, wills), subscribe (filters), read (deliveries)', Object.entries(m.denied).map(([check, n]) => [{ check }, n] as const));
     out.counter('edgeway_limit_hits_total', 'Times a limit was hit, by limit', Object.entries(m.limitHits).map(([limit, n]) => [{ limit }, n] as const));
     out.counter('edgeway_tls_handshake_failures_total', 'Failed TLS handshakes on mqtts and wss listeners (and client certificates without the CN useIdentityAsUsername needs)', m.tlsHandshakeFailures);
     out.counter('edgeway_websocket_refused_total', 'HTTP requests refused by ws and wss listeners (another path, no upgrade, bad or slow request)', m.webSocketRefused);

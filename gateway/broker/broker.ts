@@ -163,6 +163,8 @@ export class Broker implements ConnectionHost {
   /** Settles the acknowledgements held in this turn (see durableBarrier). */
   private turnBarrier: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | null = null;
   private readonly storageFailLog: RateLimitedLog;
+  /** Publications refused by authorizePublish (clients, wills, in-process publishers), logged at a bounded rate. */
+  private readonly deniedLog = new RateLimitedLog((m, f) => this.logger.warn(m, f));
 
   constructor(
     readonly options: BrokerOptions,
@@ -494,7 +496,9 @@ export class Broker implements ConnectionHost {
     // once that has passed or the session ended, unless the session is resumed first.
     const will = conn.will;
     conn.will = null;
-    if (will !== null) {
+    // A will is a publication of its client: one to a topic it may not write is dropped here, when
+    // it would be published — as Mosquitto 2.0 does (the CONNECT carrying it is not refused).
+    if (will !== null && (this.hooks.authorizePublish.length === 0 || this.mayPublish(clientInfo(conn), conn.clientId, will.topic))) {
       const delay = conn.mqtt5?.willDelay ?? 0;
       if (delay > 0 && session !== null && this.sessions.get(conn.clientId) === session && session.owner === null) {
         this.delayedWills.schedule(conn.clientId, will, Math.min(delay, session.expiryInterval));
@@ -551,6 +555,64 @@ export class Broker implements ConnectionHost {
       this.limitLogs.set(limit, log);
     }
     log.emit(msg, { limit, ...fields, count: this.metrics.limitHits[limit] });
+  }
+
+  // ---- authorisation (hooks.ts: authorizePublish, authorizeSubscribe, authorizeRead) ----
+
+  /**
+   * May `client` (null: the in-process publisher `source`) publish to `topic`? First deny wins; a
+   * refusal is counted and logged at a bounded rate. Callers check the hook array's length first,
+   * so a gateway without hooks pays one comparison.
+   */
+  mayPublish(client: ClientInfo | null, source: string, topic: string): boolean {
+    for (const hook of this.hooks.authorizePublish) {
+      if (hook(client, source, topic)) continue;
+      this.metrics.denied.publish++;
+      this.deniedLog.emit('publication not authorised; message dropped', { clientId: client?.clientId ?? source, username: client?.username, topic, count: this.metrics.denied.publish });
+      return false;
+    }
+    return true;
+  }
+
+  /** May `client` subscribe to `filter`? Counted when refused (the client learns it from SUBACK). */
+  maySubscribe(client: ClientInfo, filter: string): boolean {
+    for (const hook of this.hooks.authorizeSubscribe) {
+      if (hook(client, filter)) continue;
+      this.metrics.denied.subscribe++;
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * May the client of `session` receive a message on `topic`? Checked per delivery, because a
+   * wildcard subscription can match topics its client may not read. A session restored from
+   * storage whose client has not connected since has no identity yet: its messages are checked
+   * when they are sent (pump).
+   */
+  private mayRead(session: Session, topic: string): boolean {
+    const client = session.client;
+    if (client === null) return true;
+    for (const hook of this.hooks.authorizeRead) {
+      if (hook(client, topic)) continue;
+      this.metrics.denied.read++;
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Closes the connected clients `revoked` picks (a reload removed their user or changed its
+   * password): MQTT 5 clients get DISCONNECT 0x98 "administrative action". Returns how many.
+   */
+  disconnectClients(revoked: (client: ClientInfo) => boolean, detail: string): number {
+    let closed = 0;
+    for (const conn of [...this.clients.values()]) {
+      if (!revoked(clientInfo(conn))) continue;
+      conn.close('auth-revoked', detail);
+      closed++;
+    }
+    return closed;
   }
 
   // ---- subscriptions ----
@@ -758,6 +820,7 @@ export class Broker implements ConnectionHost {
       }
       const conn = this.connectionOf(sub.session);
       if (conn === undefined) continue; // QoS 0 is not queued for absent clients (3.1.1 section 3.1.2.4)
+      if (this.hooks.authorizeRead.length > 0 && !this.mayRead(sub.session, msg.topic)) continue;
       const state = conn.mqtt5;
       let bytes: Buffer | null;
       if (state === null) {
@@ -914,6 +977,8 @@ export class Broker implements ConnectionHost {
       throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
     }
     this.metrics.publishReceived++;
+    // Serial ports and the Redis downlink pass the same authorisation as clients, as internal users (adapters/auth).
+    if (this.hooks.authorizePublish.length > 0 && !this.mayPublish(null, source, message.topic)) return;
     const expiring = message.expiresAt === undefined && message.properties?.messageExpiryInterval !== undefined;
     this.publish(expiring ? withExpiry(message, Date.now()) : message, null, source);
   }
@@ -976,6 +1041,7 @@ export class Broker implements ConnectionHost {
    * away. `shared`: it came through a shared subscription (another member may take it over).
    */
   deliver(session: Session, msg: Message, qos: QoS, retain: boolean, origin: Connection | null, shared?: SharedOrigin): void {
+    if (this.hooks.authorizeRead.length > 0 && !this.mayRead(session, msg.topic)) return;
     const conn = this.connectionOf(session);
     if (qos === 0) {
       const bytes = conn === undefined ? null : this.publishPacket(conn, msg, 0, retain, false, 0);
@@ -1016,6 +1082,11 @@ export class Broker implements ConnectionHost {
       if (next.message.expiresAt !== undefined && hasExpired(next.message, Date.now())) {
         session.discard(next.ord);
         this.metrics.publishExpired++;
+        continue;
+      }
+      // Queued before its client's identity was known (restored session), or before an ACL reload.
+      if (this.hooks.authorizeRead.length > 0 && !this.mayRead(session, next.message.topic)) {
+        session.discard(next.ord);
         continue;
       }
       this.sendInflight(session, conn, next.message, next.qos, next.retain, next.ord, next.shared);
@@ -1094,8 +1165,16 @@ const SHARED_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPu
 /** In-process subscribers receive every message at the publisher's QoS; delivery is a function call. */
 const IN_PROCESS_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPublished: true, retainHandling: 0 };
 
+/**
+ * Who `conn`'s client is. From authentication on (client id and user name settled) it is one object
+ * per connection — the authenticate hook, the session and the authorisation hooks see the same —
+ * so adapters may key what they remember about a login by it (a WeakMap).
+ */
 export function clientInfo(conn: Connection): ClientInfo {
-  return { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion, username: conn.username };
+  if (conn.info !== null) return conn.info;
+  const info: ClientInfo = { clientId: conn.clientId, remote: conn.remote, protocolVersion: conn.protocolVersion, username: conn.username };
+  if (conn.state !== 'awaiting-connect') conn.info = info;
+  return info;
 }
 
 /** Counts every change handed to the session store (Broker.storageChanges), then forwards it. */

@@ -5,6 +5,7 @@ import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
 import type { LoginAttempt } from './login-backoff';
 import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
+import type { ClientInfo } from './hooks';
 import type { Session } from './session';
 import type { Transport } from './transport';
 import type { Message } from './types';
@@ -37,6 +38,8 @@ export type CloseReason =
   | 'connect-refused'
   /** Re-authentication (MQTT 5 AUTH) refused the client. */
   | 'auth-failed'
+  /** Its login is no longer valid after a reload of the users (removed, password changed). */
+  | 'auth-revoked'
   | 'server-shutdown'
   /** The storage closed before the commit acknowledgements waited for: not sent, the client re-sends. */
   | 'storage-failure';
@@ -54,6 +57,7 @@ const DISCONNECT_REASON: Partial<Record<CloseReason, number>> = {
   'packet-too-large': ReasonCode.PacketTooLarge,
   'storage-failure': ReasonCode.UnspecifiedError,
   'auth-failed': ReasonCode.NotAuthorized,
+  'auth-revoked': ReasonCode.AdministrativeAction,
 };
 
 /** What the connection needs from the broker; keeps the connection testable and the broker's surface small. */
@@ -141,6 +145,8 @@ export class Connection implements ParserOwner, FastPacketSink {
    * useIdentityAsUsername: it replaces the user name of CONNECT, and no password is checked.
    */
   certificateUsername: string | undefined = undefined;
+  /** Who the client is, for the hooks: one object from authentication on (broker.ts clientInfo). */
+  info: ClientInfo | null = null;
   /** 0 until CONNECT tells; then 3, 4 or 5. */
   protocolVersion = 0;
   /** Keepalive from CONNECT, in seconds; 0 disables it. */

@@ -19,6 +19,7 @@ export { backoffDelay } from './backoff';
 export { BrokerMetrics } from './metrics';
 export type { BrokerStorage, RetainedStore, SessionMessageState, SessionStore, StoredSession, StoredSessionMessage } from './persistence';
 export { RingBuffer } from './ring-buffer';
+export { filterMatches, sharedFilter, topicFilterError } from './topic';
 export type { BrokerLimits, BrokerOptions, Message, PublishProperties, QoS, SubscriptionOptions } from './types';
 export { MemoryOutbox } from './memory-outbox';
 export {

@@ -26,6 +26,12 @@ export class BrokerMetrics {
   clientsMaximum = 0;
   /** Connections closed because the storage closed before the commit their acknowledgements waited for. */
   storageFailures = 0;
+  /**
+   * Refused by the authorisation hooks (an ACL): messages a client or in-process publisher may
+   * not publish (wills included), subscriptions refused in SUBACK, and deliveries of messages a
+   * subscriber may not read.
+   */
+  readonly denied = { publish: 0, subscribe: 0, read: 0 };
 
   /** One counter per limit (config/schema.ts `limits`), counted each time the limit is hit. */
   readonly limitHits = {

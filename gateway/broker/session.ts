@@ -1,3 +1,4 @@
+import type { ClientInfo } from './hooks';
 import type { SessionStore, StoredSession } from './persistence';
 import { RingBuffer } from './ring-buffer';
 import type { Message, SubscriptionOptions } from './types';
@@ -61,6 +62,12 @@ export class Session {
   private nextOrd = 1;
   /** Where changes are reported: set while the session is persistent and storage is on. */
   private store: SessionStore | null = null;
+  /**
+   * Who the session's client is (its latest connection's ClientInfo): the identity authorisation
+   * checks messages for it against, also while it is away. Null for a session restored from
+   * storage whose client has not connected since (its queued messages are checked when sent).
+   */
+  client: ClientInfo | null = null;
 
   constructor(
     readonly clientId: string,

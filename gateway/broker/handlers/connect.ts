@@ -111,6 +111,13 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
   // Checked before the authentication gate runs, so a full broker does no work for the client.
   if (refusedAtConnectionLimit(broker, conn, clientId)) return;
 
+  const credentials: Credentials =
+    conn.certificateUsername === undefined
+      ? { username: packet.username, password: packet.password }
+      : { username: conn.certificateUsername, password: undefined, fromCertificate: true };
+  // The name ACLs see (%u); the connection is closed if the gates refuse it. Set before the
+  // transition: from 'authenticating' on, clientInfo(conn) is cached with it (broker.ts).
+  conn.username = credentials.username;
   conn.clientId = clientId;
   conn.transition('authenticating');
   // Server Keep Alive (MQTT 5): above limits.maxKeepalive, or 0 (none), the server's value
@@ -127,12 +134,6 @@ export function handleConnect(broker: Broker, conn: Connection, packet: IConnect
     will,
     assignedId,
   };
-  const credentials: Credentials =
-    conn.certificateUsername === undefined
-      ? { username: packet.username, password: packet.password }
-      : { username: conn.certificateUsername, password: undefined, fromCertificate: true };
-  // The name ACLs see (%u); the connection is closed if the gates refuse it.
-  conn.username = credentials.username;
   // Without any authentication there is nothing to guess: no back-off, and no cost for it.
   if (authenticator === undefined && broker.hooks.authenticate.length === 0) {
     completeConnect(broker, conn, request, undefined);
@@ -259,6 +260,9 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
   session.setExpiryInterval(request.sessionExpiry);
   session.setOwner(conn.generation);
   conn.session = session;
+  // One ClientInfo per connection, kept by the session: authorisation hooks may cache by it.
+  const info = clientInfo(conn);
+  session.client = info;
   conn.keepalive = request.keepalive;
   conn.will = request.will;
   const mqtt5 = conn.mqtt5;
@@ -271,7 +275,6 @@ function completeConnect(broker: Broker, conn: Connection, request: ConnectReque
   else conn.write(encodeV5(mqtt5, { cmd: 'connack', reasonCode: ReasonCode.Success, sessionPresent, properties: connackProperties(broker, conn, request, auth) }));
   conn.startKeepalive();
   broker.logger.info('client connected', { clientId, remote: conn.remote, protocol: conn.protocolVersion, clean: request.clean, sessionPresent, keepalive: conn.keepalive });
-  const info = clientInfo(conn);
   for (const hook of broker.hooks.clientConnected) hook(info);
 
   broker.resumeSession(session, conn);

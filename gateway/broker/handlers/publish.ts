@@ -1,5 +1,5 @@
 import type { IPublishPacket } from 'mqtt-packet';
-import type { Broker } from '../broker';
+import { clientInfo, type Broker } from '../broker';
 import type { Connection } from '../connection';
 import { ReasonCode } from '../errors';
 import { encodeAckFor } from '../mqtt5';
@@ -77,9 +77,18 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     properties = kept;
   }
 
+  const id = packet.messageId ?? 0;
+  // Authorisation (an ACL): here, where the fast path and mqtt-packet's parser both arrive.
+  const denied = broker.hooks.authorizePublish.length > 0 && !broker.mayPublish(clientInfo(conn), conn.clientId, topic);
+  if (denied && (mqtt5 !== null || qos < 2)) {
+    // MQTT 5 refuses with 0x87 in the acknowledgement (QoS 2: which ends the exchange, the id is
+    // not held [MQTT-4.3.3-9]). 3.1.1 has no refusal: the message is dropped and still
+    // acknowledged, as Mosquitto does, so that the client does not send it again forever.
+    if (qos > 0) conn.sendAck(encodeAckFor(conn, qos === 1 ? 'puback' : 'pubrec', id, mqtt5 === null ? ReasonCode.Success : ReasonCode.NotAuthorized, 'not authorized'), null, true);
+    return;
+  }
   let message = messageOf(topic, payload, qos, packet.retain, properties);
   if (properties?.messageExpiryInterval !== undefined) message = withExpiry(message, Date.now());
-  const id = packet.messageId ?? 0;
   const changesBefore = broker.storageChanges;
   if (qos === 2) {
     const session = conn.session;
@@ -88,7 +97,8 @@ export function handlePublish(broker: Broker, conn: Connection, packet: IPublish
     let reasonCode: number = ReasonCode.Success;
     if (!session.incomingQos2.has(id)) {
       session.holdIncomingQos2(id);
-      if (!broker.publish(message, conn)) reasonCode = ReasonCode.NoMatchingSubscribers;
+      // A refused 3.1.1 QoS 2 message completes its exchange (PUBREC, PUBREL, PUBCOMP) undelivered.
+      if (!denied && !broker.publish(message, conn)) reasonCode = ReasonCode.NoMatchingSubscribers;
       barrier = broker.durableSince(changesBefore);
     } else {
       // A re-sent id (perhaps on a new connection, the first one's PUBREC never seen): the first

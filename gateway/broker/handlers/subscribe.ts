@@ -54,6 +54,13 @@ export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubsc
       conn.close('protocol-error', `No Local on the shared subscription ${JSON.stringify(sub.topic)} [MQTT-3.8.3-4]`);
       return;
     }
+    // Authorisation (an ACL): refused for this filter only.
+    const client = session.client;
+    if (broker.hooks.authorizeSubscribe.length > 0 && client !== null && !broker.maySubscribe(client, sub.topic)) {
+      granted.push(v5 ? ReasonCode.NotAuthorized : SUBACK_FAILURE);
+      refusals.push(`${sub.topic}: not authorized`);
+      continue;
+    }
     if (!session.subscriptions.has(sub.topic) && session.subscriptions.size >= broker.limits.maxSubscriptionsPerClient) {
       broker.limitHit('maxSubscriptionsPerClient', 'subscription refused: client has too many', { clientId: conn.clientId, filter: sub.topic, maxSubscriptionsPerClient: broker.limits.maxSubscriptionsPerClient });
       granted.push(v5 ? ReasonCode.QuotaExceeded : SUBACK_FAILURE);
