@@ -29,10 +29,10 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import Redis from 'ioredis';
 import type { PtyPair } from '../test/helpers/pty';
-import { Cleanup } from './lib/cleanup';
+import { runScript, type Cleanup } from './lib/cleanup';
 import { account, formatTables, type FaultWindow, type NotReadWindow, type StreamEntry } from './chaos/accounting';
 import { Chain, STREAM } from './chaos/chain';
-import { inject, planFaults, WIRE_MS } from './chaos/faults';
+import { inject, planFaults } from './chaos/faults';
 import { mqttRecords, Observer, Publisher, Sensor } from './chaos/sources';
 
 const USAGE = `usage: node dist/scripts/chaos.js [--seconds S] [--seed N] [--short] [--json FILE]
@@ -168,7 +168,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   process.stdout.write(`\nFaults (seed ${SEED}):\n`);
   for (const f of faults) process.stdout.write(`  +${((f.start - t0) / 1000).toFixed(1).padStart(6)} s  ${f.kind.padEnd(18)} ${f.detail}\n`);
   process.stdout.write(`\n${formatTables(result)}`);
-  process.stdout.write(`Not-read windows: serial readings written from ${WIRE_MS} ms before an unplug or a gateway kill until the port was seen online again.\n`);
+  process.stdout.write('Not read: serial readings written while unplugged or the gateway was down (until the port was seen online), or after the last reading seen before that fault.\n');
   if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify({ seed: SEED, short: SHORT, seconds: SECONDS, faults, ...result }, null, 2)}\n`);
   if (result.failures.length > 0) {
     process.stdout.write(`\nFAIL:\n${result.failures.map((f) => `  ${f}`).join('\n')}\n`);
@@ -178,16 +178,4 @@ async function main(cleanup: Cleanup): Promise<number> {
   return 0;
 }
 
-const cleanup = new Cleanup();
-cleanup.exitOnSignals('chaos');
-main(cleanup).then(
-  async (code) => {
-    await cleanup.run();
-    process.exit(code);
-  },
-  async (err: unknown) => {
-    process.stderr.write(`chaos: the run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    await cleanup.run();
-    process.exit(2);
-  },
-);
+runScript('chaos', main);

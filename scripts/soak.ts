@@ -30,7 +30,7 @@ import { RedisServer } from '../test/helpers/redis';
 import { rssKb } from './bench/proc';
 import { median } from './bench/stats';
 import { Sensor } from './chaos/sources';
-import { Cleanup } from './lib/cleanup';
+import { runScript, type Cleanup } from './lib/cleanup';
 import { scrapeMetrics } from './lib/metrics';
 import { renderChart } from './soak/chart';
 import { DEFAULT_GROWTH_LIMITS, judgeGrowth } from './soak/growth';
@@ -231,16 +231,4 @@ async function main(cleanup: Cleanup): Promise<number> {
   return summary.pass ? 0 : 1;
 }
 
-const cleanup = new Cleanup();
-cleanup.exitOnSignals('soak');
-main(cleanup).then(
-  async (code) => {
-    await cleanup.run();
-    process.exit(code);
-  },
-  async (err: unknown) => {
-    process.stderr.write(`soak: the run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    await cleanup.run();
-    process.exit(2);
-  },
-);
+runScript('soak', main);

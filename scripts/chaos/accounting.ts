@@ -21,10 +21,11 @@
  *     yet committed is lost by any crash", at most `storage.flushInterval` of data). Allowed, and
  *     counted on its own. On any other connection (the last one ends with acknowledged messages
  *     after every reading), such a reading missing from the stream is lost.
- *   - A reading neither seen nor in the stream was *not read* — allowed only if it was written
- *     inside one of its port's not-read windows (the device unplugged, or the gateway down, from a
- *     little before the fault until the observer saw the port online again). Anywhere else it is
- *     **lost**: a gap outside those windows is never explained away.
+ *   - A reading neither seen nor in the stream was *not read* — allowed only inside one of its
+ *     port's not-read windows (`NotReadWindow`: the device unplugged or the gateway down, until the
+ *     observer saw the port online again, plus the readings after the last one seen before the
+ *     fault). Anywhere else it is **lost**: a gap before a reading that was seen is never
+ *     explained away.
  * - **Order.** Per source, the numbers in the stream rise strictly in entry order; every entry's
  *   `seq` field equals the seq of its id (`<epoch>-<seq>`), and ids rise (XRANGE order).
  * - An entry that no source sent (an unknown number, an unparsable payload) is **unexpected**.
@@ -70,11 +71,23 @@ export interface Observation {
   readonly n: number;
 }
 
-/** A time span in which readings of `port` may be lost on the wire, unread. */
+/**
+ * A fault during which readings of `port` may be lost unread: those written from `start` (the
+ * unplug, the kill) until `end` (the port seen online again), and those written before `start`
+ * that came after the last reading the observer had seen by then (`lastSeen`): still in the pty
+ * or in socat, or read and routed but not yet delivered, when the fault struck. A reading written
+ * before a later one that was seen is never in a window.
+ */
 export interface NotReadWindow {
   readonly port: string;
   readonly start: number;
   readonly end: number;
+  readonly lastSeen: number;
+}
+
+/** Whether reading `n` of `port`, written at `sentAt`, may have gone unread in window `w`. */
+function inNotReadWindow(w: NotReadWindow, port: string, n: number, sentAt: number): boolean {
+  return w.port === port && sentAt <= w.end && (sentAt >= w.start || n > w.lastSeen);
 }
 
 /** One entry of the uplink stream, as XRANGE returns it. */
@@ -255,7 +268,7 @@ export function account(input: AccountingInput): AccountingResult {
     if (found > 0) continue;
     const at = new Date(s.sentAt).toISOString();
     if (observed === undefined) {
-      if (input.notReadWindows.some((w) => w.port === s.port && s.sentAt >= w.start && s.sentAt <= w.end)) c.notRead++;
+      if (input.notReadWindows.some((w) => inNotReadWindow(w, s.port, s.n, s.sentAt))) c.notRead++;
       else {
         c.lost++;
         fail('serial readings lost (never seen, outside an unplug or gateway-down window)', `serial:${s.port} n=${s.n} written at ${at}`);

@@ -42,11 +42,6 @@ export function planFaults(seed: number, totalMs: number, short: boolean, sensor
 
 /** How long after a fault's recovery messages still count for that fault (reconnects, drains). */
 const SETTLE_MS = 1000;
-/**
- * How long before an unplug or a gateway kill a reading may still be on the wire (in socat, in the
- * pty, not yet read by the gateway) and so be lost unread. Readings written earlier must be read.
- */
-export const WIRE_MS = 250;
 /** The longest a port may take to be seen online again after a replug or a gateway restart. */
 const ONLINE_TIMEOUT_MS = 20_000;
 
@@ -86,24 +81,26 @@ export async function inject(fault: PlannedFault, ctx: FaultContext): Promise<Fa
     case 'gateway-kill': {
       // The observer's current connection dies with this gateway process.
       if (ctx.observer.connected) ctx.killedConnections.add(ctx.observer.conn);
+      const lastSeen = ctx.sensors.map((s) => ctx.observer.lastSeen(s.port));
       await chain.killGateway();
       await sleep(fault.durationMs);
       await chain.startGateway();
-      for (const sensor of ctx.sensors) {
+      for (const [i, sensor] of ctx.sensors.entries()) {
         const online = await ctx.observer.waitOnline(sensor.port, start, ONLINE_TIMEOUT_MS);
-        ctx.notRead.push({ port: sensor.port, start: start - WIRE_MS, end: online });
+        ctx.notRead.push({ port: sensor.port, start, end: online, lastSeen: lastSeen[i] as number });
       }
       break;
     }
     case 'serial-unplug': {
       const sensor = ctx.sensors[fault.target] as Sensor;
       detail += ` ${sensor.port}`;
+      const lastSeen = ctx.observer.lastSeen(sensor.port);
       await sensor.unplug();
       await sleep(fault.durationMs);
       const plugged = Date.now();
       await sensor.plug();
       const online = await ctx.observer.waitOnline(sensor.port, plugged, ONLINE_TIMEOUT_MS);
-      ctx.notRead.push({ port: sensor.port, start: start - WIRE_MS, end: online });
+      ctx.notRead.push({ port: sensor.port, start, end: online, lastSeen });
       break;
     }
     case 'stalled-subscriber':

@@ -179,6 +179,7 @@ export class Observer extends Loop {
   /** Connections so far; the current one's number while connected. */
   conn = 0;
   private client: MqttClient | undefined;
+  private readonly highest = new Map<string, number>();
 
   constructor(private readonly url: string) {
     super();
@@ -186,6 +187,11 @@ export class Observer extends Loop {
 
   get connected(): boolean {
     return this.client?.connected === true;
+  }
+
+  /** The highest reading of `port` seen so far (0: none). */
+  lastSeen(port: string): number {
+    return this.highest.get(port) ?? 0;
   }
 
   /** Resolves once a status `online` of `port` changed at or after `since` arrived; its arrival time. */
@@ -240,7 +246,11 @@ export class Observer extends Loop {
     const n = Number(payload);
     if (!Number.isInteger(n)) return;
     if (levels[1] === 'mqtt' && levels.length === 3) this.observations.push({ conn, kind: 'mqtt', source: levels[2] as string, n });
-    else if (levels.length === 3 && levels[2] === 'n') this.observations.push({ conn, kind: 'serial', source: levels[1] as string, n });
+    else if (levels.length === 3 && levels[2] === 'n') {
+      const port = levels[1] as string;
+      this.observations.push({ conn, kind: 'serial', source: port, n });
+      this.highest.set(port, Math.max(n, this.lastSeen(port)));
+    }
   }
 }
 

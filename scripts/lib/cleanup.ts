@@ -49,3 +49,23 @@ export class Cleanup implements Teardowns {
     }
   }
 }
+
+/**
+ * Runs a script's `main` with a fresh `Cleanup` and exits with its code, cleaning up first; a
+ * thrown error is printed and exits 2 (the run itself failed, as opposed to a finding: 1).
+ */
+export function runScript(name: string, main: (cleanup: Cleanup) => Promise<number>): void {
+  const cleanup = new Cleanup();
+  cleanup.exitOnSignals(name);
+  main(cleanup).then(
+    async (code) => {
+      await cleanup.run();
+      process.exit(code);
+    },
+    async (err: unknown) => {
+      process.stderr.write(`${name}: the run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      await cleanup.run();
+      process.exit(2);
+    },
+  );
+}

@@ -80,12 +80,21 @@ t.test('a serial reading never seen is allowed only inside a not-read window of 
   t.equal(outside.total.serial.lost, 1, 'a gap with no fault is a loss');
   t.match(outside.failures.join('\n'), /serial readings lost \(never seen, outside an unplug or gateway-down window\): 1/);
 
-  const otherPort = account(gone({ ...input, notReadWindows: [{ port: 's2', start: 0, end: 5000 }] }));
+  const otherPort = account(gone({ ...input, notReadWindows: [{ port: 's2', start: 0, end: 5000, lastSeen: 0 }] }));
   t.equal(otherPort.total.serial.lost, 1, "another port's unplug explains nothing");
 
-  const inside = account(gone({ ...input, notReadWindows: [{ port: 's1', start: 1002, end: 1003 }] }));
+  const inside = account(gone({ ...input, notReadWindows: [{ port: 's1', start: 1002, end: 1003, lastSeen: 4 }] }));
   t.same(inside.failures, []);
   t.match(inside.total.serial, { sent: 4, read: 3, delivered: 3, notRead: 1, lost: 0 });
+
+  // Written (at 1003) before the fault began (1004): allowed only as part of the unseen tail.
+  const tail = account(gone({ ...input, notReadWindows: [{ port: 's1', start: 1004, end: 2000, lastSeen: 2 }] }));
+  t.same(tail.failures, [], 'after the last reading seen before the fault: maybe still on the wire');
+  t.equal(tail.total.serial.notRead, 1);
+  const beforeSeen = account(gone({ ...input, notReadWindows: [{ port: 's1', start: 1004, end: 2000, lastSeen: 4 }] }));
+  t.equal(beforeSeen.total.serial.lost, 1, 'a gap before a reading that was seen is a loss');
+  const afterEnd = account(gone({ ...input, notReadWindows: [{ port: 's1', start: 900, end: 1002, lastSeen: 0 }] }));
+  t.equal(afterEnd.total.serial.lost, 1, 'written after the port was seen online again: must be read');
 });
 
 t.test('a reading the observer saw must be in the stream, unless the gateway was killed before it was committed', async (t) => {
