@@ -44,6 +44,8 @@ t.test('the short chaos run accounts for every message through every fault', asy
   for (const row of result.rows) {
     t.ok(row.mqtt.sent > 0 && row.serial.sent > 0, `${row.window}: load during the fault (${row.mqtt.sent} messages, ${row.serial.sent} readings)`);
   }
+  const stalled = result.rows.find((r) => r.window === 'stalled-subscriber');
+  t.ok((stalled?.mqtt.acked ?? 0) > 0, 'a subscriber that stops reading does not stop the publishers');
   // The unplug and the kill cost unread readings; no Redis fault does.
   for (const row of result.rows.filter((r) => r.window.startsWith('redis-'))) t.equal(row.serial.notRead + row.serial.uncommitted, 0, `${row.window}: every reading read`);
 
