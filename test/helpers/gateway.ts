@@ -3,10 +3,9 @@
  * restart, kill or starve it.
  */
 import { join } from 'node:path';
-import type { Test } from 'tap';
 import { SqliteOutbox, SqliteStorage } from '../../adapters/sqlite';
 import type { OutboxEntry } from '../../gateway/broker';
-import { startProcess, waitForOutput, type Running } from './processes';
+import { startProcess, waitForOutput, type Running, type Teardowns } from './processes';
 
 /** The CLI, compiled (tests run from dist/test/…). */
 export const GATEWAY_MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
@@ -20,12 +19,14 @@ export interface GatewayProcessOptions {
   readonly cwd: string;
   /** For the timeout message. */
   readonly what?: string;
+  /** SIGKILLed after this long (ms); default one minute (the chaos and soak scripts run longer). */
+  readonly lifetimeMs?: number;
 }
 
 /** Starts the gateway on `config`; resolves once it printed "edgeway started". SIGKILLed when `t` ends. */
-export async function startGatewayProcess(t: Test, config: string, options: GatewayProcessOptions): Promise<Running> {
+export async function startGatewayProcess(t: Teardowns, config: string, options: GatewayProcessOptions): Promise<Running> {
   const args = options.uplinkTopics === undefined ? [GATEWAY_MAIN, '--config', config] : [GATEWAY_CHILD, config, options.uplinkTopics];
-  const gw = startProcess(t, process.execPath, args, 60_000, { cwd: options.cwd });
+  const gw = startProcess(t, process.execPath, args, options.lifetimeMs ?? 60_000, { cwd: options.cwd });
   await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, options.what ?? 'the gateway to start');
   return gw;
 }

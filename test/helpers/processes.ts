@@ -4,7 +4,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net, { type AddressInfo } from 'node:net';
-import type { Test } from 'tap';
+
+/**
+ * Where a started process registers its clean-up: a tap `Test` in tests, scripts/lib/cleanup.ts's
+ * `Cleanup` in the chaos and soak scripts (which run outside tap).
+ */
+export interface Teardowns {
+  teardown(fn: () => unknown): void;
+}
 
 export interface Running {
   readonly child: ChildProcess;
@@ -33,7 +40,7 @@ export interface StartOptions {
 }
 
 /** Starts a command; SIGKILLed after `timeoutMs` or when `t` ends. */
-export function startProcess(t: Test, command: string, args: string[], timeoutMs: number, { cwd, env, stdoutFd }: StartOptions = {}): Running {
+export function startProcess(t: Teardowns, command: string, args: string[], timeoutMs: number, { cwd, env, stdoutFd }: StartOptions = {}): Running {
   const child = spawn(command, args, {
     stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
     ...(cwd === undefined ? {} : { cwd }),

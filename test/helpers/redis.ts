@@ -7,8 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
-import type { Test } from 'tap';
-import { freePort, startProcess, type Running } from './processes';
+import { freePort, startProcess, type Running, type Teardowns } from './processes';
 
 export interface RedisServerOptions {
   /** Keep the data across restarts (AOF with fsync always); default true. */
@@ -19,6 +18,8 @@ export interface RedisServerOptions {
   readonly args?: readonly string[];
   /** The port to listen on (e.g. one a gateway was already configured with); default a free one. */
   readonly port?: number;
+  /** Each run of the server is SIGKILLed after this long (ms); default 10 minutes (a soak run needs longer). */
+  readonly lifetimeMs?: number;
 }
 
 export class RedisServer {
@@ -26,14 +27,14 @@ export class RedisServer {
   private readonly clients: Redis[] = [];
 
   private constructor(
-    private readonly t: Test,
+    private readonly t: Teardowns,
     readonly port: number,
     readonly dir: string,
     private readonly options: RedisServerOptions,
   ) {}
 
   /** Starts a fresh server; stopped, and its folder removed, when `t` ends. */
-  static async start(t: Test, options: RedisServerOptions = {}): Promise<RedisServer> {
+  static async start(t: Teardowns, options: RedisServerOptions = {}): Promise<RedisServer> {
     const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-'));
     const server = new RedisServer(t, options.port ?? (await freePort()), dir, options);
     t.teardown(async () => {
@@ -68,7 +69,7 @@ export class RedisServer {
       ...(this.options.password === undefined ? [] : ['--requirepass', this.options.password]),
       ...(this.options.args ?? []),
     ];
-    const running = startProcess(this.t, 'redis-server', args, 600_000, { cwd: this.dir });
+    const running = startProcess(this.t, 'redis-server', args, this.options.lifetimeMs ?? 600_000, { cwd: this.dir });
     this.running = running;
     // Ready once it answers PING (the AOF loaded).
     const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null, ...(this.options.password === undefined ? {} : { password: this.options.password }) });
