@@ -68,6 +68,16 @@ export function tlsServerOptions(files: TlsListenerFiles, listener: string, hand
   };
 }
 
+/**
+ * TCP sockets closed at accept by the per-address caps (Broker.admitBeforeHandshake): the TLS
+ * server still wraps them and reports a reset "handshake", which is not one.
+ */
+const refusedAtAccept = new WeakSet<Socket>();
+
+export function markRefusedAtAccept(raw: Socket): void {
+  refusedAtAccept.add(raw);
+}
+
 /** Reports every failed handshake of `server` (tls.Server or https.Server) to `events`. */
 export function watchHandshakes(server: tls.Server, events: TlsEvents): void {
   // Asking for the peer's address now caches it in the TCP socket: after a reset mid-handshake it
@@ -76,6 +86,9 @@ export function watchHandshakes(server: tls.Server, events: TlsEvents): void {
   server.on('tlsClientError', (err: NodeJS.ErrnoException & { reason?: string }, socket: TLSSocket) => {
     const remote = remoteOf(socket);
     socket.destroy();
+    // `_parent`: the TCP socket a server-side TLSSocket wraps (Node internal, hence the guard).
+    const parent = (socket as TLSSocket & { _parent?: Socket | null })._parent;
+    if (parent != null && refusedAtAccept.has(parent)) return;
     // OpenSSL's message spans lines and names its source file; its `reason` is the readable part.
     const reason = err.reason ?? err.message.trim();
     events.handshakeFailed(err.code === undefined ? reason : `${err.code}: ${reason}`, remote);

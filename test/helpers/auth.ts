@@ -38,9 +38,9 @@ export interface AuthGateway {
 
 /**
  * Starts a gateway whose `auth` section names the password file and the ACL file written from
- * `passwd` and `acl` (those given), with `auth` added; stopped when `t` ends.
+ * `passwd` and `acl` (those given), with `auth` added and `limits` as the limits section; stopped when `t` ends.
  */
-export async function authGateway(t: Test, files: { passwd?: string; acl?: string }, auth?: Record<string, unknown>): Promise<AuthGateway> {
+export async function authGateway(t: Test, files: { passwd?: string; acl?: string }, auth?: Record<string, unknown>, limits: Record<string, unknown> = {}): Promise<AuthGateway> {
   const dir = tempDir(t, 'edgeway-auth-');
   const passwordFile = join(dir, 'passwd');
   const aclFile = join(dir, 'acl');
@@ -52,7 +52,7 @@ export async function authGateway(t: Test, files: { passwd?: string; acl?: strin
     ...auth,
   };
   const config = (authSection: Record<string, unknown>): Config =>
-    validateConfig({ listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port: 0 }], sys: { interval: 0 }, storage: { path: join(dir, 'edgeway.db') }, auth: authSection }, 'test');
+    validateConfig({ listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port: 0 }], sys: { interval: 0 }, limits, storage: { path: join(dir, 'edgeway.db') }, auth: authSection }, 'test');
   const logger = recordingLogger();
   const gateway = await Gateway.start({ config: config(section), version: 'test', logger });
   t.teardown(() => gateway.stop());

@@ -17,8 +17,10 @@ const ATTACKER = '127.0.0.2';
 
 /** A broker whose one authentication gate accepts USER / RIGHT (asynchronously, as a password hash would). */
 async function setup(t: Test, limits: Record<string, unknown> = {}): Promise<TestBroker> {
-  // connectTimeout far below the waits: the back-off must not be cut short by it.
-  const tb = await startBroker({ limits: { connectTimeout: 100, loginBackoff: BACKOFF, ...limits } });
+  // connectTimeout well below the longest waits (50 parallel attempts queue for ~5 s): the
+  // back-off must not be cut short by it. Not lower: a loaded machine may take a few hundred ms
+  // from accept to CONNECT, which would close the legitimate client's connections.
+  const tb = await startBroker({ limits: { connectTimeout: 1000, loginBackoff: BACKOFF, ...limits } });
   tb.broker.hooks.authenticate.push(async (_client, credentials) => {
     await new Promise((r) => setImmediate(r));
     return credentials.username === USER && credentials.password?.toString() === RIGHT;

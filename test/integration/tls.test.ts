@@ -200,3 +200,31 @@ t.test('a client that opens the TLS port and never completes the handshake is cl
   await waitFor(() => tb.broker.metrics.tlsHandshakeFailures === 1, 3000, 'counted');
   t.match(logged(tb, HANDSHAKE_FAILED), { fields: { reason: /ERR_TLS_HANDSHAKE_TIMEOUT/ } });
 });
+
+t.test('perAddress caps apply to the TCP socket before the TLS handshake, and are given back when it closes — also after a failed handshake', async (t) => {
+  const tb = await tlsBroker(t, {}, { limits: { perAddress: { maxConnections: 2, exemptLoopback: false } } });
+  const limits = tb.broker.addressLimits;
+  // Two sockets that never start a handshake hold both places: a third is closed at accept.
+  const idle = [0, 1].map(() => net.connect({ port: tb.port, host: '127.0.0.1', localAddress: '127.0.0.2' }));
+  t.teardown(() => idle.forEach((s) => s.destroy()));
+  await waitFor(() => limits.openFrom('127.0.0.2') === 2, 3000, 'two sockets counted before any handshake');
+  const third = await handshake(tb.port, { host: '127.0.0.1', localAddress: '127.0.0.2' } as tls.ConnectionOptions);
+  t.type(third, Error, `a third connection from 127.0.0.2 is closed before its handshake (${String(third)})`);
+  t.equal(tb.broker.metrics.limitHits.perAddressConnections, 1, 'counted as perAddressConnections');
+  t.equal(tb.broker.metrics.tlsHandshakeFailures, 0, 'refused before a handshake started: no handshake work or failure');
+  const other = await tlsClient(t, tb, { localAddress: '127.0.0.3' } as IClientOptions);
+  t.ok(other.connected, 'another address connects meanwhile');
+
+  idle.forEach((s) => s.destroy());
+  await waitFor(() => limits.openFrom('127.0.0.2') === 0, 3000, 'the places given back when the sockets close');
+  // Plain MQTT on the TLS port: a failed handshake must give its place back too.
+  for (let i = 0; i < 4; i++) {
+    const plain = net.connect({ port: tb.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+    plain.on('error', () => undefined);
+    plain.write(Buffer.from([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x00, 0x00, 0x00]));
+    await new Promise((resolve) => plain.once('close', resolve));
+  }
+  await waitFor(() => limits.openFrom('127.0.0.2') === 0, 3000, 'failed handshakes gave their places back');
+  const after = await tlsClient(t, tb, { localAddress: '127.0.0.2' } as IClientOptions);
+  t.ok(after.connected, 'after four failed handshakes 127.0.0.2 still connects');
+});
