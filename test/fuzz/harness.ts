@@ -367,7 +367,7 @@ async function fuzzAgainst(gw: GatewayChild, options: FuzzOptions, failures: str
       cleanup.before = await scrapeMetrics(gw.metricsPort).catch(() => ({}));
       try {
         await endFuzzSessions(gw.port);
-        cleanup.retainedCleared = await clearRetained(gw.port, 60_000);
+        cleanup.retainedCleared = await clearRetained(gw.port, 30_000);
       } catch (err) {
         failures.push(`cleaning up the fuzz sessions and retained messages failed: ${String(err)}`);
       }

@@ -9,6 +9,7 @@
  */
 import fc from 'fast-check';
 import { generate, type Packet } from 'mqtt-packet';
+import { varIntLength, writeVarInt } from '../../gateway/broker/encode';
 import { serverPacketArb, type ProtocolLevel } from './packets';
 import type { Prng } from './prng';
 
@@ -49,14 +50,9 @@ export function encode(packet: Packet, level: ProtocolLevel): Buffer | null {
 
 /** The remaining-length field's bytes for `n` (1–4 bytes, 7 bits each, MQTT 2.2.3). */
 export function encodeVarint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
+  const out = Buffer.alloc(varIntLength(n));
+  writeVarInt(out, 0, n);
+  return out;
 }
 
 /** Where the body starts: after the first byte and the remaining length (well-formed input). */
