@@ -66,6 +66,8 @@ export interface FuzzResult {
 
 /** The CLI, compiled (this file runs from dist/test/fuzz/). */
 const GATEWAY_MAIN = join(__dirname, '..', '..', 'gateway', 'main.js');
+/** See startGateway: at most 200 × 100 queued messages and 4 MiB of retained payload. */
+export const FUZZ_LIMITS = { maxSessions: 200, maxQueued: 100, maxRetained: 2000, maxRetainedBytes: '4MiB' } as const;
 /** Seconds the RSS may take to come back after the fuzz connections are gone. */
 const SETTLE_MS = 20_000;
 
@@ -119,11 +121,16 @@ async function startGateway(dir: string): Promise<GatewayChild> {
   const port = await freePort();
   const metricsPort = await freePort();
   const config = join(dir, 'edgeway.yaml');
-  // JSON is YAML. Defaults everywhere else: the limits under test are the shipped ones.
+  // JSON is YAML. Defaults everywhere but four limits, lowered to bound what fuzz clients may
+  // legitimately leave behind — persistent sessions under identifiers a mutation made up (3.1.1
+  // sessions never expire) with their queued messages, retained messages on random topics — so
+  // that the RSS check after the run measures leaks rather than data the clients asked for. They
+  // also make the fuzz hit those limits (eviction, drops) all the time.
   writeFileSync(
     config,
     JSON.stringify({
       listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port }],
+      limits: FUZZ_LIMITS,
       storage: { path: join(dir, 'edgeway.db') },
       metrics: { host: '127.0.0.1', port: metricsPort },
       sys: { interval: 2 },
