@@ -140,10 +140,12 @@ async function startGateway(dir: string): Promise<GatewayChild> {
   // As the installed command runs it (package.json, scripts/install.sh): a small young generation,
   // two malloc arenas. EDGEWAY_FUZZ_NODE_ARGS adds Node options for a diagnosis (e.g. heap snapshots).
   const extraArgs = (process.env.EDGEWAY_FUZZ_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  // Not the test runner's NODE_OPTIONS (tap's loader hooks would load into the gateway and count in its RSS).
+  const { NODE_OPTIONS: _runnerOptions, ...env } = process.env;
   const child = spawn(process.execPath, ['--max-semi-space-size=2', ...extraArgs, GATEWAY_MAIN, '--config', config], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' },
+    env: { ...env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' },
   });
   const gw: GatewayChild = {
     child,
