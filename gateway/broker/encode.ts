@@ -17,7 +17,8 @@ export function varIntLength(n: number): number {
   return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
 }
 
-function writeVarInt(buf: Buffer, offset: number, n: number): number {
+/** Writes `n` as a variable byte integer at `offset`; returns the offset after it. */
+export function writeVarInt(buf: Buffer, offset: number, n: number): number {
   do {
     let byte = n % 128;
     n = Math.floor(n / 128);

@@ -41,8 +41,10 @@ export function decodeCommonPackets(chunk: Buffer, sink: FastPacketSink, mqtt5 =
     const ack = ACK_COMMANDS.get(first);
     if (ack !== undefined || first === 0xc0) {
       const size = ack !== undefined ? 4 : 2;
+      // An odd remaining length goes to mqtt-packet as soon as its byte is there: waiting for the
+      // usual size first would hold a complete 2-byte PUBREL 0x62 0x00 until more bytes arrive.
+      if (offset + 1 < length && chunk[offset + 1] !== size - 2) return { offset, incomplete: false };
       if (offset + size > length) return { offset, incomplete: true, announced: size };
-      if (chunk[offset + 1] !== size - 2) return { offset, incomplete: false }; // odd length: mqtt-packet decides
       const packet: Packet =
         ack !== undefined ? { cmd: ack, messageId: chunk.readUInt16BE(offset + 2), length: 2 } : { cmd: 'pingreq', length: 0 };
       offset += size;

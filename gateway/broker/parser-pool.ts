@@ -32,9 +32,17 @@ interface ParserInternals {
   _pos: number;
   _list: { length: number; slice(start: number, end: number): Buffer };
   _parseString(...args: unknown[]): string | null;
+  _parseBuffer(...args: unknown[]): Buffer | null;
+  _parseNum(): number;
+  _parse4ByteNum(): number;
+  _parseByte(): number | undefined;
+  _parseVarByteNum(...args: unknown[]): unknown;
+  _parsePayload(): boolean;
   _parseProperties(...args: unknown[]): unknown;
   /** Set by rejectMalformedUtf8 while MQTT 5 properties are parsed. */
   inProperties: boolean;
+  /** Set by boundFieldsToPacket while the variable header and payload are parsed. */
+  inPayload: boolean;
   _emitError(err: Error): void;
   /** Set by the pool: whom this parser's events go to. */
   owner: ParserOwner | null;
@@ -78,7 +86,7 @@ export class ParserPool {
 }
 
 function newParser(): ParserInternals {
-  const parser = rejectMalformedUtf8(createParser() as unknown as ParserInternals);
+  const parser = boundFieldsToPacket(rejectMalformedUtf8(createParser() as unknown as ParserInternals));
   parser.owner = null;
   // One pair of listeners per parser for its whole life, dispatching to the current owner,
   // instead of a pair of closures per connection.
@@ -127,6 +135,74 @@ function rejectMalformedUtf8(parser: ParserInternals): ParserInternals {
     if (result !== null && !exempt && result.includes('\uFFFD') && !isUtf8(this._list.slice(start, this._pos))) {
       this._emitError(new Error('malformed UTF-8 string [MQTT-1.5.3-1]'));
     }
+    return result;
+  };
+  return parser;
+}
+
+const TOO_SHORT = 'malformed packet: a field runs past the end of the packet';
+
+/**
+ * Every field must lie within the packet's remaining length, and every field the packet announces
+ * must be there (MQTT 5.0 section 4.13, "Malformed Packet"). mqtt-packet bounds strings and binary
+ * data by the packet but not numbers, bytes or variable byte integers: it reads them from whatever
+ * is buffered — the next packet's bytes — or, at the end of the buffer, returns -1, undefined or
+ * false and carries on. A PUBREL of remaining length 0 came out with packet identifier -1, and
+ * encoding its PUBCOMP threw: the gateway crashed (found by fuzzing). And a string or binary
+ * property too long for its packet came out as null (a Response Topic of null). Here such a read
+ * is a parse error instead: the packet is not emitted, and the broker closes the connection.
+ */
+function boundFieldsToPacket(parser: ParserInternals): ParserInternals {
+  const { _parsePayload: parsePayload, _parseNum: parseNum, _parse4ByteNum: parse4ByteNum, _parseByte: parseByte, _parseVarByteNum: parseVarByteNum, _parseBuffer: parseBuffer } = parser;
+  // Fail loudly if a future mqtt-packet renames them (package.json pins 9.0.x for that reason).
+  for (const fn of [parsePayload, parseNum, parse4ByteNum, parseByte, parseVarByteNum, parseBuffer]) {
+    if (typeof fn !== 'function') throw new Error('mqtt-packet internals changed: a parser field reader is missing');
+  }
+  parser.inPayload = false;
+  /** Whether `size` more bytes fit in the packet; if not, the parse fails. */
+  const fits = (p: ParserInternals, size: number): boolean => {
+    if (!p.inPayload || p._pos + size <= p.packet.length) return true;
+    if (p.error === null) p._emitError(new Error(TOO_SHORT));
+    return false;
+  };
+  parser._parsePayload = function (this: ParserInternals): boolean {
+    this.inPayload = true;
+    let done: boolean;
+    try {
+      done = parsePayload.call(this);
+    } finally {
+      this.inPayload = false;
+    }
+    // A variable byte integer (a property) or a field read from beyond the packet's end.
+    if (done && this.error === null && this._pos > this.packet.length) this._emitError(new Error(TOO_SHORT));
+    return done;
+  };
+  parser._parseNum = function (this: ParserInternals): number {
+    return fits(this, 2) ? parseNum.call(this) : -1;
+  };
+  parser._parse4ByteNum = function (this: ParserInternals): number {
+    return fits(this, 4) ? parse4ByteNum.call(this) : -1;
+  };
+  parser._parseByte = function (this: ParserInternals): number | undefined {
+    return fits(this, 1) ? parseByte.call(this) : undefined;
+  };
+  parser._parseVarByteNum = function (this: ParserInternals, ...args: unknown[]): unknown {
+    const result = parseVarByteNum.apply(this, args);
+    // Outside the payload this reads the remaining length, which may simply not have arrived yet.
+    if (this.inPayload && result === false && this.error === null) this._emitError(new Error(TOO_SHORT));
+    return result;
+  };
+  // Strings are checked in rejectMalformedUtf8's wrapper; a null one is fatal only in properties
+  // (elsewhere mqtt-packet reports it itself), and so is binary data.
+  const parseString = parser._parseString;
+  parser._parseString = function (this: ParserInternals, ...args: unknown[]): string | null {
+    const result = parseString.apply(this, args);
+    if (result === null && this.inProperties && this.error === null) this._emitError(new Error(TOO_SHORT));
+    return result;
+  };
+  parser._parseBuffer = function (this: ParserInternals, ...args: unknown[]): Buffer | null {
+    const result = parseBuffer.apply(this, args);
+    if (result === null && this.inProperties && this.error === null) this._emitError(new Error(TOO_SHORT));
     return result;
   };
   return parser;

@@ -27,6 +27,13 @@ const SUBACK_FAILURE = 0x80;
 export function handleSubscribe(broker: Broker, conn: Connection, packet: ISubscribePacket): void {
   const session = conn.session;
   if (session === null) return;
+  // [MQTT-3.8.3-3] (3.1.1), [MQTT-3.8.3-2] (MQTT 5): at least one filter. mqtt-packet parses a
+  // SUBSCRIBE holding only its packet identifier (and properties) as one with an empty list, and
+  // an empty SUBACK cannot be encoded: without this check the gateway crashed (found by fuzzing).
+  if (packet.subscriptions.length === 0) {
+    conn.close('protocol-error', 'SUBSCRIBE without a topic filter [MQTT-3.8.3-3]');
+    return;
+  }
   const maxLevels = broker.limits.maxTopicLevels;
   const changesBefore = broker.storageChanges;
   const v5 = conn.mqtt5 !== null;

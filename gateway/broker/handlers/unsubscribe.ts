@@ -14,6 +14,12 @@ import { encodeV5 } from '../mqtt5';
 export function handleUnsubscribe(broker: Broker, conn: Connection, packet: IUnsubscribePacket): void {
   const session = conn.session;
   if (session === null) return;
+  // [MQTT-3.10.3-2]: at least one filter. As for SUBSCRIBE, mqtt-packet passes an empty list, and
+  // an empty MQTT 5 UNSUBACK cannot be encoded: the gateway crashed (found by fuzzing).
+  if (packet.unsubscriptions.length === 0) {
+    conn.close('protocol-error', 'UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]');
+    return;
+  }
   const changesBefore = broker.storageChanges;
   const reasonCodes: number[] = [];
   for (const filter of packet.unsubscriptions) {
