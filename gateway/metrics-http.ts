@@ -131,6 +131,7 @@ export class MetricsServer {
     out.counter('edgeway_messages_expired_total', 'MQTT 5 messages not sent from a queue or the retained store because they expired', m.publishExpired);
     out.counter('edgeway_authorization_denied_total', 'Refused by the ACL, by check: publish (messages, wills), subscribe (filters), read (deliveries)', Object.entries(m.denied).map(([check, n]) => [{ check }, n] as const));
     out.counter('edgeway_limit_hits_total', 'Times a limit was hit, by limit', Object.entries(m.limitHits).map(([limit, n]) => [{ limit }, n] as const));
+    out.counter('edgeway_internal_errors_total', 'Connections closed because handling one of their packets failed (a bug: please report it with the log line)', m.handlerErrors);
     out.counter('edgeway_tls_handshake_failures_total', 'Failed TLS handshakes on mqtts and wss listeners (and client certificates without the CN useIdentityAsUsername needs)', m.tlsHandshakeFailures);
     out.counter('edgeway_websocket_refused_total', 'HTTP requests refused by ws and wss listeners (another path, no upgrade, bad or slow request)', m.webSocketRefused);
     out.gauge('edgeway_tracked_addresses', 'Source addresses remembered (limits.perAddress.maxTracked), by table', [

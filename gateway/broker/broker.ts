@@ -163,6 +163,7 @@ export class Broker implements ConnectionHost {
   /** Settles the acknowledgements held in this turn (see durableBarrier). */
   private turnBarrier: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | null = null;
   private readonly storageFailLog: RateLimitedLog;
+  private readonly handlerErrorLog = new RateLimitedLog((m, f) => this.logger.error(m, f));
   /** Publications refused by authorizePublish (clients, wills, in-process publishers), logged at a bounded rate. */
   private readonly deniedLog = new RateLimitedLog((m, f) => this.logger.warn(m, f));
 
@@ -478,7 +479,29 @@ export class Broker implements ConnectionHost {
 
   onPacket(conn: Connection, packet: Packet): void {
     this.metrics.packetsReceived++;
-    dispatchPacket(this, conn, packet);
+    try {
+      dispatchPacket(this, conn, packet);
+    } catch (err) {
+      this.onHandlerError(conn, packet, err);
+    }
+  }
+
+  /**
+   * A bug in a packet handler (or a hook that broke its "must not throw" contract) costs the one
+   * connection whose packet hit it, not the process: thrown out of a socket's 'data' event it would
+   * be an uncaught exception (the fuzzer found three such packets, issue 9). The handler may have
+   * left the connection's state half-changed, so it is closed; counted and logged at a bounded rate.
+   */
+  private onHandlerError(conn: Connection, packet: Packet, err: unknown): void {
+    this.metrics.handlerErrors++;
+    this.handlerErrorLog.emit('internal error while handling a packet; connection closed', {
+      clientId: conn.clientId,
+      remote: conn.remote,
+      packet: packet.cmd,
+      error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      count: this.metrics.handlerErrors,
+    });
+    conn.close('internal-error', `internal error handling ${packet.cmd}`);
   }
 
   onParseError(conn: Connection, err: Error): void {

@@ -42,7 +42,9 @@ export type CloseReason =
   | 'auth-revoked'
   | 'server-shutdown'
   /** The storage closed before the commit acknowledgements waited for: not sent, the client re-sends. */
-  | 'storage-failure';
+  | 'storage-failure'
+  /** A packet handler threw (a bug): the connection is closed, the process keeps serving (Broker.onPacket). */
+  | 'internal-error';
 
 /**
  * The reason code of the DISCONNECT an MQTT 5 client gets when the server closes its connection
@@ -56,6 +58,7 @@ const DISCONNECT_REASON: Partial<Record<CloseReason, number>> = {
   'malformed-packet': ReasonCode.MalformedPacket,
   'packet-too-large': ReasonCode.PacketTooLarge,
   'storage-failure': ReasonCode.UnspecifiedError,
+  'internal-error': ReasonCode.UnspecifiedError,
   'auth-failed': ReasonCode.NotAuthorized,
   'auth-revoked': ReasonCode.AdministrativeAction,
 };

@@ -26,6 +26,8 @@ export class BrokerMetrics {
   clientsMaximum = 0;
   /** Connections closed because the storage closed before the commit their acknowledgements waited for. */
   storageFailures = 0;
+  /** Connections closed because handling one of their packets threw (a bug; Broker.onPacket). */
+  handlerErrors = 0;
   /**
    * Refused by the authorisation hooks (an ACL): messages a client or in-process publisher may
    * not publish (wills included), subscriptions refused in SUBACK, and deliveries of messages a

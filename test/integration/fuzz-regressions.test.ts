@@ -88,3 +88,21 @@ t.test('an MQTT 5 string property longer than its packet (parsed as null)', asyn
   await expectClosed(t, await connect(5), [0x30, 0x07, 0x00, 0x01, 0x61, 0x03, 0x09, 0xff, 0xff], 0x81, 'Correlation Data');
   await brokerStillServes(t, connect, bystander);
 });
+
+t.test('a packet handler that throws costs its connection, not the process (the safety net for bugs not found yet)', async (t) => {
+  const { tb, bystander, connect } = await setup(t);
+  // A notify hook breaking its "must not throw" contract stands for any handler bug.
+  tb.broker.hooks.published.push((message) => {
+    if (message.topic === 'boom') throw new Error('hook bug');
+  });
+  const v4 = await connect(4);
+  v4.send({ cmd: 'publish', topic: 'boom', payload: Buffer.from('x'), qos: 0, retain: false, dup: false });
+  await v4.waitClosed();
+  t.pass('3.1.1: the connection whose packet hit the bug is closed');
+  const v5 = await connect(5);
+  v5.send({ cmd: 'publish', topic: 'boom', payload: Buffer.from('x'), qos: 1, messageId: 3, retain: false, dup: false, properties: {} });
+  t.equal((await v5.next('disconnect')).reasonCode, 0x80, 'MQTT 5: DISCONNECT 0x80 unspecified error');
+  await v5.waitClosed();
+  t.equal(tb.broker.metrics.handlerErrors, 2, 'counted (edgeway_internal_errors_total)');
+  await brokerStillServes(t, connect, bystander);
+});
