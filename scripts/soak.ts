@@ -88,12 +88,18 @@ function openDescriptors(pid: number): number {
   }
 }
 
-async function streamLength(port: number, stream: string): Promise<number> {
+/**
+ * Entries ever added to the stream (XINFO STREAM `entries-added`, Redis ≥ 7): the stream itself is
+ * trimmed to uplink.maxLen, so its length stops telling how much went up.
+ */
+async function streamEntriesAdded(port: number, stream: string): Promise<number> {
   const redis = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined);
   try {
     await redis.connect();
-    return await redis.xlen(stream);
+    const info = (await redis.call('XINFO', 'STREAM', stream)) as unknown[];
+    const at = info.indexOf('entries-added');
+    return at < 0 ? Number.NaN : Number(info[at + 1]);
   } catch {
     return Number.NaN;
   } finally {
@@ -208,7 +214,7 @@ async function main(cleanup: Cleanup): Promise<number> {
     uplinkBacklogMax: Math.max(...finite(samples.map((s) => s.uplink_backlog))),
     clientsMin: Math.min(...finite(samples.map((s) => s.clients))),
     load: { ...load.counters, serialReadings: sensor.records.length },
-    streamLength: await streamLength(redis.port, `edgeway:uplink:${gatewayId}`),
+    streamEntriesAdded: await streamEntriesAdded(redis.port, `edgeway:uplink:${gatewayId}`),
     limits: DEFAULT_GROWTH_LIMITS,
     findings: verdict.findings,
     pass: verdict.findings.length === 0,
@@ -222,7 +228,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       `  descriptors: first ${summary.fds.first}, max ${summary.fds.max}, last ${summary.fds.last}; settled ${verdict.fdStart} → ${verdict.fdEnd} (limit +${DEFAULT_GROWTH_LIMITS.fdRise})`,
       `  event-loop lag p99 per sample: median ${summary.eventLoopLagP99Ms.median.toFixed(1)} ms, max ${summary.eventLoopLagP99Ms.max.toFixed(1)} ms; worst single delay ${summary.eventLoopLagMaxMs.toFixed(1)} ms`,
       `  outbox max ${summary.outboxMax}, uplink backlog max ${summary.uplinkBacklogMax}, clients connected min ${summary.clientsMin}`,
-      `  load: published ${summary.load.published}, QoS 1 acknowledged ${summary.load.acked}, received ${summary.load.received}, dropped connections ${summary.load.dropped} (reopened ${summary.load.reopened}), serial readings ${summary.load.serialReadings}; stream length ${summary.streamLength}`,
+      `  load: published ${summary.load.published}, QoS 1 acknowledged ${summary.load.acked}, received ${summary.load.received}, dropped connections ${summary.load.dropped} (reopened ${summary.load.reopened}), serial readings ${summary.load.serialReadings}; entries added to the uplink stream ${summary.streamEntriesAdded} (published + serial: ${summary.load.published + summary.load.serialReadings})`,
       `  files: ${csvPath}, ${join(OUT, 'soak.svg')}, ${join(OUT, 'summary.json')}, ${join(OUT, 'gateway.log')}`,
       summary.pass ? 'PASS: RSS and descriptors level off' : `FAIL:\n${verdict.findings.map((f) => `  ${f}`).join('\n')}`,
       '',

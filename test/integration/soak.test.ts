@@ -33,11 +33,14 @@ t.test('a short soak samples the gateway and writes its CSV, chart and summary',
     t.equal(clients, 100, `t ${ts} s: every connection open`);
   }
 
-  const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { pass: boolean; load: { published: number; acked: number; received: number; dropped: number; serialReadings: number }; streamLength: number };
+  const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { pass: boolean; load: { published: number; acked: number; received: number; dropped: number; serialReadings: number }; streamEntriesAdded: number };
   t.equal(summary.pass, code === 0);
   t.ok(summary.load.published > 0 && summary.load.acked > 0 && summary.load.received > summary.load.published, `load: ${JSON.stringify(summary.load)}`);
   t.equal(summary.load.dropped, 0, 'no connection dropped');
-  t.ok(summary.load.serialReadings > 0 && summary.streamLength > 0, `${summary.load.serialReadings} readings; stream ${summary.streamLength}`);
+  // Everything was published under sensors/#, the uplink's topics: nearly all of it reached the
+  // stream (the last readings and QoS 0 messages of the stop may not).
+  const sent = summary.load.published + summary.load.serialReadings;
+  t.ok(summary.load.serialReadings > 0 && summary.streamEntriesAdded >= 0.99 * sent && summary.streamEntriesAdded <= sent, `${summary.load.serialReadings} readings; ${summary.streamEntriesAdded} of ${sent} in the uplink stream`);
 
   const svg = readFileSync(join(out, 'soak.svg'), 'utf8');
   t.ok((svg.match(/<polyline /g)?.length ?? 0) >= 4, 'a line per panel (RSS, descriptors, lag, outbox; a failed scrape splits one)');
