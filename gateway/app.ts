@@ -445,6 +445,14 @@ function redisSysValues(redis: RedisAdapter): [string, string][] {
     ['uplink/failures', String(uplink.failures)],
   ];
   if (downlink !== undefined) values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)]);
-  if (cluster !== undefined) values.push(['cluster/sent', String(cluster.sent)], ['cluster/received', String(cluster.received)], ['cluster/dropped', String(cluster.dropped)]);
+  if (cluster !== undefined) {
+    values.push(
+      ['cluster/sent', String(cluster.sent)],
+      ['cluster/received', String(cluster.received)],
+      ['cluster/dropped', String(cluster.dropped)],
+      ['cluster/invalid', String(cluster.invalid)],
+      ['cluster/expired', String(cluster.expired)],
+    );
+  }
   return values;
 }

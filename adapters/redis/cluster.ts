@@ -1,11 +1,17 @@
 import type Redis from 'ioredis';
-import { errorMessage, RateLimitedLog, type GatewayContext, type Message, type QoS } from '../../gateway/broker';
+import { checkedOutboxProperties, errorMessage, outboxProperties, RateLimitedLog, type GatewayContext, type Message, type QoS } from '../../gateway/broker';
+import { RedisClock } from './redis-clock';
 import type { RedisSettings } from './settings';
 import { cameThroughRedis, CLUSTER_SOURCE_PREFIX } from './sources';
 
 /** PUBLISH commands waiting for Redis' reply at most; beyond it messages are dropped and counted. */
 const MAX_IN_FLIGHT = 10_000;
 
+/**
+ * A message on the cluster channel and in the retained hash, as JSON. `m` and `e` came with MQTT 5
+ * properties; a gateway of an older version ignores them (and delivers the message without its
+ * properties), and a frame without them is read as before.
+ */
 interface Frame {
   /** Origin gateway id. */
   readonly o: string;
@@ -14,6 +20,10 @@ interface Frame {
   readonly r: boolean;
   /** Payload, base64. */
   readonly p: string;
+  /** MQTT 5 properties, as the uplink's `properties` field has them (outboxProperties). */
+  readonly m?: unknown;
+  /** When the message expires, ms since 1970 on the Redis server's clock (RedisClock). */
+  readonly e?: number;
 }
 
 export interface ClusterStats {
@@ -21,7 +31,10 @@ export interface ClusterStats {
   readonly received: number;
   /** Not sent: Redis away, or MAX_IN_FLIGHT publishes waiting. */
   readonly dropped: number;
+  /** Not understood, or with properties no MQTT 5 PUBLISH could carry: not published here. */
   readonly invalid: number;
+  /** Its Message Expiry Interval ran out before it got here (in transit, or in the retained hash). */
+  readonly expired: number;
 }
 
 /**
@@ -32,15 +45,21 @@ export interface ClusterStats {
  * each subscriber gets a message once. Pub/sub is at most once: while Redis is away messages do
  * not cross (they are counted as dropped). Retained messages are also kept in a Redis hash, so a
  * gateway that starts later still gets them.
+ *
+ * MQTT 5 properties travel with the message, except what belongs to one connection (topic alias,
+ * subscription identifiers). A Message Expiry goes as a time on Redis' clock, the one clock the
+ * gateways share: time spent on the way and in the retained hash counts, and the gateways' own
+ * clocks need not agree.
  */
 export class ClusterLink {
   private running = false;
   private inFlight = 0;
   private retainedLoaded = false;
-  private readonly counters = { sent: 0, received: 0, dropped: 0, invalid: 0 };
+  private readonly counters = { sent: 0, received: 0, dropped: 0, invalid: 0, expired: 0 };
   private readonly retainedKey: string;
   private readonly dropLog: RateLimitedLog;
   private readonly invalidLog: RateLimitedLog;
+  private readonly clock: RedisClock;
 
   constructor(
     /** Shared with the uplink: PUBLISH and the retained hash. */
@@ -53,6 +72,7 @@ export class ClusterLink {
     this.retainedKey = `${settings.cluster.channel}:retained`;
     this.dropLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
     this.invalidLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
+    this.clock = new RedisClock(pub, (err) => ctx.logger.debug('redis cluster: TIME failed; read again in a minute', { error: errorMessage(err) }));
   }
 
   start(): void {
@@ -63,6 +83,7 @@ export class ClusterLink {
     // Subscribe on every connection (ioredis only re-subscribes channels whose first subscribe
     // was confirmed); take over the cluster's retained messages once (loadRetained).
     this.sub.on('ready', this.onReady);
+    this.clock.start();
     this.sub.connect().catch(() => undefined); // retried by the connection; errors logged there
   }
 
@@ -73,6 +94,7 @@ export class ClusterLink {
     if (at >= 0) hooks.splice(at, 1);
     this.sub.off('messageBuffer', this.onMessage);
     this.sub.off('ready', this.onReady);
+    this.clock.stop();
     this.sub.disconnect();
   }
 
@@ -124,7 +146,7 @@ export class ClusterLink {
       this.drop();
       return;
     }
-    const frame = encode({ o: this.settings.gatewayId, t: msg.topic, q: msg.qos, r: msg.retain, p: msg.payload.toString('base64') });
+    const frame = encode(this.frameOf(msg));
     this.inFlight++;
     let sent: Promise<unknown>;
     if (msg.retain) {
@@ -149,6 +171,14 @@ export class ClusterLink {
     );
   };
 
+  private frameOf(msg: Message): Frame {
+    const frame: Frame = { o: this.settings.gatewayId, t: msg.topic, q: msg.qos, r: msg.retain, p: msg.payload.toString('base64') };
+    const properties = outboxProperties(msg.properties);
+    if (properties === undefined) return frame;
+    // What is left of the interval by this gateway's clock, carried over to the shared one.
+    return msg.expiresAt === undefined ? { ...frame, m: properties } : { ...frame, m: properties, e: this.clock.now() + (msg.expiresAt - Date.now()) };
+  }
+
   private readonly onMessage = (_channel: Buffer, data: Buffer): void => {
     const frame = decode(data);
     if (frame === null) {
@@ -162,12 +192,38 @@ export class ClusterLink {
   };
 
   private publishLocally(frame: Frame): void {
+    const message = this.messageOf(frame);
+    if (message === null) return;
     try {
-      this.ctx.publish({ topic: frame.t, payload: Buffer.from(frame.p, 'base64'), qos: frame.q, retain: frame.r }, `${CLUSTER_SOURCE_PREFIX}${frame.o}`);
+      this.ctx.publish(message, `${CLUSTER_SOURCE_PREFIX}${frame.o}`);
     } catch (err) {
       this.counters.invalid++;
       this.invalidLog.emit('redis cluster: message refused by the broker; skipped', { topic: frame.t, error: errorMessage(err) });
     }
+  }
+
+  /**
+   * The message a frame carries, or null when its properties are not what a PUBLISH could carry:
+   * dropped rather than delivered without them — they may be what a subscriber relies on to read
+   * the payload (format, content type) or to answer (response topic, correlation data).
+   */
+  private messageOf(frame: Frame): Message | null {
+    const payload = Buffer.from(frame.p, 'base64');
+    const plain: Message = { topic: frame.t, payload, qos: frame.q, retain: frame.r };
+    if (frame.m === undefined) return plain;
+    const read = checkedOutboxProperties(frame.m, payload);
+    if ('problem' in read) {
+      this.counters.invalid++;
+      this.invalidLog.emit('redis cluster: message with invalid MQTT 5 properties; dropped', { topic: frame.t, origin: frame.o, problem: read.problem, invalid: this.counters.invalid });
+      return null;
+    }
+    if (read.properties === undefined) return plain;
+    if (frame.e === undefined) return { ...plain, properties: read.properties };
+    const now = Date.now();
+    const expiresAt = now + (frame.e - this.clock.now());
+    // Still handed to the broker: an expired retained message replaces the topic's retained one.
+    if (expiresAt <= now) this.counters.expired++;
+    return { ...plain, properties: read.properties, expiresAt };
   }
 
   private drop(): void {
@@ -185,6 +241,7 @@ function decode(data: Buffer): Frame | null {
     const f = JSON.parse(data.toString()) as Partial<Frame>;
     if (typeof f.o !== 'string' || typeof f.t !== 'string' || typeof f.p !== 'string' || typeof f.r !== 'boolean') return null;
     if (f.q !== 0 && f.q !== 1 && f.q !== 2) return null;
+    if (f.e !== undefined && !Number.isFinite(f.e)) return null;
     return f as Frame;
   } catch {
     return null;

@@ -1020,7 +1020,8 @@ export class Broker implements ConnectionHost {
 
   /**
    * Publish from inside the process (serial readings, downlink): validated like a client's PUBLISH;
-   * a Message Expiry Interval among its properties counts from now, as for a client's.
+   * a Message Expiry Interval among its properties counts from now, as for a client's — unless the
+   * message comes with its `expiresAt` (from another gateway of a cluster, where it was published).
    */
   publishInProcess(message: Message, source = 'gateway'): void {
     const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
@@ -1030,6 +1031,13 @@ export class Broker implements ConnectionHost {
     this.metrics.publishReceived++;
     // Serial ports and the Redis downlink pass the same authorisation as clients, as internal users (adapters/auth).
     if (this.hooks.authorizePublish.length > 0 && !this.mayPublish(null, source, message.topic)) return;
+    if (message.expiresAt !== undefined && hasExpired(message, Date.now())) {
+      // Expired on its way here: no subscriber gets it [MQTT-3.3.2-5]; but a retained one did
+      // replace the topic's retained message where it was published, so it does here too.
+      this.metrics.publishExpired++;
+      if (message.retain) this.dropRetained(message.topic);
+      return;
+    }
     const expiring = message.expiresAt === undefined && message.properties?.messageExpiryInterval !== undefined;
     this.publish(expiring ? withExpiry(message, Date.now()) : message, null, source);
   }

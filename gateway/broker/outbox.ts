@@ -1,3 +1,4 @@
+import { isProblem, keptProperties } from './incoming';
 import type { PublishProperties, QoS } from './types';
 
 /**
@@ -100,6 +101,12 @@ export function rawEntryOf(entry: OutboxEntry, raw: RawEntry = emptyRawEntry()):
  * aliases and subscription identifiers belong to one connection and are not kept.
  */
 export function outboxPropertiesJson(properties: PublishProperties | undefined): string | undefined {
+  const kept = outboxProperties(properties);
+  return kept === undefined ? undefined : JSON.stringify(kept);
+}
+
+/** outboxPropertiesJson's object before it becomes text (cluster frames embed it in their own JSON). */
+export function outboxProperties(properties: PublishProperties | undefined): Record<string, unknown> | undefined {
   if (properties === undefined) return undefined;
   const kept: Record<string, unknown> = {};
   if (properties.payloadFormatIndicator !== undefined) kept['payloadFormatIndicator'] = properties.payloadFormatIndicator;
@@ -108,7 +115,7 @@ export function outboxPropertiesJson(properties: PublishProperties | undefined):
   if (properties.responseTopic !== undefined) kept['responseTopic'] = properties.responseTopic;
   if (properties.correlationData !== undefined) kept['correlationData'] = Buffer.from(properties.correlationData).toString('base64');
   if (properties.userProperties !== undefined) kept['userProperties'] = properties.userProperties;
-  return Object.keys(kept).length === 0 ? undefined : JSON.stringify(kept);
+  return Object.keys(kept).length === 0 ? undefined : kept;
 }
 
 /** outboxPropertiesJson read back (correlationData as a Buffer again). */
@@ -116,6 +123,71 @@ export function parseOutboxProperties(json: string): PublishProperties {
   const parsed = JSON.parse(json) as Record<string, unknown>;
   if (typeof parsed['correlationData'] === 'string') parsed['correlationData'] = Buffer.from(parsed['correlationData'], 'base64');
   return parsed as PublishProperties;
+}
+
+/** MQTT's limit for a UTF-8 string and for binary data (sections 1.5.4 and 1.5.6). */
+const MAX_MQTT_STRING_BYTES = 65_535;
+/** The Message Expiry Interval is a four byte integer (section 3.3.2.3.3). */
+const MAX_EXPIRY_INTERVAL = 0xffff_ffff;
+
+/**
+ * outboxProperties' object read back when it came from outside this process (another gateway of a
+ * cluster, through Redis), where nothing guarantees its shape: properties only if every one is what
+ * an MQTT 5 PUBLISH could carry — the types, MQTT's strings (well-formed UTF-8 without U+0000
+ * [MQTT-1.5.4-1] [MQTT-1.5.4-2], 65,535 bytes at most) — and passes the broker's own checks of a
+ * PUBLISH (keptProperties); otherwise why not. Names it does not know are left out: a newer sender
+ * may add some, and what belongs to one connection (topic alias, subscription identifiers) must
+ * never be taken from a message that travelled.
+ */
+export function checkedOutboxProperties(value: unknown, payload: Buffer): { readonly properties: PublishProperties | undefined } | { readonly problem: string } {
+  if (!isPlainObject(value)) return { problem: 'properties: not an object' };
+  const read: Record<string, unknown> = {};
+  const pfi = value['payloadFormatIndicator'];
+  if (pfi !== undefined) {
+    if (typeof pfi !== 'boolean') return { problem: 'payloadFormatIndicator: not a boolean' };
+    read['payloadFormatIndicator'] = pfi;
+  }
+  const expiry = value['messageExpiryInterval'];
+  if (expiry !== undefined) {
+    if (!Number.isInteger(expiry) || (expiry as number) < 0 || (expiry as number) > MAX_EXPIRY_INTERVAL) return { problem: 'messageExpiryInterval: not an integer from 0 to 2^32-1' };
+    read['messageExpiryInterval'] = expiry;
+  }
+  for (const name of ['contentType', 'responseTopic'] as const) {
+    const text = value[name];
+    if (text === undefined) continue;
+    if (!isMqttString(text)) return { problem: `${name}: not an MQTT string` };
+    read[name] = text;
+  }
+  const correlation = value['correlationData'];
+  if (correlation !== undefined) {
+    const bytes = typeof correlation === 'string' ? Buffer.from(correlation, 'base64') : null;
+    // Buffer.from skips what is not base64; reading it back whole is the only test it passes.
+    if (bytes === null || bytes.toString('base64') !== correlation || bytes.length > MAX_MQTT_STRING_BYTES) return { problem: 'correlationData: not base64 of at most 65,535 bytes' };
+    read['correlationData'] = bytes;
+  }
+  const user = value['userProperties'];
+  if (user !== undefined) {
+    if (!isPlainObject(user)) return { problem: 'userProperties: not an object' };
+    for (const [name, values] of Object.entries(user)) {
+      const valid = isMqttString(name) && (Array.isArray(values) ? values.length > 0 && values.every(isMqttString) : isMqttString(values));
+      if (!valid) return { problem: `userProperties: ${JSON.stringify(name).slice(0, 80)} is not a name with a string or a list of strings` };
+    }
+    read['userProperties'] = user;
+  }
+  const properties = Object.keys(read).length === 0 ? undefined : (read as PublishProperties);
+  const kept = keptProperties(payload, properties);
+  return isProblem(kept) ? { problem: kept.detail } : { properties: kept };
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isMqttString(value: unknown): value is string {
+  if (typeof value !== 'string' || value.includes('\u0000')) return false;
+  const bytes = Buffer.from(value);
+  // A lone surrogate has no UTF-8 form: Buffer.from writes U+FFFD instead, which reads back different.
+  return bytes.length <= MAX_MQTT_STRING_BYTES && bytes.toString() === value;
 }
 
 /** What a producer hands to `append`. */

@@ -21,12 +21,14 @@ export interface GatewayProcessOptions {
   readonly what?: string;
   /** SIGKILLed after this long (ms); default one minute (the chaos and soak scripts run longer). */
   readonly lifetimeMs?: number;
+  /** Added to the gateway's environment. */
+  readonly env?: Record<string, string>;
 }
 
 /** Starts the gateway on `config`; resolves once it printed "edgeway started". SIGKILLed when `t` ends. */
 export async function startGatewayProcess(t: Teardowns, config: string, options: GatewayProcessOptions): Promise<Running> {
   const args = options.uplinkTopics === undefined ? [GATEWAY_MAIN, '--config', config] : [GATEWAY_CHILD, config, options.uplinkTopics];
-  const gw = startProcess(t, process.execPath, args, options.lifetimeMs ?? 60_000, { cwd: options.cwd });
+  const gw = startProcess(t, process.execPath, args, options.lifetimeMs ?? 60_000, { cwd: options.cwd, ...(options.env === undefined ? {} : { env: options.env }) });
   await waitForOutput(() => gw.stdout + gw.stderr, /edgeway started/, 10_000, options.what ?? 'the gateway to start');
   return gw;
 }

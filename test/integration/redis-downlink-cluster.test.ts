@@ -14,63 +14,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, type MqttClient } from 'mqtt';
 import type Redis from 'ioredis';
 import { waitFor } from '../helpers/broker';
 import { within } from '../helpers/mqtt-client';
-import { startGatewayProcess } from '../helpers/gateway';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RedisServer } from '../helpers/redis';
+import { channelSubscribers, gatewayClient as mqttClient, redisLines, retainedOnSubscribe, startRedisGateway, stopGateway, sysValues, type GatewaySpec } from '../helpers/redis-gateways';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-dc-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-interface GatewaySpec {
-  /** Names the config file and the database. */
-  readonly name: string;
-  readonly port: number;
-  /** Lines of the `redis` section (without indentation). */
-  readonly redis: readonly string[];
-  readonly sysInterval?: number;
-  readonly level?: 'debug' | 'info' | 'warn';
-}
-
-/** The redis section most tests use: short timeouts and back-off, so outages are quick to see. */
-function redisLines(url: string, gatewayId: string, extra: readonly string[] = []): string[] {
-  return [`url: ${JSON.stringify(url)}`, `gatewayId: ${gatewayId}`, 'connectTimeout: 2000', 'commandTimeout: 1000', 'reconnect:', '  initialDelay: 50', '  maxDelay: 500', ...extra];
-}
-
-function writeConfig(spec: GatewaySpec): string {
-  const path = join(dir, `${spec.name}.yaml`);
-  const lines = [
-    'listeners:',
-    '  - protocol: mqtt',
-    '    host: 127.0.0.1',
-    `    port: ${spec.port}`,
-    'sys:',
-    `  interval: ${spec.sysInterval ?? 0}`,
-    'log:',
-    `  level: ${spec.level ?? 'info'}`,
-    'storage:',
-    `  path: ${JSON.stringify(join(dir, `${spec.name}.db`))}`,
-    '  flushInterval: 20',
-    'redis:',
-    ...spec.redis.map((l) => `  ${l}`),
-  ];
-  writeFileSync(path, `${lines.join('\n')}\n`);
-  return path;
-}
-
 /** The real gateway CLI; SIGKILLed by PID when the test ends if still running. */
 function startGateway(t: Test, spec: GatewaySpec): Promise<Running> {
-  return startGatewayProcess(t, writeConfig(spec), { cwd: dir, what: `gateway ${spec.name} to start` });
-}
-
-/** SIGTERM (a graceful stop: pending state committed) and a clean exit. */
-async function stopGateway(t: Test, gw: Running, name: string): Promise<void> {
-  gw.child.kill('SIGTERM');
-  const exit = await within(gw.exited, `gateway ${name} to exit`, 10_000);
-  t.same(exit, { code: 0, signal: null }, `gateway ${name} stopped cleanly`);
+  return startRedisGateway(t, dir, spec);
 }
 
 interface Received {
@@ -86,13 +43,6 @@ function collect(c: MqttClient, into: Received[] = []): Received[] {
 }
 
 const texts = (got: readonly Received[]): string[] => got.map((m) => m.payload.toString());
-
-async function mqttClient(t: Test, port: number, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, ...opts }, false);
-  c.on('error', () => undefined);
-  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
-  return c;
-}
 
 /**
  * A client with a persistent session whose message handler is attached before CONNECT: messages
@@ -111,16 +61,6 @@ async function persistentClient(t: Test, port: number, clientId: string, into: R
   );
   c.on('error', () => undefined);
   return c;
-}
-
-/** The last value of each `$SYS` topic seen by `c` (subscribed to `filter`). */
-async function sysValues(c: MqttClient, filter: string): Promise<Map<string, string>> {
-  const values = new Map<string, string>();
-  c.on('message', (topic, payload) => {
-    if (topic.startsWith('$SYS/')) values.set(topic, payload.toString());
-  });
-  await c.subscribeAsync(filter);
-  return values;
 }
 
 t.test('downlink: an entry added while the gateway runs is published locally with its topic, binary payload, qos and retain flag', async (t) => {
@@ -264,10 +204,7 @@ t.test('cluster: three gateways on one Redis; every subscriber gets every messag
     }
   });
   await spy.subscribe(channel);
-  const numsub = async (): Promise<number> => {
-    const reply = (await r.call('PUBSUB', 'NUMSUB', channel)) as [string, number];
-    return Number(reply[1]);
-  };
+  const numsub = (): Promise<number> => channelSubscribers(r, channel);
 
   const ids = ['cl-a', 'cl-b', 'cl-c'] as const;
   const lines = (id: string) => redisLines(redis.url, id, ['downlink:', '  enabled: false', 'cluster:', '  enabled: true']);
@@ -325,17 +262,7 @@ t.test('cluster: three gateways on one Redis; every subscriber gets every messag
   await waitForOutput(() => gwD.stdout + gwD.stderr, /redis: connected/, 10_000, 'cl-d connected to Redis');
   const deadlineD = Date.now() + 5000;
   while ((await numsub()) < 5 && Date.now() < deadlineD) await new Promise((res) => setTimeout(res, 50));
-  // Subscribing before the load finished would get it live (not flagged): look again until flagged.
-  let dGot: Received[] = [];
-  for (let attempt = 0; Date.now() < deadlineD; attempt++) {
-    const d = await mqttClient(t, portD, { clientId: `cl-d-sub-${attempt}` });
-    dGot = collect(d);
-    await d.subscribeAsync('clu/retained', { qos: 1 });
-    const until = Date.now() + 300;
-    while (dGot.length === 0 && Date.now() < until) await new Promise((res) => setTimeout(res, 20));
-    await within(d.endAsync(), 'client end');
-    if (dGot.some((m) => m.retain)) break;
-  }
+  const dGot = await retainedOnSubscribe(t, portD, 'clu/retained', deadlineD);
   t.same(dGot.map((m) => [m.topic, m.payload.toString(), m.retain]), [['clu/retained', 'kept by the cluster', true]], 'a gateway started later has the retained message of A');
   t.notMatch(gwD.stdout + gwD.stderr, /retained messages not loaded/, 'cl-d loaded the retained messages without error');
 

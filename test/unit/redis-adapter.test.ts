@@ -306,6 +306,11 @@ function fakeClusterConnections(retained: Record<string, string>) {
       published.push({ channel, frame: JSON.parse(frame) as Record<string, unknown> });
       return 1;
     },
+    async time(): Promise<string[]> {
+      if (pub.status !== 'ready') throw notWriteable();
+      const now = Date.now();
+      return [String(Math.floor(now / 1000)), String((now % 1000) * 1000)];
+    },
     async hset(): Promise<number> {
       return 1;
     },
