@@ -177,8 +177,9 @@ export class Connection implements ParserOwner, FastPacketSink {
    * What this connection counts in host.outgoingBudget: this tick's packets, plus what the socket
    * held after the last flush if that write returned false. Node does not sum socket buffers, so
    * the sum is kept here: added at write, brought up to date at flush and at 'drain' (which such a
-   * write guarantees), removed at close. Between a flush and 'drain' it may count bytes the kernel
-   * has taken already (never fewer than the socket holds, beyond the socket's own high-water mark).
+   * write guarantees), removed at close. Until 'drain' it may count bytes the kernel has taken
+   * already; after a write that returned true it leaves out what the socket still holds (less
+   * than the socket's own high-water mark).
    */
   private outgoingShare = 0;
   /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */

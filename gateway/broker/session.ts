@@ -214,7 +214,8 @@ export class Session {
           kept.push(item);
         }
       }
-      // Put back unchecked: they were counted a moment ago, and the taken ones freed more than that.
+      // Put back unchecked: they were in the budget before the rebuild took them out, so the
+      // total only drops, by the taken ones.
       for (const item of kept) {
         this.queue.push(item);
         this.countQueued(item.message.payload.length, 1);
