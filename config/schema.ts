@@ -91,12 +91,16 @@ export const limitsSchema = z
     maxKeepalive: z.number().int().min(0).max(65_535).default(0),
     maxQueued: z.number().int().min(0).default(1000),
     maxQueuedBytes: byteSize.pipe(z.number().min(0)).default(16 * 1024 * 1024),
+    /** All session queues together (payloads plus 64 bytes per message): 10,000 sessions × 16 MiB would be 160 GB. */
+    maxQueuedBytesTotal: byteSize.pipe(z.number().min(0)).default(128 * 1024 * 1024),
     maxSessions: z.number().int().min(1).default(10_000),
     maxTopicLevels: z.number().int().min(1).max(1000).default(64),
     maxSubscriptionsPerClient: z.number().int().min(1).default(1000),
     maxRetained: z.number().int().min(0).default(100_000),
     maxRetainedBytes: byteSize.pipe(z.number().min(0)).default(64 * 1024 * 1024),
     maxOutgoingBytes: byteSize.pipe(z.number().min(1024)).default(1024 * 1024),
+    /** All sockets together: beyond it, slow readers (more than outgoingHighWater waiting) get no more QoS 0. */
+    maxOutgoingBytesTotal: byteSize.pipe(z.number().min(0)).default(64 * 1024 * 1024),
     outgoingHighWater: byteSize.pipe(z.number().min(1024)).default(64 * 1024),
     backpressureTimeout: z.number().int().min(1).max(60_000).default(1000),
     connectTimeout: z.number().int().min(100).max(600_000).default(5_000),

@@ -139,6 +139,8 @@ export class MetricsServer {
       [{ table: 'logins' }, b.loginBackoff.tracked],
     ]);
     out.gauge('edgeway_retained_messages', 'Retained messages kept', b.retained.size);
+    out.gauge('edgeway_queued_bytes', 'Bytes of the QoS 1/2 messages waiting in all session queues: payloads plus 64 bytes each (limits.maxQueuedBytesTotal)', b.queueBudget.used);
+    out.gauge('edgeway_outgoing_bytes', 'Bytes waiting to be sent on all client connections (limits.maxOutgoingBytesTotal)', b.outgoingBudget.used);
     out.gauge('edgeway_subscriptions', 'Subscriptions', b.subscriptions.size);
 
     const ports = g.serialStatus();

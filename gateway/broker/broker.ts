@@ -10,6 +10,7 @@ import { EdgewayError, errorMessage, ReasonCode } from './errors';
 import { Hooks, type ClientInfo } from './hooks';
 import { RateLimitedLog, type LogFields, type Logger } from './logger';
 import { LoginBackoff } from './login-backoff';
+import { ByteBudget } from './memory-budget';
 import { BrokerMetrics, type LimitName } from './metrics';
 import { detachedPayload, type Outbox } from './outbox';
 import { ParserPool } from './parser-pool';
@@ -137,6 +138,10 @@ export class Broker implements ConnectionHost {
   readonly addressLimits: AddressLimits;
   /** Failed-login back-off per source address (limits.loginBackoff), used by handlers/connect.ts. */
   readonly loginBackoff: LoginBackoff;
+  /** Bytes of the messages waiting in all session queues together (limits.maxQueuedBytesTotal). */
+  readonly queueBudget: ByteBudget;
+  /** Bytes waiting to be sent on all connections together (limits.maxOutgoingBytesTotal; connection.ts). */
+  readonly outgoingBudget: ByteBudget;
 
   private state: BrokerState = 'idle';
   private readonly servers: Server[] = [];
@@ -173,6 +178,8 @@ export class Broker implements ConnectionHost {
   ) {
     this.limits = options.limits;
     this.retained = new RetainedMessages(options.limits.maxRetained, options.limits.maxRetainedBytes);
+    this.queueBudget = new ByteBudget(options.limits.maxQueuedBytesTotal);
+    this.outgoingBudget = new ByteBudget(options.limits.maxOutgoingBytesTotal);
     this.sys = new SysPublisher(this, options.sysInterval, options.version);
     this.sessionStore = options.storage === undefined ? null : countingSessionStore(options.storage.sessions, this);
     if (options.uplink !== undefined) {
@@ -264,11 +271,16 @@ export class Broker implements ConnectionHost {
         store.sessionDeleted(s.clientId);
         continue;
       }
-      const session = new Session(s.clientId, s.expiryInterval, this.limits.maxQueued, this.limits.maxQueuedBytes, store);
+      const session = new Session(s.clientId, s.expiryInterval, this.limits.maxQueued, this.limits.maxQueuedBytes, this.queueBudget, store);
+      // The most recently used sessions come first: they keep their messages when the budget runs out.
       const dropped = session.restore(s);
-      if (dropped > 0) {
-        this.metrics.publishDropped += dropped;
-        this.limitHit('maxQueued', 'stored queued messages beyond the queue limits not restored', { clientId: s.clientId, dropped, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
+      if (dropped.maxQueued > 0) {
+        this.metrics.publishDropped += dropped.maxQueued;
+        this.limitHit('maxQueued', 'stored queued messages beyond the queue limits not restored', { clientId: s.clientId, dropped: dropped.maxQueued, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
+      }
+      if (dropped.maxQueuedBytesTotal > 0) {
+        this.metrics.publishDropped += dropped.maxQueuedBytesTotal;
+        this.limitHit('maxQueuedBytesTotal', 'stored queued messages beyond the global queue budget not restored', { clientId: s.clientId, dropped: dropped.maxQueuedBytesTotal, maxQueuedBytesTotal: this.limits.maxQueuedBytesTotal });
       }
       this.sessions.set(s.clientId, session);
       for (const [filter, options] of session.subscriptions) this.route(session, filter, options);
@@ -781,7 +793,7 @@ export class Broker implements ConnectionHost {
       this.limitHit('maxSessions', 'session store full; the longest-offline session was discarded', { evictedClientId: oldest.clientId, droppedMessages: lost, maxSessions: this.limits.maxSessions });
       this.destroySession(oldest);
     }
-    const session = new Session(clientId, 0, this.limits.maxQueued, this.limits.maxQueuedBytes, this.sessionStore);
+    const session = new Session(clientId, 0, this.limits.maxQueued, this.limits.maxQueuedBytes, this.queueBudget, this.sessionStore);
     session.setExpiryInterval(expiryInterval);
     this.sessions.set(clientId, session);
     return session;
@@ -1055,16 +1067,30 @@ export class Broker implements ConnectionHost {
   }
 
   private writeQos0(conn: Connection, bytes: Buffer, origin: Connection | null): void {
-    if (conn.bufferedBytes > this.limits.maxOutgoingBytes) {
-      this.metrics.publishDropped++;
-      this.limitHit('maxOutgoingBytes', 'subscriber not reading; QoS 0 message dropped', { clientId: conn.clientId, bufferedBytes: conn.bufferedBytes });
-      // Pause the publisher too: reading it only to drop what it sends would burn the CPU that
-      // the subscribers who do keep up need.
-      this.applyBackpressure(conn, origin);
+    const buffered = conn.bufferedBytes;
+    if (buffered > this.limits.maxOutgoingBytes) {
+      this.dropQos0(conn, origin, 'maxOutgoingBytes', 'subscriber not reading; QoS 0 message dropped', { bufferedBytes: buffered });
+      return;
+    }
+    // Beyond the global budget no subscriber gets more than outgoingHighWater waiting, so that many
+    // slow readers cannot add up to maxOutgoingBytes each. This tick's batch counts too: a reader
+    // whose kernel buffer still takes everything would otherwise get a whole turn's worth of
+    // messages at once (found by the test: 20 such readers, 2 MiB each). A reader that keeps up
+    // rarely has that much waiting.
+    if (buffered > this.limits.outgoingHighWater && this.outgoingBudget.exceeded) {
+      this.dropQos0(conn, origin, 'maxOutgoingBytesTotal', 'sockets of all clients at their global budget; QoS 0 message to a subscriber with a backlog dropped', { bufferedBytes: buffered, outgoingBytes: this.outgoingBudget.used });
       return;
     }
     conn.write(bytes);
     this.metrics.publishSent++;
+    this.applyBackpressure(conn, origin);
+  }
+
+  private dropQos0(conn: Connection, origin: Connection | null, limit: LimitName, msg: string, fields: Record<string, number>): void {
+    this.metrics.publishDropped++;
+    this.limitHit(limit, msg, { clientId: conn.clientId, ...fields });
+    // Pause the publisher too: reading it only to drop what it sends would burn the CPU that
+    // the subscribers who do keep up need.
     this.applyBackpressure(conn, origin);
   }
 
@@ -1112,9 +1138,14 @@ export class Broker implements ConnectionHost {
       this.applyBackpressure(conn, origin);
       return;
     }
-    if (!session.enqueue(msg, qos, retain, shared)) {
-      this.metrics.publishDropped++;
-      this.limitHit('maxQueued', 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
+    const refused = session.enqueue(msg, qos, retain, shared);
+    if (refused === null) return;
+    this.metrics.publishDropped++;
+    if (refused === 'maxQueued') {
+      this.limitHit(refused, 'session queue full; message dropped', { clientId: session.clientId, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes });
+    } else {
+      // First come, first served (README "Limits"): whoever would have to wait in a queue now, connected or not.
+      this.limitHit(refused, 'queues of all sessions at their global budget; message dropped', { clientId: session.clientId, maxQueuedBytesTotal: this.limits.maxQueuedBytesTotal });
     }
   }
 

@@ -3,6 +3,7 @@ import { packetSize } from './encode';
 import { ReasonCode } from './errors';
 import { decodeCommonPackets, type FastPacketSink } from './fast-decode';
 import type { LoginAttempt } from './login-backoff';
+import type { ByteBudget } from './memory-budget';
 import { encodeV5, type Mqtt5State } from './mqtt5';
 import { ParserPool, type ParserOwner, type PooledParser } from './parser-pool';
 import type { ClientInfo } from './hooks';
@@ -80,6 +81,8 @@ export interface ConnectionHost {
   readonly maxPacketSize: number;
   readonly backpressureTimeout: number;
   readonly parserPool: ParserPool;
+  /** Bytes waiting on all connections together (limits.maxOutgoingBytesTotal); each adds its share. */
+  readonly outgoingBudget: ByteBudget;
 }
 
 let generationCounter = 0;
@@ -170,6 +173,15 @@ export class Connection implements ParserOwner, FastPacketSink {
    */
   private outChunks: Buffer[] = [];
   private outBytes = 0;
+  /**
+   * What this connection counts in host.outgoingBudget: this tick's packets, plus what the socket
+   * held after the last flush if that write returned false. Node does not sum socket buffers, so
+   * the sum is kept here: added at write, brought up to date at flush and at 'drain' (which such a
+   * write guarantees), removed at close. Until 'drain' it may count bytes the kernel has taken
+   * already; after a write that returned true it leaves out what the socket still holds (less
+   * than the socket's own high-water mark).
+   */
+  private outgoingShare = 0;
   /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */
   pending: Packet[] | null = null;
   /** The source address counted in the per-address limits (address-limits.ts), given back at close; null when not counted. */
@@ -344,6 +356,8 @@ export class Connection implements ParserOwner, FastPacketSink {
     this.host.countBytesSent(buf.length);
     this.outChunks.push(buf);
     this.outBytes += buf.length;
+    this.outgoingShare += buf.length;
+    this.host.outgoingBudget.used += buf.length;
   }
 
   /**
@@ -421,10 +435,24 @@ export class Connection implements ParserOwner, FastPacketSink {
     const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.outBytes);
     this.outChunks = [];
     this.outBytes = 0;
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed) {
+      this.shareOutgoing(0);
+      return;
+    }
+    const accepted = this.socket.write(data);
+    // A write that returned true is followed by no 'drain' that would say when the socket emptied:
+    // what it left in the socket (less than the socket's high-water mark) is not counted.
+    this.shareOutgoing(accepted ? 0 : this.socket.writableLength);
     // When the socket takes it all without queueing, no 'drain' event will follow, so publishers
     // paused for this subscriber (because this tick's batch was large) are released now.
-    if (this.socket.write(data) && this.pausedPublishers !== null) this.onDrain();
+    if (accepted && this.pausedPublishers !== null) this.onDrain();
+  }
+
+  /** Sets this connection's share of the global outgoing bytes: this tick's packets plus `socketBytes`. */
+  private shareOutgoing(socketBytes: number): void {
+    const share = this.outBytes + socketBytes;
+    this.host.outgoingBudget.used += share - this.outgoingShare;
+    this.outgoingShare = share;
   }
 
   /** Bytes handed to the socket that the kernel has not taken yet. */
@@ -499,6 +527,7 @@ export class Connection implements ParserOwner, FastPacketSink {
   }
 
   onDrain(): void {
+    this.shareOutgoing(0); // the socket is empty
     this.stalled = false;
     const publishers = this.pausedPublishers;
     if (publishers === null || publishers.size === 0) return;
@@ -546,6 +575,9 @@ export class Connection implements ParserOwner, FastPacketSink {
       this.outBytes = 0;
       this.socket.destroy();
     }
+    // Gone from the budget at once; a final flush above is bounded by the 1-s destroy.
+    this.host.outgoingBudget.used -= this.outgoingShare;
+    this.outgoingShare = 0;
     this.host.onClose(this, reason, detail);
   }
 }

@@ -40,9 +40,13 @@ export class BrokerMetrics {
     maxPacketSize: 0,
     maxConnections: 0,
     maxQueued: 0,
+    /** A QoS 1/2 message was not queued for a session: all session queues together were at limits.maxQueuedBytesTotal. */
+    maxQueuedBytesTotal: 0,
     maxSessions: 0,
     maxRetainedBytes: 0,
     maxOutgoingBytes: 0,
+    /** A QoS 0 message to a slow subscriber was dropped: all sockets together held limits.maxOutgoingBytesTotal. */
+    maxOutgoingBytesTotal: 0,
     maxSubscriptionsPerClient: 0,
     maxRetained: 0,
     maxTopicLevels: 0,

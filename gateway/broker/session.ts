@@ -1,4 +1,5 @@
 import type { ClientInfo } from './hooks';
+import { QUEUED_ENTRY_BYTES, type ByteBudget } from './memory-budget';
 import type { SessionStore, StoredSession } from './persistence';
 import { RingBuffer } from './ring-buffer';
 import type { Message, SubscriptionOptions } from './types';
@@ -29,6 +30,9 @@ export interface Queued {
   readonly shared?: SharedOrigin;
 }
 
+/** Why `Session.enqueue` refused a message: the session's own queue limits, or the global budget. */
+export type QueueRefusal = 'maxQueued' | 'maxQueuedBytesTotal';
+
 /** An outgoing QoS 1/2 message that the client has not yet fully acknowledged. */
 export interface Inflight extends Queued {
   /** 'publish': waiting for PUBACK/PUBREC; 'pubrel': PUBREL sent, waiting for PUBCOMP. */
@@ -56,7 +60,10 @@ export class Session {
   owner: number | null = null;
   /** When the session was left without a connection (ms), for expiry and eviction. */
   disconnectedAt = 0;
-  /** Payload bytes of the messages in `queue` (bounded by limits.maxQueuedBytes). */
+  /**
+   * Payload bytes of the messages in `queue` (bounded by limits.maxQueuedBytes). Changed only
+   * with `countQueued`, which keeps the global budget in step.
+   */
   queuedBytes = 0;
   private nextPacketId = 1;
   private nextOrd = 1;
@@ -75,6 +82,11 @@ export class Session {
     maxQueued: number,
     /** limits.maxQueuedBytes: the same queue, bounded by payload bytes. */
     private readonly maxQueuedBytes: number,
+    /**
+     * limits.maxQueuedBytesTotal, shared by every session: it counts the payload of each queued
+     * message plus QUEUED_ENTRY_BYTES. Inflight messages are not in it (bounded by maxInflight).
+     */
+    private readonly budget: ByteBudget,
     /** The broker's session store, if storage is on; used only while the session is persistent. */
     private readonly storage: SessionStore | null = null,
   ) {
@@ -119,21 +131,37 @@ export class Session {
     return true;
   }
 
-  /** Queues a message unless the queue is full by count or by payload bytes. */
-  enqueue(message: Message, qos: 1 | 2, retain: boolean, shared?: SharedOrigin): boolean {
-    if (this.queuedBytes + message.payload.length > this.maxQueuedBytes) return false;
+  /**
+   * Queues a message unless this queue is full by count or by payload bytes ('maxQueued'), or
+   * the queues of all sessions together are at limits.maxQueuedBytesTotal. Returns null when queued.
+   */
+  enqueue(message: Message, qos: 1 | 2, retain: boolean, shared?: SharedOrigin): QueueRefusal | null {
+    const refused = this.refusal(message.payload.length);
+    if (refused !== null) return refused;
     const item: Queued = shared === undefined ? { ord: this.nextOrd, message, qos, retain } : { ord: this.nextOrd, message, qos, retain, shared };
-    if (!this.queue.push(item)) return false;
+    this.queue.push(item);
     this.nextOrd++;
-    this.queuedBytes += message.payload.length;
+    this.countQueued(message.payload.length, 1);
     this.store?.messageAdded(this.clientId, { ord: item.ord, message, qos, retain, state: 'queued', packetId: 0 });
-    return true;
+    return null;
+  }
+
+  /** Which limit a message of `payloadBytes` would exceed if it were queued, or null. */
+  private refusal(payloadBytes: number): QueueRefusal | null {
+    if (this.queuedBytes + payloadBytes > this.maxQueuedBytes || this.queue.isFull()) return 'maxQueued';
+    return this.budget.fits(payloadBytes + QUEUED_ENTRY_BYTES) ? null : 'maxQueuedBytesTotal';
+  }
+
+  /** Adds (`sign` 1) or removes (-1) one queued message of `payloadBytes`, here and in the global budget. */
+  private countQueued(payloadBytes: number, sign: 1 | -1): void {
+    this.queuedBytes += sign * payloadBytes;
+    this.budget.used += sign * (payloadBytes + QUEUED_ENTRY_BYTES);
   }
 
   /** Takes the oldest queued message; the caller sends it with `addInflight`. */
   dequeue(): Queued | undefined {
     const item = this.queue.shift();
-    if (item !== undefined) this.queuedBytes -= item.message.payload.length;
+    if (item !== undefined) this.countQueued(item.message.payload.length, -1);
     return item;
   }
 
@@ -186,9 +214,11 @@ export class Session {
           kept.push(item);
         }
       }
+      // Put back unchecked: they were in the budget before the rebuild took them out, so the
+      // total only drops, by the taken ones.
       for (const item of kept) {
         this.queue.push(item);
-        this.queuedBytes += item.message.payload.length;
+        this.countQueued(item.message.payload.length, 1);
       }
     }
     return taken.sort((a, b) => a.ord - b.ord);
@@ -224,6 +254,7 @@ export class Session {
   clear(): void {
     this.subscriptions.clear();
     this.inflight.clear();
+    this.budget.used -= this.queuedBytes + this.queue.length * QUEUED_ENTRY_BYTES;
     this.queue.clear();
     this.queuedBytes = 0;
     this.incomingQos2.clear();
@@ -242,20 +273,23 @@ export class Session {
   }
 
   /**
-   * Fills a new session from its stored form (at start, before any client connects). Messages
-   * beyond the queue's bounds are dropped and removed from the store; returns how many.
+   * Fills a new session from its stored form (at start, before any client connects). Queued
+   * messages beyond the queue's bounds, or beyond the global budget, are dropped and removed
+   * from the store; returns how many, by the limit that refused them.
    */
-  restore(stored: StoredSession): number {
+  restore(stored: StoredSession): Record<QueueRefusal, number> {
     for (const [filter, options] of stored.subscriptions) this.subscriptions.set(filter, options);
-    let dropped = 0;
+    const dropped: Record<QueueRefusal, number> = { maxQueued: 0, maxQueuedBytesTotal: 0 };
     let lastPacketId = 0;
     for (const m of stored.messages) {
       this.nextOrd = Math.max(this.nextOrd, m.ord + 1);
       if (m.state === 'queued') {
-        if (this.queuedBytes + m.message.payload.length <= this.maxQueuedBytes && this.queue.push({ ord: m.ord, message: m.message, qos: m.qos, retain: m.retain })) {
-          this.queuedBytes += m.message.payload.length;
+        const refused = this.refusal(m.message.payload.length);
+        if (refused === null) {
+          this.queue.push({ ord: m.ord, message: m.message, qos: m.qos, retain: m.retain });
+          this.countQueued(m.message.payload.length, 1);
         } else {
-          dropped++;
+          dropped[refused]++;
           this.storage?.messageRemoved(this.clientId, m.ord);
         }
       } else {

@@ -60,6 +60,9 @@ export class SysPublisher {
       ['$SYS/broker/publish/messages/not readable', String(m.denied.read)],
       ['$SYS/broker/bytes/received', String(m.bytesReceived)],
       ['$SYS/broker/bytes/sent', String(m.bytesSent)],
+      // Now, against limits.maxQueuedBytesTotal and limits.maxOutgoingBytesTotal (as /metrics edgeway_queued_bytes, edgeway_outgoing_bytes).
+      ['$SYS/broker/bytes/queued', String(b.queueBudget.used)],
+      ['$SYS/broker/bytes/outgoing', String(b.outgoingBudget.used)],
       ['$SYS/broker/retained messages/count', String(b.retained.size)],
       ['$SYS/broker/subscriptions/count', String(b.subscriptions.size)],
       ['$SYS/broker/heap/current', String(mem.heapUsed)],

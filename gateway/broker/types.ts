@@ -51,6 +51,8 @@ export interface BrokerLimits {
   readonly maxQueued: number;
   /** Payload bytes waiting per session (the same queue, bounded by size). */
   readonly maxQueuedBytes: number;
+  /** Bytes waiting in all session queues together: payloads plus QUEUED_ENTRY_BYTES each (memory-budget.ts). */
+  readonly maxQueuedBytesTotal: number;
   /** Sessions kept, connected or not; beyond it the longest-offline session is evicted. */
   readonly maxSessions: number;
   /** Payload bytes of all retained messages together. */
@@ -60,6 +62,11 @@ export interface BrokerLimits {
   readonly maxRetained: number;
   /** Bytes buffered on a socket above which QoS 0 messages to that client are dropped. */
   readonly maxOutgoingBytes: number;
+  /**
+   * Bytes buffered on all sockets together above which QoS 0 messages are dropped for every
+   * subscriber whose socket holds more than outgoingHighWater.
+   */
+  readonly maxOutgoingBytesTotal: number;
   /** Bytes buffered on a subscriber's socket above which the publishers feeding it are paused. */
   readonly outgoingHighWater: number;
   /** How long a publisher stays paused for a subscriber that does not drain, in ms. */

@@ -5,82 +5,20 @@
  * The memory checks compare before and after within generous bounds (resource bounds, not timing
  * thresholds), each designed so that the memory WOULD grow by far more if the limit were missing.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import t, { type Test } from 'tap';
-import { startGatewayProcess } from '../helpers/gateway';
+import { eventually, mb, startMeteredGateway, type MeteredGateway as Gateway } from '../helpers/metered-gateway';
 import { within } from '../helpers/mqtt-client';
-import { freePort } from '../helpers/processes';
 import { RawClient, varInt } from '../helpers/raw-client';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-abuse-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-interface Gateway {
-  readonly pid: number;
-  readonly port: number;
-  /** The gateway's resident memory now, in bytes. */
-  rss(): number;
-  /** Its limit hits by limit, from /metrics. */
-  limitHits(): Promise<Record<string, number>>;
-  /** A counter or gauge without labels, from /metrics. */
-  metric(name: string): Promise<number>;
-}
-
-let gatewayCount = 0;
-
 /** Starts `edgeway` with `limits` (YAML flow mapping) on free loopback ports, with /metrics on. */
-async function startGateway(t: Test, limits: string, sysInterval = 0): Promise<Gateway> {
-  const [port, metricsPort] = [await freePort(), await freePort()];
-  const name = `gw${++gatewayCount}`;
-  const config = join(dir, `${name}.yaml`);
-  writeFileSync(
-    config,
-    [
-      `listeners:\n  - protocol: mqtt\n    host: 127.0.0.1\n    port: ${port}`,
-      `limits: ${limits}`,
-      `sys:\n  interval: ${sysInterval}`,
-      `storage:\n  path: ${join(dir, name, 'edgeway.db')}`,
-      `metrics:\n  host: 127.0.0.1\n  port: ${metricsPort}`,
-      '',
-    ].join('\n'),
-  );
-  const gw = await startGatewayProcess(t, config, { cwd: dir, what: `gateway ${name}` });
-  const pid = gw.child.pid as number;
-  const text = async (): Promise<string> => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  return {
-    pid,
-    port,
-    rss: () => {
-      const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      if (kb === null) throw new Error('no VmRSS');
-      return Number(kb[1]) * 1024;
-    },
-    limitHits: async () => {
-      const hits: Record<string, number> = {};
-      for (const m of (await text()).matchAll(/^edgeway_limit_hits_total\{limit="(\w+)"\} (\d+)$/gm)) hits[m[1] as string] = Number(m[2]);
-      return hits;
-    },
-    metric: async (metric) => {
-      const m = new RegExp(`^${metric} (\\d+)$`, 'm').exec(await text());
-      if (m === null) throw new Error(`no ${metric} in /metrics`);
-      return Number(m[1]);
-    },
-  };
-}
-
-const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
-
-/** Polls `predicate` (async) until true or `ms` passes. */
-async function eventually(predicate: () => Promise<boolean> | boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const startGateway = (t: Test, limits: string, sysInterval = 0): Promise<Gateway> => startMeteredGateway(t, dir, limits, { sysInterval });
 
 t.test('a socket that sends nothing is closed after connectTimeout, counted in /metrics and $SYS', async (t) => {
   const gw = await startGateway(t, '{ connectTimeout: 300 }', 1);

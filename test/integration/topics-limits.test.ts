@@ -558,6 +558,8 @@ t.test('$SYS topics', async (t) => {
     '$SYS/broker/publish/messages/dropped',
     '$SYS/broker/bytes/received',
     '$SYS/broker/bytes/sent',
+    '$SYS/broker/bytes/queued',
+    '$SYS/broker/bytes/outgoing',
     '$SYS/broker/retained messages/count',
     '$SYS/broker/subscriptions/count',
     '$SYS/broker/heap/current',

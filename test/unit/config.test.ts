@@ -40,12 +40,14 @@ t.test('an empty document gives the documented defaults', async (t) => {
         maxKeepalive: 0,
         maxQueued: 1000,
         maxQueuedBytes: 16 * 1024 * 1024,
+        maxQueuedBytesTotal: 128 * 1024 * 1024,
         maxSessions: 10_000,
         maxTopicLevels: 64,
         maxSubscriptionsPerClient: 1000,
         maxRetained: 100_000,
         maxRetainedBytes: 64 * 1024 * 1024,
         maxOutgoingBytes: 1024 * 1024,
+        maxOutgoingBytesTotal: 64 * 1024 * 1024,
         outgoingHighWater: 64 * 1024,
         backpressureTimeout: 1000,
         connectTimeout: 5_000,
@@ -190,6 +192,10 @@ t.test('byte sizes', async (t) => {
     const problems = problemsOf(() => validateConfig({ limits: { maxOutgoingBytes: bad } }, 'test'));
     t.match(problems, [/^limits\.maxOutgoingBytes: /], `${JSON.stringify(bad)} is refused`);
   }
+  const totals = validateConfig({ limits: { maxQueuedBytesTotal: '1GiB', maxOutgoingBytesTotal: '32MiB' } }, 'test');
+  t.same([totals.limits.maxQueuedBytesTotal, totals.limits.maxOutgoingBytesTotal], [1024 ** 3, 32 * 1024 * 1024], 'the global budgets take sizes');
+  const badTotals = problemsOf(() => validateConfig({ limits: { maxQueuedBytesTotal: '-1KiB', maxOutgoingBytesTotal: 'lots' } }, 'test'));
+  t.match(badTotals.slice().sort(), [/^limits\.maxOutgoingBytesTotal: /, /^limits\.maxQueuedBytesTotal: /], 'and refuse what is not one');
   const fromYaml = loadConfigFile(writeYaml('limits:\n  maxPacketSize: 64KiB\n  maxOutgoingBytes: 1MiB\n  outgoingHighWater: 16KiB\n'));
   t.equal(fromYaml.limits.maxPacketSize, 65536, 'unquoted 64KiB in YAML');
   t.equal(fromYaml.limits.maxOutgoingBytes, 1048576, 'unquoted 1MiB in YAML');
