@@ -220,7 +220,11 @@ export class ClusterLink {
     if (read.properties === undefined) return plain;
     if (frame.e === undefined) return { ...plain, properties: read.properties };
     const now = Date.now();
-    const expiresAt = now + (frame.e - this.clock.now());
+    // Two gateways' estimates of the Redis clock differ by up to half a round trip each: never
+    // more left than the interval the message was published with (a 60 s message arrived with 61).
+    const published = read.properties.messageExpiryInterval;
+    const left = frame.e - this.clock.now();
+    const expiresAt = now + (published === undefined ? left : Math.min(left, published * 1000));
     // Still handed to the broker: an expired retained message replaces the topic's retained one.
     if (expiresAt <= now) this.counters.expired++;
     return { ...plain, properties: read.properties, expiresAt };
