@@ -331,11 +331,17 @@ export class Broker implements ConnectionHost {
     // The port the listener got (port 0 in tests) is known only once it listens: named on use.
     let server: Server | undefined;
     const name = (): string => listenerName(spec, server);
-    // TLS and WebSocket connections were admitted as TCP sockets, before their handshake (below).
-    const onSocket = (socket: Transport, certificateUsername?: string): void => this.handleSocket(socket, certificateUsername, true);
+    const onSocket = (socket: Transport, certificateUsername?: string): void => this.handleSocket(socket, certificateUsername);
     switch (spec.protocol) {
-      case 'mqtt':
-        return net.createServer((socket) => this.handleSocket(socket));
+      case 'mqtt': {
+        // Admission is a 'connection' listener too, added first: it runs before handleSocket.
+        server = net.createServer();
+        this.admitAtAccept(server);
+        server.on('connection', (socket: net.Socket) => {
+          if (!socket.destroyed) onSocket(socket);
+        });
+        return server;
+      }
       case 'mqtts': {
         const tls = loadTlsListener();
         const events = this.tlsEvents(name);
@@ -350,7 +356,7 @@ export class Broker implements ConnectionHost {
           }
           onSocket(socket, cn);
         });
-        this.admitBeforeHandshake(server, tls.markRefusedAtAccept);
+        this.admitAtAccept(server, tls.markRefusedAtAccept);
         return server;
       }
       case 'ws':
@@ -374,41 +380,34 @@ export class Broker implements ConnectionHost {
         });
         if (tls !== undefined) tls.watchHandshakes(ws as TlsServer, this.tlsEvents(name));
         server = ws;
-        this.admitBeforeHandshake(ws, tls?.markRefusedAtAccept);
+        this.admitAtAccept(ws, tls?.markRefusedAtAccept);
         return ws;
       }
     }
   }
 
   /**
-   * Per-address caps (limits.perAddress) for TLS and WebSocket listeners, applied to the TCP
-   * socket as it is accepted — before a TLS handshake or HTTP upgrade, which cost far more than a
-   * plain accept and would otherwise be free to flood. The count is given back when that socket closes.
+   * Per-address caps (limits.perAddress), applied to every TCP socket as it is accepted — on TLS
+   * and WebSocket listeners before the handshake or HTTP upgrade, which cost far more than a plain
+   * accept and would otherwise be free to flood. The count is given back when that socket closes.
+   * `refused`: told of each socket closed here (a TLS server still reports it as a failed handshake).
    */
-  private admitBeforeHandshake(server: Server, refused?: (raw: net.Socket) => void): void {
+  private admitAtAccept(server: Server, refused?: (raw: net.Socket) => void): void {
     server.on('connection', (raw: net.Socket) => {
-      const address = this.admitAddress(raw);
-      if (address === false) {
-        refused?.(raw);
+      const admission = this.addressLimits.admit(raw.remoteAddress);
+      if (admission.admitted) {
+        const { address } = admission;
+        // Untracked (exempt loopback): nothing to give back, no listener to pay for.
+        if (address !== null) raw.once('close', () => this.addressLimits.release(address));
         return;
       }
-      if (address !== null) raw.once('close', () => this.addressLimits.release(address));
+      // Nothing was read: closing now is the cheapest answer, and no CONNACK can be sent anyway.
+      raw.destroy();
+      refused?.(raw);
+      const { maxConnections, connectionsPerSecond, connectionBurst } = this.limits.perAddress;
+      if (admission.limit === 'perAddressConnections') this.limitHit(admission.limit, 'connection closed at accept: too many open from this address', { address: admission.address, maxConnections });
+      else this.limitHit(admission.limit, 'connection closed at accept: this address connects too often', { address: admission.address, connectionsPerSecond, connectionBurst });
     });
-  }
-
-  /**
-   * Admits `socket` under the per-address caps: the address to release when it closes (null: not
-   * counted, e.g. loopback), or false when it was over a cap and has been destroyed.
-   */
-  private admitAddress(socket: Transport): string | null | false {
-    const admission = this.addressLimits.admit(socket.remoteAddress);
-    if (admission.admitted) return admission.address;
-    // Nothing was read: closing now is the cheapest answer, and no CONNACK can be sent anyway.
-    socket.destroy();
-    const { maxConnections, connectionsPerSecond, connectionBurst } = this.limits.perAddress;
-    if (admission.limit === 'perAddressConnections') this.limitHit(admission.limit, 'connection closed at accept: too many open from this address', { address: admission.address, maxConnections });
-    else this.limitHit(admission.limit, 'connection closed at accept: this address connects too often', { address: admission.address, connectionsPerSecond, connectionBurst });
-    return false;
   }
 
   /** Counts failed handshakes of one TLS listener and logs them at a bounded rate. */
@@ -469,20 +468,17 @@ export class Broker implements ConnectionHost {
   /**
    * Takes ownership of an accepted connection: a TCP socket, a TLS socket after its handshake, or
    * a WebSocket. `certificateUsername`: the CN of a verified client certificate on a listener with
-   * useIdentityAsUsername (handlers/connect.ts uses it instead of the CONNECT user name).
-   * `admitted`: the per-address caps were applied to its TCP socket already (admitBeforeHandshake).
+   * useIdentityAsUsername (handlers/connect.ts uses it instead of the CONNECT user name). Its TCP
+   * socket passed the per-address caps at accept (admitAtAccept).
    */
-  handleSocket(socket: Transport, certificateUsername?: string, admitted = false): void {
+  handleSocket(socket: Transport, certificateUsername?: string): void {
     if (this.state !== 'running') {
       socket.destroy();
       return;
     }
-    const address = admitted ? null : this.admitAddress(socket);
-    if (address === false) return;
     this.metrics.connectionsAccepted++;
     const conn = new Connection(socket, this);
     if (certificateUsername !== undefined) conn.certificateUsername = certificateUsername;
-    conn.countedAddress = address;
     this.connections.add(conn);
     conn.start(this.limits.connectTimeout);
   }
@@ -522,7 +518,6 @@ export class Broker implements ConnectionHost {
 
   onClose(conn: Connection, reason: CloseReason, detail: string): void {
     this.connections.delete(conn);
-    if (conn.countedAddress !== null) this.addressLimits.release(conn.countedAddress);
     if (conn.loginAttempt !== null) {
       this.loginBackoff.abandon(conn.loginAttempt);
       conn.loginAttempt = null;

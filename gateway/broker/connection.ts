@@ -184,8 +184,6 @@ export class Connection implements ParserOwner, FastPacketSink {
   private outgoingShare = 0;
   /** Packets that arrived while an asynchronous authentication was running (bounded), or null. */
   pending: Packet[] | null = null;
-  /** The source address counted in the per-address limits (address-limits.ts), given back at close; null when not counted. */
-  countedAddress: string | null = null;
   /** This connection's place in the login back-off of its address (login-backoff.ts) while its CONNECT is authenticated. */
   loginAttempt: LoginAttempt | null = null;
 

@@ -69,7 +69,7 @@ export function tlsServerOptions(files: TlsListenerFiles, listener: string, hand
 }
 
 /**
- * TCP sockets closed at accept by the per-address caps (Broker.admitBeforeHandshake): the TLS
+ * TCP sockets closed at accept by the per-address caps (Broker.admitAtAccept): the TLS
  * server still wraps them and reports a reset "handshake", which is not one.
  */
 const refusedAtAccept = new WeakSet<Socket>();
