@@ -649,13 +649,16 @@ export class Broker implements ConnectionHost {
    * when they are sent (pump).
    */
   private mayRead(session: Session, topic: string): boolean {
+    if (this.readAllowed(session, topic)) return true;
+    this.metrics.denied.read++;
+    return false;
+  }
+
+  /** mayRead without counting a refusal (a caller that tries other sessions counts once itself). */
+  private readAllowed(session: Session, topic: string): boolean {
     const client = session.client;
     if (client === null) return true;
-    for (const hook of this.hooks.authorizeRead) {
-      if (hook(client, topic)) continue;
-      this.metrics.denied.read++;
-      return false;
-    }
+    for (const hook of this.hooks.authorizeRead) if (!hook(client, topic)) return false;
     return true;
   }
 
@@ -723,8 +726,21 @@ export class Broker implements ConnectionHost {
    * that member's options; never to `except`. False when no member can take it.
    */
   private deliverShared(group: SharedGroup, msg: Message, origin: Connection | null, except?: Session): boolean {
-    const member = group.pick(this.isConnected, msg.qos > 0, except);
-    if (member === undefined) return false;
+    const checkRead = this.hooks.authorizeRead.length > 0;
+    let unreadable = false;
+    // A member whose client may not read the topic is passed over, not handed a message deliver()
+    // would then drop: another member that may read it takes it (as the other members would have
+    // had the first one never subscribed). Dropped, and counted once, only when none may.
+    const member = group.pick(this.isConnected, msg.qos > 0, (session) => {
+      if (session === except) return false;
+      if (!checkRead || this.readAllowed(session, msg.topic)) return true;
+      unreadable = true;
+      return false;
+    });
+    if (member === undefined) {
+      if (unreadable) this.metrics.denied.read++;
+      return false;
+    }
     const { options } = member;
     const qos = (options.qos < msg.qos ? options.qos : msg.qos) as QoS;
     const ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];

@@ -43,12 +43,13 @@ export class SharedGroup {
   }
 
   /**
-   * The next member, round-robin, whose client is connected. When none is and the message can
-   * wait (QoS 1/2), the next member at all: its session queues it until the client returns.
-   * Never `except` (a member that is leaving).
+   * The next `eligible` member, round-robin, whose client is connected. When none is and the
+   * message can wait (QoS 1/2), the next eligible member at all: its session queues it until the
+   * client returns. `eligible` leaves out a member that is leaving, or one whose client may not
+   * read the topic (an ACL), so that the message goes to a member that can take it.
    */
-  pick(connected: (session: Session) => boolean, canWait: boolean, except?: Session): SharedMember | undefined {
-    return this.next((m) => m.session !== except && connected(m.session)) ?? (canWait ? this.next((m) => m.session !== except) : undefined);
+  pick(connected: (session: Session) => boolean, canWait: boolean, eligible: (session: Session) => boolean): SharedMember | undefined {
+    return this.next((m) => connected(m.session) && eligible(m.session)) ?? (canWait ? this.next((m) => eligible(m.session)) : undefined);
   }
 
   /** Whether a member other than `except` has its client connected. */

@@ -112,6 +112,34 @@ t.test('delivery: a # subscriber gets only what it may read; retained messages a
   t.ok(g.gateway.broker.metrics.denied.read >= 8, 'the deliveries refused are counted');
 });
 
+t.test('shared subscriptions: a message a member may not read goes to a member that may; dropped only when none may', async (t) => {
+  const g = await setup(t);
+  const admin = await login(t, g, 'admin', 5, 'admin-member');
+  const alice = await login(t, g, 'alice', 5, 'alice-member');
+  const adminGot = inbox(admin);
+  const aliceGot = inbox(alice);
+  await within(admin.subscribeAsync('$share/g/plant/#', { qos: 1 }), 'admin joins');
+  await within(alice.subscribeAsync('$share/g/plant/#', { qos: 1 }), 'alice joins');
+  const publisher = await login(t, g, 'admin', 4, 'publisher');
+  // Round-robin would hand every other message to alice, who may not read plant/secret.
+  for (let i = 0; i < 10; i++) await within(publisher.publishAsync('plant/secret', `s${i}`, { qos: 1 }), 'publish');
+  for (let i = 0; i < 10; i++) await within(publisher.publishAsync('plant/open', `o${i}`, { qos: 1 }), 'publish');
+  await waitFor(() => adminGot.length + aliceGot.length >= 20, 3000, 'all 20 messages delivered');
+  const secret = Array.from({ length: 10 }, (_, i) => `plant/secret=s${i}`);
+  t.same(adminGot.filter((m) => m.startsWith('plant/secret')), secret, 'every plant/secret message went to the member that may read it, in order');
+  t.same(aliceGot.filter((m) => m.startsWith('plant/secret')), [], 'none to the member that may not');
+  t.same([...adminGot, ...aliceGot].filter((m) => m.startsWith('plant/open')).sort(), Array.from({ length: 10 }, (_, i) => `plant/open=o${i}`).sort(), 'plant/open: each message to one member');
+  t.ok(aliceGot.some((m) => m.startsWith('plant/open')), 'alice still takes her turn with what she may read');
+  t.equal(g.gateway.broker.metrics.denied.read, 0, 'nothing refused: a member took every message');
+
+  await admin.unsubscribeAsync('$share/g/plant/#');
+  await within(publisher.publishAsync('plant/secret', 'nobody', { qos: 1 }), 'publish');
+  await within(publisher.publishAsync('plant/open', 'last', { qos: 1 }), 'publish');
+  await waitFor(() => aliceGot.includes('plant/open=last'), 3000, 'the last message');
+  t.notOk(aliceGot.includes('plant/secret=nobody'), 'no member may read it: dropped');
+  t.equal(g.gateway.broker.metrics.denied.read, 1, 'and counted once');
+});
+
 t.test('%c: a device may publish to its own topic only; anonymous clients get the anonymous rules', async (t) => {
   const g = await setup(t, { allowAnonymous: true });
   const admin = await login(t, g, 'admin');
