@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 import Redis, { type RedisOptions } from 'ioredis';
 import { backoffDelay, errorMessage, RateLimitedLog, type Logger } from '../../gateway/broker';
+import { makeStringPrototypeFast } from './fast-string-prototype';
 import type { RedisSettings } from './settings';
+
+// ioredis, imported above, has just made String.prototype slow for the whole process: see there.
+makeStringPrototypeFast();
 
 /**
  * One ioredis connection with edgeway's rules (issue 5, "Disconnected is normal"):
