@@ -444,7 +444,9 @@ function redisSysValues(redis: RedisAdapter): [string, string][] {
     ['uplink/delivered', String(uplink.delivered)],
     ['uplink/failures', String(uplink.failures)],
   ];
-  if (downlink !== undefined) values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)]);
+  if (downlink !== undefined) {
+    values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)], ['downlink/expired', String(downlink.expired)]);
+  }
   if (cluster !== undefined) {
     values.push(
       ['cluster/sent', String(cluster.sent)],

@@ -1,6 +1,6 @@
 import type Redis from 'ioredis';
 import { checkedOutboxProperties, errorMessage, outboxProperties, RateLimitedLog, type GatewayContext, type Message, type QoS } from '../../gateway/broker';
-import { RedisClock } from './redis-clock';
+import type { RedisClock } from './redis-clock';
 import type { RedisSettings } from './settings';
 import { cameThroughRedis, CLUSTER_SOURCE_PREFIX } from './sources';
 
@@ -59,7 +59,6 @@ export class ClusterLink {
   private readonly retainedKey: string;
   private readonly dropLog: RateLimitedLog;
   private readonly invalidLog: RateLimitedLog;
-  private readonly clock: RedisClock;
 
   constructor(
     /** Shared with the uplink: PUBLISH and the retained hash. */
@@ -68,11 +67,12 @@ export class ClusterLink {
     private readonly sub: Redis,
     private readonly ctx: GatewayContext,
     private readonly settings: RedisSettings,
+    /** The adapter's, read over `pub`; started and stopped by the adapter. */
+    private readonly clock: RedisClock,
   ) {
     this.retainedKey = `${settings.cluster.channel}:retained`;
     this.dropLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
     this.invalidLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
-    this.clock = new RedisClock(pub, (err) => ctx.logger.debug('redis cluster: TIME failed; read again in a minute', { error: errorMessage(err) }));
   }
 
   start(): void {
@@ -83,7 +83,6 @@ export class ClusterLink {
     // Subscribe on every connection (ioredis only re-subscribes channels whose first subscribe
     // was confirmed); take over the cluster's retained messages once (loadRetained).
     this.sub.on('ready', this.onReady);
-    this.clock.start();
     this.sub.connect().catch(() => undefined); // retried by the connection; errors logged there
   }
 
@@ -94,7 +93,6 @@ export class ClusterLink {
     if (at >= 0) hooks.splice(at, 1);
     this.sub.off('messageBuffer', this.onMessage);
     this.sub.off('ready', this.onReady);
-    this.clock.stop();
     this.sub.disconnect();
   }
 

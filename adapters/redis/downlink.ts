@@ -1,18 +1,46 @@
+import { isUtf8 } from 'node:buffer';
 import type Redis from 'ioredis';
-import { RateLimitedLog, type GatewayContext, type QoS } from '../../gateway/broker';
+import { checkedOutboxProperties, RateLimitedLog, type GatewayContext, type Message, type PublishProperties, type QoS } from '../../gateway/broker';
 import { backoff, describeRedisError } from './connection';
+import type { RedisClock } from './redis-clock';
 import type { RedisSettings } from './settings';
 import { DOWNLINK_SOURCE } from './sources';
-import { lastGeneratedId } from './stream-id';
+import { lastGeneratedId, parseStreamId } from './stream-id';
 import type { StateStore } from './uplink';
 
 const MAX_ENTRIES_PER_READ = 100;
 
+/**
+ * Entry ids whose ms part is below this (10^12 ms: September 2001) are not times. Streams came with
+ * Redis 5 (2018), so no server with its clock set generated one; they are explicit ids (`1-1`, or
+ * `<epoch>-<seq>` as the uplink writes its own).
+ */
+export const EARLIEST_TIME_ID_MS = 1_000_000_000_000n;
+
 export interface DownlinkStats {
   readonly delivered: number;
   readonly invalid: number;
+  /** Their Message Expiry Interval, counted from when they were added, ran out before they were read. */
+  readonly expired: number;
   readonly failures: number;
   readonly lastId: string;
+}
+
+/**
+ * What is left of a downlink entry's Message Expiry Interval (`intervalSeconds`) when it is read at
+ * `redisNow` (Redis' clock, ms), in ms; 0 or less: expired. The interval counts from when the entry
+ * was added: the ms part of an id Redis generated (`*`) is its clock at XADD. Never more than the
+ * interval (the estimate of Redis' clock is off by half a round trip; a cluster message once arrived
+ * with 61 of 60 s left). An id whose ms part is not such a time counts from now, the full interval:
+ * an explicit small one (EARLIEST_TIME_ID_MS), or one ahead of Redis' clock — explicit, or generated
+ * before that clock was stepped back (Redis keeps ids increasing, not its clock). Just ahead, by the
+ * estimate's error, is the same answer, so there is no tolerance to choose.
+ */
+export function expiryLeftMs(id: string, intervalSeconds: number, redisNow: number): number {
+  const interval = intervalSeconds * 1000;
+  const added = parseStreamId(id)?.ms;
+  if (added === undefined || added < EARLIEST_TIME_ID_MS || added > BigInt(Math.floor(redisNow))) return interval;
+  return interval - (redisNow - Number(added));
 }
 
 /**
@@ -22,15 +50,22 @@ export interface DownlinkStats {
  * store and written in the same group commit as what the publish stored (a persistent session's
  * queue), so an entry is consumed once across restarts: commands sent while the gateway was
  * offline arrive when it reconnects. Reads block on a connection of their own.
+ *
+ * An entry may carry MQTT 5 properties (field `properties`, JSON as the uplink writes it); a
+ * Message Expiry Interval among them counts from when the central side added the entry, on Redis'
+ * clock (expiryLeftMs): a command valid for 60 s that waited out a two-hour outage is not executed.
  */
 export class Downlink {
   private running = false;
   private loop: Promise<void> | undefined;
   private readonly key: string;
-  private readonly counters = { delivered: 0, invalid: 0, failures: 0 };
+  private readonly counters = { delivered: 0, invalid: 0, expired: 0, failures: 0 };
   /** Ends the back-off wait early (stop). */
   private cancelWait: (() => void) | undefined;
+  /** Whether the first read waited for Redis' clock (awaitClock). */
+  private clockAwaited = false;
   private readonly invalidLog: RateLimitedLog;
+  private readonly expiredLog: RateLimitedLog;
   private readonly errorLog: RateLimitedLog;
 
   constructor(
@@ -39,9 +74,12 @@ export class Downlink {
     private readonly ctx: GatewayContext,
     private readonly store: StateStore,
     private readonly settings: RedisSettings,
+    /** The adapter's, read over its main connection; started and stopped by the adapter. */
+    private readonly clock: RedisClock,
   ) {
     this.key = `downlink.lastId:${settings.downlink.stream}`;
     this.invalidLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
+    this.expiredLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
     this.errorLog = new RateLimitedLog((msg, fields) => ctx.logger.warn(msg, fields));
   }
 
@@ -81,6 +119,23 @@ export class Downlink {
     this.ctx.logger.info('redis downlink: no position stored; reading entries added from now on', { stream: this.settings.downlink.stream, after: start });
   }
 
+  /**
+   * Before the first read, Redis' clock (read over the main connection, which connects at the same
+   * time as this one): with this machine's clock instead, a Pi that booted without NTP would take
+   * the commands that waited for it as decades old, or as not old at all. Waited for once, at most
+   * commandTimeout: a Redis that does not answer TIME must not keep commands back for good.
+   */
+  private async awaitClock(): Promise<void> {
+    if (this.clockAwaited) return;
+    this.clockAwaited = true;
+    if (this.clock.known) return;
+    await Promise.race([this.clock.measured(), this.wait(this.settings.commandTimeout)]);
+    this.cancelWait?.(); // the wait's timer, when the clock came first
+    if (!this.clock.known && this.running) {
+      this.ctx.logger.warn("redis downlink: Redis' clock not read yet; the expiry of entries is measured by this machine's clock until it is", { stream: this.settings.downlink.stream });
+    }
+  }
+
   private async run(): Promise<void> {
     let attempt = 0;
     // Blocks well within the command timeout (≥ 1000 ms by the schema), so a healthy but idle link
@@ -95,6 +150,7 @@ export class Downlink {
         continue;
       }
       try {
+        await this.awaitClock();
         await this.ensurePosition();
         const reply = await this.redis.xreadBuffer('COUNT', MAX_ENTRIES_PER_READ, 'BLOCK', blockMs, 'STREAMS', this.settings.downlink.stream, this.lastId);
         attempt = 0;
@@ -126,19 +182,43 @@ export class Downlink {
   private deliver(id: string, fields: Buffer[]): void {
     const values = new Map<string, Buffer>();
     for (let i = 0; i + 1 < fields.length; i += 2) values.set((fields[i] as Buffer).toString(), fields[i + 1] as Buffer);
-    const problem = this.publish(values);
-    if (problem !== null) {
+    const read = this.messageOf(values);
+    if (typeof read === 'string') {
       this.counters.invalid++;
-      this.invalidLog.emit('redis downlink: entry skipped', { stream: this.settings.downlink.stream, id, reason: problem, invalid: this.counters.invalid });
+      this.invalidLog.emit('redis downlink: entry skipped', { stream: this.settings.downlink.stream, id, reason: read, invalid: this.counters.invalid });
     } else {
-      this.counters.delivered++;
+      this.publish(id, read);
     }
     // Consumed either way: a bad entry must not block the ones behind it.
     this.store.set(this.key, id);
   }
 
-  /** Publishes the entry; returns why it cannot be published, or null. */
-  private publish(values: Map<string, Buffer>): string | null {
+  /**
+   * Publishes the entry's message, its expiry counted from when the entry was added. An expired one
+   * is handed over too: the broker delivers it to no one, but a retained one still replaces the
+   * topic's retained message, as it would have, had the gateway been there when it was sent.
+   */
+  private publish(id: string, plain: Message): void {
+    const interval = plain.properties?.messageExpiryInterval;
+    const left = interval === undefined ? undefined : expiryLeftMs(id, interval, this.clock.now());
+    const message = left === undefined ? plain : { ...plain, expiresAt: Date.now() + left };
+    if (left !== undefined && left <= 0) {
+      this.counters.expired++;
+      this.expiredLog.emit('redis downlink: entry expired before it was read; not delivered', {
+        stream: this.settings.downlink.stream,
+        id,
+        topic: plain.topic,
+        messageExpiryInterval: interval,
+        expired: this.counters.expired,
+      });
+    } else {
+      this.counters.delivered++;
+    }
+    this.ctx.publish(message, DOWNLINK_SOURCE);
+  }
+
+  /** The entry's message (expiry not applied yet), or why it cannot be published. */
+  private messageOf(values: Map<string, Buffer>): Message | string {
     const topic = values.get('topic')?.toString();
     const payload = values.get('payload') ?? Buffer.alloc(0);
     if (topic === undefined || topic === '') return 'no topic field';
@@ -148,7 +228,28 @@ export class Downlink {
     if (retainText !== '0' && retainText !== '1' && retainText !== 'true' && retainText !== 'false') return `retain must be 0 or 1, not ${JSON.stringify(retainText)}`;
     const topicProblem = this.ctx.topicError(topic);
     if (topicProblem !== null) return `topic ${JSON.stringify(topic)}: ${topicProblem}`;
-    this.ctx.publish({ topic, payload, qos: Number(qosText) as QoS, retain: retainText === '1' || retainText === 'true' }, DOWNLINK_SOURCE);
-    return null;
+    const properties = propertiesOf(values.get('properties'), payload);
+    if (typeof properties === 'string') return `invalid properties (${properties})`;
+    const message: Message = { topic, payload, qos: Number(qosText) as QoS, retain: retainText === '1' || retainText === 'true' };
+    return properties === undefined ? message : { ...message, properties };
   }
+}
+
+/**
+ * The `properties` field read with the checks of properties from outside the process
+ * (checkedOutboxProperties), or why not. Invalid ones skip the entry rather than publish it
+ * without them: a subscriber may rely on them to read the payload or to answer.
+ */
+function propertiesOf(field: Buffer | undefined, payload: Buffer): PublishProperties | undefined | string {
+  if (field === undefined) return undefined;
+  // toString() would turn bad bytes into U+FFFD and pass them on in a string property.
+  if (!isUtf8(field)) return 'not UTF-8';
+  let value: unknown;
+  try {
+    value = JSON.parse(field.toString());
+  } catch {
+    return 'not JSON';
+  }
+  const read = checkedOutboxProperties(value, payload);
+  return 'problem' in read ? read.problem : read.properties;
 }

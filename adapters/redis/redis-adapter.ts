@@ -3,6 +3,7 @@ import { errorMessage, type GatewayContext, type Outbox } from '../../gateway/br
 import { ClusterLink, type ClusterStats } from './cluster';
 import { createRedisConnection, redactUrl } from './connection';
 import { Downlink, type DownlinkStats } from './downlink';
+import { RedisClock } from './redis-clock';
 import type { RedisSettings } from './settings';
 import { STATUS_SOURCE } from './sources';
 import { Uplink, type StateStore, type UplinkState, type UplinkStats } from './uplink';
@@ -30,6 +31,8 @@ export class RedisAdapter {
   private readonly uplink: Uplink;
   private readonly downlink: Downlink | undefined;
   private readonly cluster: ClusterLink | undefined;
+  /** Redis' clock, for message expiry (downlink and cluster); read over `main`. */
+  private readonly clock: RedisClock;
   private readonly others: Redis[] = [];
   private statusTimer: NodeJS.Timeout | undefined;
   private lastStatus = '';
@@ -54,15 +57,16 @@ export class RedisAdapter {
       (state) => this.onUplinkState(state),
       () => this.onUplinkProgress(),
     );
+    this.clock = new RedisClock(this.main, (err) => log.debug('redis: TIME failed; read again in a minute', { error: errorMessage(err) }));
     if (settings.downlink.enabled) {
       const conn = createRedisConnection(settings, 'downlink', log);
       this.others.push(conn);
-      this.downlink = new Downlink(conn, ctx, store, settings);
+      this.downlink = new Downlink(conn, ctx, store, settings, this.clock);
     }
     if (settings.cluster.enabled) {
       const conn = createRedisConnection(settings, 'cluster', log);
       this.others.push(conn);
-      this.cluster = new ClusterLink(this.main, conn, ctx, settings);
+      this.cluster = new ClusterLink(this.main, conn, ctx, settings, this.clock);
     }
   }
 
@@ -78,6 +82,8 @@ export class RedisAdapter {
     });
     this.main.on('ready', () => this.ctx.logger.info('redis: connected', { url: redactUrl(this.settings.url) }));
     this.main.connect().catch(() => undefined); // retried forever by the connection; logged there
+    // Only what expires by Redis' clock needs it: no TIME every minute for an uplink alone.
+    if (this.downlink !== undefined || this.cluster !== undefined) this.clock.start();
     this.uplink.start();
     this.downlink?.start();
     this.cluster?.start();
@@ -91,6 +97,7 @@ export class RedisAdapter {
     if (this.statusTimer !== undefined) clearInterval(this.statusTimer);
     this.statusTimer = undefined;
     await Promise.all([this.uplink.stop(), this.downlink?.stop(), this.cluster?.stop()]);
+    this.clock.stop();
     this.publishStatus(true, 'disconnected');
     for (const conn of [this.main, ...this.others]) {
       try {

@@ -7,7 +7,9 @@ const REFRESH_MS = 60_000;
 /**
  * The Redis server's clock as this gateway sees it: the clock the gateways of a cluster share for
  * message expiry, because their own may disagree by minutes or years (a Raspberry Pi has no
- * real-time clock and may run before NTP set it). Read with TIME when the connection becomes ready
+ * real-time clock and may run before NTP set it), and the clock that stamped the id of a downlink
+ * entry. One per adapter, on its main connection (never the downlink's, which waits in XREAD BLOCK:
+ * a TIME queued behind it would be answered late). Read with TIME when the connection becomes ready
  * and every minute; the reply is taken to be made halfway through the round trip, so the estimate
  * is off by half a round trip at most. Between readings it advances with the monotonic clock: a
  * step of this machine's wall clock does not move it.
@@ -16,6 +18,8 @@ export class RedisClock {
   /** The last reading: Redis' time (ms since 1970) at a moment of performance.now(). */
   private reading: { readonly redisMs: number; readonly at: number } | null = null;
   private timer: NodeJS.Timeout | undefined;
+  /** Resolved by the first reading (measured()). */
+  private waiting: (() => void)[] = [];
 
   constructor(
     private readonly redis: Redis,
@@ -40,6 +44,17 @@ export class RedisClock {
     return this.reading === null ? Date.now() : this.reading.redisMs + (performance.now() - this.reading.at);
   }
 
+  /** Whether Redis' clock has been read yet: until then now() is this machine's own clock. */
+  get known(): boolean {
+    return this.reading !== null;
+  }
+
+  /** Resolves once Redis' clock has been read (at once when it has been). */
+  measured(): Promise<void> {
+    if (this.reading !== null) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
   private readonly read = (): void => {
     if (this.redis.status !== 'ready') return; // read again on `ready`
     const sentAt = performance.now();
@@ -49,6 +64,9 @@ export class RedisClock {
         const [seconds, micros] = reply.map(Number);
         if (!Number.isFinite(seconds) || !Number.isFinite(micros)) return;
         this.reading = { redisMs: (seconds as number) * 1000 + (micros as number) / 1000, at: (sentAt + performance.now()) / 2 };
+        const waiting = this.waiting;
+        this.waiting = [];
+        for (const resolve of waiting) resolve();
       },
       (err: unknown) => this.onError(err), // the previous reading stays
     );

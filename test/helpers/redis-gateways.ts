@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import type { IPublishPacket } from 'mqtt-packet';
 import type Redis from 'ioredis';
 import { startGatewayProcess } from './gateway';
@@ -73,6 +73,26 @@ export async function gatewayClient(t: Test, port: number, opts: IClientOptions 
   const c = await connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, ...opts }, false);
   c.on('error', () => undefined);
   t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
+  return c;
+}
+
+/**
+ * A client with a persistent session whose message handler (`listen`) is attached before CONNECT:
+ * messages queued for the session while it was away arrive right after CONNACK and must not be
+ * missed. (MQTT 5 also needs a Session Expiry Interval in `opts` to keep the session.)
+ */
+export async function persistentClient(t: Test, port: number, clientId: string, listen: (c: MqttClient) => void, opts: IClientOptions = {}): Promise<MqttClient> {
+  const c = connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: false, reconnectPeriod: 0, connectTimeout: 3000, ...opts });
+  listen(c);
+  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
+  await within(
+    new Promise<void>((resolve, reject) => {
+      c.once('connect', () => resolve());
+      c.once('error', reject);
+    }),
+    `${clientId} to connect`,
+  );
+  c.on('error', () => undefined);
   return c;
 }
 

@@ -14,13 +14,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { connect, type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import type Redis from 'ioredis';
 import { waitFor } from '../helpers/broker';
 import { within } from '../helpers/mqtt-client';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RedisServer } from '../helpers/redis';
-import { channelSubscribers, gatewayClient as mqttClient, redisLines, retainedOnSubscribe, startRedisGateway, stopGateway, sysValues, type GatewaySpec } from '../helpers/redis-gateways';
+import { channelSubscribers, gatewayClient as mqttClient, persistentClient, redisLines, retainedOnSubscribe, startRedisGateway, stopGateway, sysValues, type GatewaySpec } from '../helpers/redis-gateways';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-dc-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,25 +43,6 @@ function collect(c: MqttClient, into: Received[] = []): Received[] {
 }
 
 const texts = (got: readonly Received[]): string[] => got.map((m) => m.payload.toString());
-
-/**
- * A client with a persistent session whose message handler is attached before CONNECT: messages
- * queued for the session while it was away arrive right after CONNACK and must not be missed.
- */
-async function persistentClient(t: Test, port: number, clientId: string, into: Received[]): Promise<MqttClient> {
-  const c = connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: false, reconnectPeriod: 0, connectTimeout: 3000 });
-  collect(c, into);
-  t.teardown(() => within(c.endAsync(true), 'mqtt.js end').catch(() => undefined));
-  await within(
-    new Promise<void>((resolve, reject) => {
-      c.once('connect', () => resolve());
-      c.once('error', reject);
-    }),
-    `${clientId} to connect`,
-  );
-  c.on('error', () => undefined);
-  return c;
-}
 
 t.test('downlink: an entry added while the gateway runs is published locally with its topic, binary payload, qos and retain flag', async (t) => {
   const redis = await RedisServer.start(t);
@@ -120,7 +101,7 @@ t.test('downlink: an entry added while the gateway is down is delivered after it
   // Run 1: a persistent QoS 1 session subscribes; one entry while running.
   let gw = await startGateway(t, spec);
   const run1: Received[] = [];
-  let s = await persistentClient(t, port, 'dl-restart-sub', run1);
+  let s = await persistentClient(t, port, 'dl-restart-sub', (c) => collect(c, run1));
   await s.subscribeAsync('cmd/#', { qos: 1 });
   await r.xadd(stream, '*', 'topic', 'cmd/one', 'payload', 'while running', 'qos', '1');
   await waitFor(() => run1.length >= 1, 5000, 'the entry added while running');
@@ -135,7 +116,7 @@ t.test('downlink: an entry added while the gateway is down is delivered after it
   // that nothing else is coming before it (the stream and the session queue keep order).
   gw = await startGateway(t, spec);
   const run2: Received[] = [];
-  s = await persistentClient(t, port, 'dl-restart-sub', run2);
+  s = await persistentClient(t, port, 'dl-restart-sub', (c) => collect(c, run2));
   await waitFor(() => texts(run2).includes('while down'), 5000, 'the entry added while the gateway was down');
   await r.xadd(stream, '*', 'topic', 'cmd/marker', 'payload', 'marker 2', 'qos', '1');
   await waitFor(() => texts(run2).includes('marker 2'), 5000, 'marker 2');
@@ -146,7 +127,7 @@ t.test('downlink: an entry added while the gateway is down is delivered after it
   // Run 3: the last consumed id was kept: nothing is read again.
   gw = await startGateway(t, spec);
   const run3: Received[] = [];
-  s = await persistentClient(t, port, 'dl-restart-sub', run3);
+  s = await persistentClient(t, port, 'dl-restart-sub', (c) => collect(c, run3));
   await r.xadd(stream, '*', 'topic', 'cmd/marker', 'payload', 'marker 3', 'qos', '1');
   await waitFor(() => texts(run3).includes('marker 3'), 5000, 'marker 3');
   t.same(texts(run3), ['marker 3'], 'run 3: nothing delivered again after another restart');

@@ -5,13 +5,15 @@
  * processes, no sockets: the real-Redis behaviour is in test/integration/redis-downlink-cluster.
  */
 import { EventEmitter } from 'node:events';
-import t from 'tap';
+import fc from 'fast-check';
+import t, { type Test } from 'tap';
 import type Redis from 'ioredis';
 import { validateConfig } from '../../config/load';
 import { GATEWAY_ID_PATTERN, type RedisConfig } from '../../config/redis';
 import { backoff, describeRedisError, MemoryStateStore, parseStreamId, redactUrl, resolveRedisSettings, type RedisSettings } from '../../adapters/redis';
 import { ClusterLink } from '../../adapters/redis/cluster';
-import { Downlink } from '../../adapters/redis/downlink';
+import { Downlink, expiryLeftMs } from '../../adapters/redis/downlink';
+import { RedisClock } from '../../adapters/redis/redis-clock';
 import { Broker, type LogFields, type Logger, type Message } from '../../gateway/broker';
 import { problemsOf } from '../helpers/config';
 
@@ -230,6 +232,37 @@ function fakeRedis(entries: [string, [string, Buffer | string][]][]) {
   return { redis: redis as unknown as Redis, reads };
 }
 
+/**
+ * The adapter's main connection as RedisClock uses it: ready at once (or when told), answering
+ * TIME with Redis' time `offsetMs` away from this machine's clock (a Redis server, or a gateway,
+ * whose clock is off). Never `known` when `answers` is false (a Redis that does not answer TIME).
+ */
+function fakeMain(opts: { offsetMs?: number; ready?: boolean; answers?: boolean } = {}) {
+  const times: number[] = [];
+  const main = Object.assign(new EventEmitter(), {
+    status: opts.ready === false ? 'connecting' : 'ready',
+    async time(): Promise<string[]> {
+      times.push(Date.now());
+      if (opts.answers === false) return new Promise(() => undefined);
+      const now = Date.now() + (opts.offsetMs ?? 0);
+      return [String(Math.floor(now / 1000)), String((now % 1000) * 1000)];
+    },
+    becomeReady(): void {
+      main.status = 'ready';
+      main.emit('ready');
+    },
+  });
+  return { main, times };
+}
+
+/** A started RedisClock over `main`, stopped when the test ends. */
+function clockOver(t: Test, main: EventEmitter): RedisClock {
+  const clock = new RedisClock(main as unknown as Redis, () => undefined);
+  clock.start();
+  t.teardown(() => clock.stop());
+  return clock;
+}
+
 t.test('downlink: each kind of invalid entry is skipped with its reason; the valid ones around it are published', async (t) => {
   const settings: RedisSettings = resolveRedisSettings(redisSection({ url: 'redis://h', gatewayId: 'unit' }), 'host');
   const cases: [string, [string, Buffer | string][], RegExp][] = [
@@ -239,6 +272,14 @@ t.test('downlink: each kind of invalid entry is skipped with its reason; the val
     ['retain "2"', [['topic', 'cmd/r'], ['payload', 'x'], ['retain', '2']], /retain must be 0 or 1, not "2"/],
     ["topic with '#'", [['topic', 'cmd/#'], ['payload', 'x']], /topic "cmd\/#": /],
     ["topic with '+'", [['topic', 'cmd/+/x'], ['payload', 'x']], /topic "cmd\/\+\/x": /],
+    ['properties not JSON', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '{contentType: text}']], /^invalid properties \(not JSON\)$/],
+    ['properties not UTF-8', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d])]], /^invalid properties \(not UTF-8\)$/],
+    ['properties not an object', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '[1]']], /invalid properties \(properties: not an object\)/],
+    ['correlationData not base64', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '{"correlationData":"***"}']], /invalid properties \(correlationData: /],
+    ['contentType a number', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '{"contentType":5}']], /invalid properties \(contentType: /],
+    ['messageExpiryInterval text', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '{"messageExpiryInterval":"60"}']], /invalid properties \(messageExpiryInterval: /],
+    ['responseTopic with a wildcard', [['topic', 'cmd/p'], ['payload', 'x'], ['properties', '{"responseTopic":"resp/#"}']], /invalid properties \(invalid Response Topic/],
+    ['UTF-8 announced over bytes that are not', [['topic', 'cmd/p'], ['payload', Buffer.from([0xff])], ['properties', '{"payloadFormatIndicator":true}']], /invalid properties \(the Payload Format Indicator says UTF-8/],
   ];
   for (const [name, fields, reason] of cases) {
     const warnings: [string, LogFields | undefined][] = [];
@@ -253,7 +294,7 @@ t.test('downlink: each kind of invalid entry is skipped with its reason; the val
       ['1-2', fields],
       ['1-3', [['topic', 'cmd/after'], ['payload', Buffer.from([0, 255])], ['qos', '1'], ['retain', '1']]],
     ]);
-    const downlink = new Downlink(redis, ctx, store, settings);
+    const downlink = new Downlink(redis, ctx, store, settings, clockOver(t, fakeMain().main));
     downlink.start();
     const deadline = Date.now() + 2000;
     while (reads.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
@@ -282,12 +323,142 @@ t.test('downlink: starts after the last id kept in the state store', async (t) =
   const store = new MemoryStateStore();
   store.set(`downlink.lastId:${settings.downlink.stream}`, '1700000000000-5');
   const { redis, reads } = fakeRedis([]);
-  const downlink = new Downlink(redis, broker.context('redis'), store, settings);
+  const downlink = new Downlink(redis, broker.context('redis'), store, settings, clockOver(t, fakeMain().main));
   downlink.start();
   const deadline = Date.now() + 2000;
   while (reads.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   await downlink.stop();
   t.equal(reads[0], '1700000000000-5', 'the first XREAD asks for entries after the stored id');
+});
+
+t.test('expiryLeftMs: the interval counts from the time in the id, never more than the interval; an id that is not such a time counts from now', async (t) => {
+  const now = 1_700_000_100_000;
+  t.equal(expiryLeftMs(`${now - 10_000}-0`, 60, now), 50_000, 'added 10 s ago: 50 of 60 s left');
+  t.equal(expiryLeftMs(`${now - 100_000}-7`, 60, now), -40_000, 'added 100 s ago: expired 40 s ago');
+  t.equal(expiryLeftMs(`${now - 60_000}-0`, 60, now), 0, 'exactly used up: nothing left (expired)');
+  t.equal(expiryLeftMs(`${now}-0`, 60, now), 60_000, 'added now: the whole interval');
+  t.equal(expiryLeftMs(`${now - 1}-0`, 0, now), -1, 'an interval of 0 has run out once any time passed');
+  t.equal(expiryLeftMs(`${now - 7_200_000}-0`, 60, now + 0.5), -7_140_000.5, "Redis' clock with its fraction of a ms");
+  for (const id of ['1-1', '0-5', '999999999999-0']) t.equal(expiryLeftMs(id, 60, now), 60_000, `${id}: explicit, not a time: from now`);
+  t.equal(expiryLeftMs('1000000000000-0', 60, now), 60_000 - (now - 1e12), '10^12 ms is a time (September 2001)');
+  for (const id of [`${now + 1}-0`, `${now + 3_600_000}-0`, '18446744073709551615-18446744073709551615']) {
+    t.equal(expiryLeftMs(id, 60, now), 60_000, `${id}: ahead of Redis' clock, not the time it was added: from now`);
+  }
+  t.equal(expiryLeftMs('not-an-id', 60, now), 60_000, 'an id that does not parse: from now');
+  fc.assert(
+    fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.integer({ min: 0, max: 0xffff_ffff }), fc.integer({ min: 1e12, max: 4e12 }), (ms, interval, redisNow) => {
+      const left = expiryLeftMs(`${ms}-0`, interval, redisNow);
+      const isTime = ms >= 1_000_000_000_000n && ms <= BigInt(redisNow);
+      return left <= interval * 1000 && (isTime ? left === interval * 1000 - (redisNow - Number(ms)) : left === interval * 1000);
+    }),
+  );
+});
+
+/** A downlink on a fake connection answering one XREAD with `entries`; stopped once it reads again. */
+async function runDownlink(t: Test, entries: [string, [string, Buffer | string][]][], clock: RedisClock, broker: Broker): Promise<Downlink> {
+  const settings = resolveRedisSettings(redisSection({ url: 'redis://h', gatewayId: 'unit' }), 'host');
+  const { redis, reads } = fakeRedis(entries);
+  const downlink = new Downlink(redis, broker.context('redis'), new MemoryStateStore(), settings, clock);
+  downlink.start();
+  const deadline = Date.now() + 3000;
+  while (reads.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  await downlink.stop();
+  t.equal(reads.length, 2, 'the downlink read past the entries');
+  return downlink;
+}
+
+function brokerWithLog(): { broker: Broker; warnings: [string, LogFields | undefined][] } {
+  const warnings: [string, LogFields | undefined][] = [];
+  const logger: Logger = { debug: () => undefined, info: () => undefined, warn: (m, f) => warnings.push([m, f]), error: () => undefined };
+  return { broker: new Broker({ limits: validateConfig({}, 'test').limits, sysInterval: 0, version: 'test' }, logger), warnings };
+}
+
+t.test("downlink: properties reach subscribers; a Message Expiry Interval counts from the id's time on Redis' clock, not this machine's", async (t) => {
+  // Redis' clock an hour behind this machine's: measured by this machine's, every entry would be an
+  // hour old and expired.
+  const offsetMs = -3_600_000;
+  const clock = clockOver(t, fakeMain({ offsetMs }).main);
+  await clock.measured();
+  const { broker, warnings } = brokerWithLog();
+  const got: Message[] = [];
+  broker.context('test').subscribe('cmd/#', (m) => got.push(m));
+  broker.context('test').publish({ topic: 'cmd/state', payload: Buffer.from('old'), qos: 1, retain: true });
+  got.length = 0;
+
+  const redisNow = Date.now() + offsetMs;
+  const correlation = Buffer.from([0, 0xff, 0x80]);
+  const full = { payloadFormatIndicator: true, contentType: 'application/json', responseTopic: 'resp/central', correlationData: correlation.toString('base64'), userProperties: { a: ['1', '2'], b: 'x' } };
+  const downlink = await runDownlink(
+    t,
+    [
+      [`${redisNow - 90_000}-0`, [['topic', 'cmd/stale'], ['payload', 'late'], ['properties', '{"messageExpiryInterval":60}']]],
+      [`${redisNow - 90_000}-1`, [['topic', 'cmd/state'], ['payload', 'stale state'], ['retain', '1'], ['properties', '{"messageExpiryInterval":60}']]],
+      [`${redisNow - 10_000}-0`, [['topic', 'cmd/fresh'], ['payload', '{"open":true}'], ['qos', '1'], ['properties', JSON.stringify({ ...full, messageExpiryInterval: 60 })]]],
+      ['1-5', [['topic', 'cmd/explicit-id'], ['payload', 'x'], ['properties', '{"messageExpiryInterval":60}']]],
+      [`${redisNow + 3_600_000}-0`, [['topic', 'cmd/future-id'], ['payload', 'x'], ['properties', '{"messageExpiryInterval":60}']]],
+      [`${redisNow + 3_600_000}-1`, [['topic', 'cmd/no-expiry'], ['payload', '{}'], ['properties', JSON.stringify(full)]]],
+      [`${redisNow + 3_600_000}-2`, [['topic', 'cmd/empty'], ['payload', 'x'], ['properties', '{"later":1}']]],
+    ],
+    clock,
+    broker,
+  );
+  const readAt = Date.now();
+  t.same(
+    got.map((m) => m.topic),
+    ['cmd/fresh', 'cmd/explicit-id', 'cmd/future-id', 'cmd/no-expiry', 'cmd/empty'],
+    'the two entries added 90 s before with 60 s to live are not delivered',
+  );
+  t.equal(broker.retained.get('cmd/state'), undefined, 'the expired retained one still replaced the retained message of its topic');
+  t.match(downlink.stats(), { delivered: 5, expired: 2, invalid: 0 }, 'counted');
+  const expiredLog = warnings.filter(([m]) => m === 'redis downlink: entry expired before it was read; not delivered');
+  t.equal(expiredLog.length, 1, 'logged once (rate-limited)');
+  t.match(expiredLog[0]?.[1], { id: `${redisNow - 90_000}-0`, topic: 'cmd/stale', messageExpiryInterval: 60 }, 'with the entry');
+
+  const byTopic = new Map(got.map((m) => [m.topic, m]));
+  const fresh = byTopic.get('cmd/fresh');
+  t.same(fresh?.properties, { ...full, correlationData: correlation, messageExpiryInterval: 60 }, 'the properties as published (correlation data as bytes)');
+  // Added 10 s before on Redis' clock: it expires 60 s after that, whatever this machine's clock says.
+  const addedHere = redisNow - 10_000 - offsetMs;
+  t.ok(Math.abs((fresh?.expiresAt ?? 0) - (addedHere + 60_000)) < 1000, `expires 60 s after it was added (${String((fresh?.expiresAt ?? 0) - addedHere)} ms after)`);
+  for (const topic of ['cmd/explicit-id', 'cmd/future-id']) {
+    const left = (byTopic.get(topic)?.expiresAt ?? 0) - readAt;
+    t.ok(left > 55_000 && left <= 60_000, `${topic}: the interval counts from when it was read (${left} ms left)`);
+  }
+  t.equal(byTopic.get('cmd/no-expiry')?.expiresAt, undefined, 'no interval: no expiry');
+  t.same(byTopic.get('cmd/no-expiry')?.properties, { ...full, correlationData: correlation }, 'its properties');
+  t.equal(byTopic.get('cmd/empty')?.properties, undefined, 'only names it does not know: no properties');
+});
+
+t.test("downlink: the first read waits for Redis' clock; without an answer, for commandTimeout at most, with a warning", async (t) => {
+  const { broker, warnings } = brokerWithLog();
+  const settings = resolveRedisSettings(redisSection({ url: 'redis://h', gatewayId: 'unit', commandTimeout: 1000 }), 'host');
+  const late = fakeMain({ ready: false });
+  const { redis, reads } = fakeRedis([]);
+  const downlink = new Downlink(redis, broker.context('redis'), new MemoryStateStore(), settings, clockOver(t, late.main));
+  downlink.start();
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(reads, [], 'no XREAD while the main connection has not read the clock');
+  late.main.becomeReady();
+  const deadline = Date.now() + 2000;
+  while (reads.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  t.equal(late.times.length, 1, 'TIME sent once the main connection is ready');
+  t.ok(reads.length > 0, 'then the downlink reads');
+  await downlink.stop();
+
+  const silent = fakeMain({ answers: false });
+  const second = fakeRedis([]);
+  const started = Date.now();
+  const waiting = new Downlink(second.redis, broker.context('redis'), new MemoryStateStore(), settings, clockOver(t, silent.main));
+  waiting.start();
+  const deadline2 = Date.now() + 3000;
+  while (second.reads.length === 0 && Date.now() < deadline2) await new Promise((r) => setTimeout(r, 5));
+  await waiting.stop();
+  t.ok(second.reads.length > 0, 'a Redis that does not answer TIME does not keep the downlink from reading');
+  t.ok(Date.now() - started >= 950, 'after commandTimeout (1 s)');
+  t.ok(
+    warnings.some(([m]) => m.startsWith("redis downlink: Redis' clock not read yet")),
+    'warned that the expiry is measured by this machine\'s clock',
+  );
 });
 
 /** Fakes of the two cluster connections: events, status, and the few commands ClusterLink uses. */
@@ -340,7 +511,7 @@ function fakeClusterConnections(retained: Record<string, string>) {
   return { pub, sub, published };
 }
 
-function clusterUnderTest(retained: Record<string, string>) {
+function clusterUnderTest(t: Test, retained: Record<string, string>) {
   const settings = resolveRedisSettings(redisSection({ url: 'redis://h', gatewayId: 'gw-a', cluster: { enabled: true } }), 'host');
   const warnings: string[] = [];
   const logger: Logger = { debug: () => undefined, info: () => undefined, warn: (m, f) => warnings.push(`${m} ${JSON.stringify(f)}`), error: () => undefined };
@@ -349,14 +520,16 @@ function clusterUnderTest(retained: Record<string, string>) {
   const got: Message[] = [];
   ctx.subscribe('#', (m) => got.push(m));
   const conns = fakeClusterConnections(retained);
-  const cluster = new ClusterLink(conns.pub as unknown as Redis, conns.sub as unknown as Redis, ctx, settings);
+  // As the adapter wires it: one clock, read over the publishing connection.
+  const clock = clockOver(t, conns.pub);
+  const cluster = new ClusterLink(conns.pub as unknown as Redis, conns.sub as unknown as Redis, ctx, settings, clock);
   return { cluster, ctx, got, warnings, ...conns };
 }
 
 const retainedFrame = JSON.stringify({ o: 'gw-b', t: 'clu/kept', q: 1, r: true, p: Buffer.from('from b').toString('base64') });
 
 t.test('cluster: retained messages of the hash are loaded at start (publishing connection ready first)', async (t) => {
-  const { cluster, got, warnings, pub } = clusterUnderTest({ 'clu/kept': retainedFrame });
+  const { cluster, got, warnings, pub } = clusterUnderTest(t, { 'clu/kept': retainedFrame });
   pub.becomeReady();
   cluster.start();
   const deadline = Date.now() + 1000;
@@ -369,7 +542,7 @@ t.test('cluster: retained messages of the hash are loaded at start (publishing c
 t.test('cluster: retained messages are loaded even when the subscriber connection is ready before the publishing one', async (t) => {
   // Both connections connect at the same time at start (and again after an outage): either may be
   // ready first. Seen with the real gateway: about 1 start in 4 logs "retained messages not loaded".
-  const { cluster, got, warnings, pub, sub } = clusterUnderTest({ 'clu/kept': retainedFrame });
+  const { cluster, got, warnings, pub, sub } = clusterUnderTest(t, { 'clu/kept': retainedFrame });
   cluster.start();
   const readyDeadline = Date.now() + 1000;
   while (sub.status !== 'ready' && Date.now() < readyDeadline) await new Promise((r) => setTimeout(r, 5));
@@ -386,7 +559,7 @@ t.test('cluster: retained messages are loaded even when the subscriber connectio
 });
 
 t.test('cluster: local messages go out once with this origin; messages of others come in and are never sent back', async (t) => {
-  const { cluster, ctx, got, pub, sub, published } = clusterUnderTest({});
+  const { cluster, ctx, got, pub, sub, published } = clusterUnderTest(t, {});
   pub.becomeReady();
   cluster.start();
   ctx.publish({ topic: 'clu/local', payload: Buffer.from('mine'), qos: 1, retain: false }, 'some-client');
