@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { ClusterStats, DownlinkStats } from '../adapters/redis';
 import type { MetricsConfig } from '../config/schema';
 import type { Gateway } from './app';
 import { EdgewayError, errorMessage, type Logger } from './broker';
@@ -16,6 +17,28 @@ import { EdgewayError, errorMessage, type Logger } from './broker';
 
 type Labels = Readonly<Record<string, string>>;
 type Sample = readonly [Labels, number];
+
+/** The keys of `S` whose values are numbers: what a counter can be read from. */
+type NumericKey<S> = { [K in keyof S]: S[K] extends number ? K : never }[keyof S];
+/** A counter read from a stats object: its key there, its name, its HELP. */
+type CounterOf<S> = readonly [key: NumericKey<S>, name: string, help: string];
+
+/**
+ * The downlink's and cluster link's counters, named after their `$SYS/broker/downlink/…` and
+ * `…/cluster/…` topics: a counter added to DownlinkStats or ClusterStats is one line here.
+ */
+const DOWNLINK_COUNTERS: readonly CounterOf<DownlinkStats>[] = [
+  ['delivered', 'edgeway_downlink_delivered_total', 'Downlink stream entries published into the broker'],
+  ['invalid', 'edgeway_downlink_invalid_total', 'Downlink stream entries skipped (no topic, a bad qos or retain, an invalid topic; each logged)'],
+  ['failures', 'edgeway_downlink_failures_total', 'Downlink stream reads that failed (retried)'],
+];
+const CLUSTER_COUNTERS: readonly CounterOf<ClusterStats>[] = [
+  ['sent', 'edgeway_cluster_sent_total', 'Messages sent to the other gateways of the cluster'],
+  ['received', 'edgeway_cluster_received_total', 'Messages received from the other gateways of the cluster'],
+  ['dropped', 'edgeway_cluster_dropped_total', 'Messages not shared with the other gateways: Redis away or slow'],
+  ['invalid', 'edgeway_cluster_invalid_total', 'Cluster messages not published here: not understood, invalid MQTT 5 properties, or refused by the broker'],
+  ['expired', 'edgeway_cluster_expired_total', 'Cluster messages whose MQTT 5 Message Expiry ran out on the way or in the retained hash'],
+];
 
 /** Scrapes served at once at most; more wait in the kernel's backlog. */
 const MAX_CONNECTIONS = 8;
@@ -170,12 +193,17 @@ export class MetricsServer {
     }
     const redis = g.redis?.stats();
     if (redis !== undefined) {
-      const { uplink } = redis;
+      const { uplink, downlink, cluster } = redis;
       out.gauge('edgeway_uplink_state', 'Uplink state (1 for the current one)', (['disconnected', 'connected', 'draining'] as const).map((state) => [{ state }, uplink.state === state ? 1 : 0] as const));
       out.gauge('edgeway_uplink_backlog_messages', 'Messages not yet confirmed by Redis', uplink.backlog);
       out.gauge('edgeway_uplink_oldest_age_seconds', 'Age of the oldest of them', uplink.oldestAgeMs / 1000);
       out.counter('edgeway_uplink_delivered_total', 'Messages Redis confirmed', uplink.delivered);
       out.counter('edgeway_uplink_failures_total', 'Uplink batches that failed (retried)', uplink.failures);
+      out.counter('edgeway_uplink_already_present_total', 'Of the messages Redis confirmed, those it already had (re-sent after a lost reply or a crash)', uplink.alreadyPresent);
+      out.counter('edgeway_uplink_epoch_changes_total', 'Times the uplink moved to a new stream-id epoch: the stream had one of its ids with other content (database replaced or rolled back, two gateways with one id; each logged)', uplink.epochChanges);
+      // Only when on: a missing series says "off", where a 0 would say "on, and nothing came".
+      if (downlink !== undefined) out.countersOf(downlink, DOWNLINK_COUNTERS);
+      if (cluster !== undefined) out.countersOf(cluster, CLUSTER_COUNTERS);
     }
 
     out.gauge('edgeway_eventloop_lag_seconds', 'Event-loop delay since the previous scrape', [
@@ -208,6 +236,8 @@ export class MetricsServer {
         : stored.storage.failing
           ? { status: 'unhealthy', detail: `commits failing (${stored.storage.counters.failedCommits} so far); changes kept in memory and retried` }
           : { status: 'ok', detail: `${stored.storage.counters.commits} commits` };
+    // The downlink and cluster link are no checks of their own: they use the uplink's Redis, whose
+    // loss this one reports, and their counters only say what happened since start (README).
     const uplink = g.redis?.stats().uplink;
     if (uplink !== undefined) {
       const maxAgeMs = this.config.health.maxBacklogAge * 1000;
@@ -237,6 +267,11 @@ class Exposition {
 
   gauge(name: string, help: string, samples: number | readonly Sample[]): void {
     this.add(name, 'gauge', help, samples);
+  }
+
+  /** One counter per entry of `table`, each read from `stats`. */
+  countersOf<S>(stats: S, table: readonly CounterOf<S>[]): void {
+    for (const [key, name, help] of table) this.counter(name, help, stats[key] as number);
   }
 
   text(): string {

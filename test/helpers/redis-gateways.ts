@@ -20,6 +20,8 @@ export interface GatewaySpec {
   readonly redis: readonly string[];
   readonly sysInterval?: number;
   readonly level?: 'debug' | 'info' | 'warn';
+  /** With it, `/metrics` and `/healthz` on 127.0.0.1 at this port. */
+  readonly metricsPort?: number;
   /** Added to the gateway's environment. */
   readonly env?: Record<string, string>;
 }
@@ -49,6 +51,7 @@ export function writeGatewayConfig(dir: string, spec: GatewaySpec): string {
     'storage:',
     `  path: ${JSON.stringify(join(dir, `${spec.name}.db`))}`,
     '  flushInterval: 20',
+    ...(spec.metricsPort === undefined ? [] : ['metrics:', '  host: 127.0.0.1', `  port: ${spec.metricsPort}`]),
     'redis:',
     ...spec.redis.map((l) => `  ${l}`),
   ];

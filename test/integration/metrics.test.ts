@@ -1,16 +1,19 @@
 /**
  * `/metrics` and `/healthz` of the real `edgeway` command (issue 6) while it runs with a serial
  * pty, storage and an uplink to a real redis-server: the exposition parsed by a Prometheus
- * text-format parser, the health status following Redis going away.
+ * text-format parser, the health status following Redis going away; and the downlink and cluster
+ * counters of two gateways sharing one Redis after real traffic.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { waitFor } from '../helpers/broker';
 import { startGatewayProcess } from '../helpers/gateway';
-import { freePort, startProcess } from '../helpers/processes';
+import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { plugIn } from '../helpers/pty';
 import { RedisServer } from '../helpers/redis';
+import { gatewayClient, redisLines, startRedisGateway, stopGateway, waitForSubscribers } from '../helpers/redis-gateways';
 
 // The package has no type declarations: its documented result shape.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -27,6 +30,21 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 async function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
   return { status: res.status, type: res.headers.get('content-type') ?? '', body: await res.text() };
+}
+
+/** A sample's value by name and labels, NaN when absent. */
+type Read = (name: string, labels?: Record<string, string>) => number;
+
+/** Scrapes `/metrics` (parsed) until `until` holds for it or 5 s passed; returns the last scrape. */
+async function scrapeUntil(port: number, until: (value: Read) => boolean = () => true): Promise<{ value: Read; names: Set<string> }> {
+  for (const deadline = Date.now() + 5000; ; await new Promise((r) => setTimeout(r, 50))) {
+    const families = new Map(parsePrometheus((await get(port, '/metrics')).body).map((f) => [f.name, f]));
+    const value: Read = (name, labels = {}) => {
+      const sample = families.get(name)?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+      return sample?.value === undefined ? Number.NaN : Number(sample.value);
+    };
+    if (until(value) || Date.now() > deadline) return { value, names: new Set(families.keys()) };
+  }
 }
 
 t.test('/metrics and /healthz with serial, storage and a live uplink; unhealthy once the backlog is too old', async (t) => {
@@ -84,6 +102,8 @@ t.test('/metrics and /healthz with serial, storage and a live uplink; unhealthy 
   t.equal(value('edgeway_uplink_delivered_total'), 2, 'uplink delivered');
   t.equal(value('edgeway_uplink_state', { state: 'disconnected' }), 0, 'uplink not disconnected');
   t.equal(value('edgeway_outbox_messages'), 0, 'outbox empty');
+  t.equal(value('edgeway_downlink_delivered_total'), 0, 'downlink on (the default): its counters are there');
+  t.notOk(families.has('edgeway_cluster_sent_total'), 'cluster mode off: no cluster series');
   t.ok(value('process_resident_memory_bytes') > 10e6, 'RSS');
   t.ok(value('edgeway_eventloop_lag_seconds', { quantile: '0.99' }) >= 0, 'event-loop lag');
 
@@ -114,4 +134,85 @@ t.test('/metrics and /healthz with serial, storage and a live uplink; unhealthy 
   t.equal((await get(metricsPort, '/metrics', 'POST')).status, 405);
   if (gw.child.pid !== undefined) process.kill(gw.child.pid, 'SIGTERM');
   t.equal((await gw.exited).code, 0, 'SIGTERM exits 0 with the metrics listener open');
+});
+
+t.test('/metrics: uplink epoch, downlink and cluster counters after real traffic on two gateways sharing one Redis', async (t) => {
+  const redis = await RedisServer.start(t);
+  const r = redis.client();
+  // A's uplink stream already written under a higher epoch: A continues under it (one epoch change).
+  await r.xadd('edgeway:uplink:mx-a', '7-0', 'topic', 'seeded', 'payload', '');
+  const [portA, portB, metricsA, metricsB] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const cluster = ['cluster:', '  enabled: true'];
+  const a = await startRedisGateway(t, dir, { name: 'mx-a', port: portA, metricsPort: metricsA, redis: redisLines(redis.url, 'mx-a', cluster) });
+  const b = await startRedisGateway(t, dir, { name: 'mx-b', port: portB, metricsPort: metricsB, redis: redisLines(redis.url, 'mx-b', ['downlink:', '  enabled: false', ...cluster]) });
+  for (const [name, gw] of [['mx-a', a], ['mx-b', b]] as const) await waitForOutput(() => gw.stdout + gw.stderr, /redis: connected/, 10_000, `${name} connected to Redis`);
+  // Entries added before the downlink stored its first position would be skipped (by design).
+  await waitForOutput(() => a.stdout + a.stderr, /redis downlink: no position stored/, 10_000, 'mx-a reading its downlink stream');
+  t.equal(await waitForSubscribers(r, 'edgeway:cluster', 2), 2, 'both gateways subscribed to the cluster channel');
+
+  const idleB = await scrapeUntil(metricsB);
+  t.equal(idleB.value('edgeway_cluster_sent_total'), 0, 'B: cluster counters there before any traffic, at 0');
+  t.notOk([...idleB.names].some((n) => n.startsWith('edgeway_downlink_')), 'B: no downlink series, its downlink is off');
+
+  // Cluster: one message published on A, two on B (different counts, so no counter can pass for another).
+  const subA = await gatewayClient(t, portA, { clientId: 'mx-a-sub' });
+  const subB = await gatewayClient(t, portB, { clientId: 'mx-b-sub' });
+  const gotA: string[] = [];
+  const gotB: string[] = [];
+  subA.on('message', (topic, payload) => gotA.push(`${topic} ${payload.toString()}`));
+  subB.on('message', (topic, payload) => gotB.push(`${topic} ${payload.toString()}`));
+  await subA.subscribeAsync(['mx/#', 'cmd/#'], { qos: 1 });
+  await subB.subscribeAsync('mx/#', { qos: 1 });
+  await subA.publishAsync('mx/from-a', 'a', { qos: 1 });
+  await subB.publishAsync('mx/from-b', 'b1', { qos: 1 });
+  await subB.publishAsync('mx/from-b', 'b2', { qos: 1 });
+  await waitFor(() => gotA.includes('mx/from-b b2') && gotB.includes('mx/from-a a'), 5000, 'the messages on the other gateway');
+  let mA = await scrapeUntil(metricsA, (v) => v('edgeway_cluster_sent_total') === 1);
+  let mB = await scrapeUntil(metricsB, (v) => v('edgeway_cluster_sent_total') === 2);
+  for (const [name, m, sent, received] of [['A', mA, 1, 2], ['B', mB, 2, 1]] as const) {
+    t.equal(m.value('edgeway_cluster_sent_total'), sent, `${name}: its own messages sent`);
+    t.equal(m.value('edgeway_cluster_received_total'), received, `${name}: the other's messages received (its own echoes not counted)`);
+    t.equal(m.value('edgeway_cluster_dropped_total'), 0, `${name}: nothing dropped`);
+    t.equal(m.value('edgeway_cluster_expired_total'), 0, `${name}: nothing expired`);
+  }
+
+  // A frame no gateway understands: skipped and counted as invalid on both.
+  await r.publish('edgeway:cluster', 'not a frame');
+  const oneInvalid = (v: Read): boolean => v('edgeway_cluster_invalid_total') === 1;
+  t.equal((await scrapeUntil(metricsA, oneInvalid)).value('edgeway_cluster_invalid_total'), 1, 'A: the bad frame counted as invalid');
+  t.equal((await scrapeUntil(metricsB, oneInvalid)).value('edgeway_cluster_invalid_total'), 1, 'B: the bad frame counted as invalid');
+
+  // Downlink on A: two valid entries are delivered, one without a topic is skipped.
+  await r.xadd('edgeway:downlink:mx-a', '*', 'topic', 'cmd/valve', 'payload', 'open');
+  await r.xadd('edgeway:downlink:mx-a', '*', 'payload', 'no topic');
+  await r.xadd('edgeway:downlink:mx-a', '*', 'topic', 'cmd/valve', 'payload', 'close');
+  await waitFor(() => gotA.includes('cmd/valve close'), 5000, 'the downlink commands at the subscriber');
+  mA = await scrapeUntil(metricsA, (v) => v('edgeway_downlink_invalid_total') === 1);
+  t.equal(mA.value('edgeway_downlink_delivered_total'), 2, 'A: two downlink entries delivered');
+  t.equal(mA.value('edgeway_downlink_invalid_total'), 1, 'A: the entry without a topic counted as invalid');
+  t.equal(mA.value('edgeway_downlink_failures_total'), 0, 'A: no failed downlink read');
+  t.equal(mA.value('edgeway_cluster_sent_total'), 1, 'A: the downlink command was not shared with the cluster');
+
+  // Uplink (sensors/#): A moved to the seeded epoch once, then wrote under it; nothing re-sent.
+  await subA.publishAsync('sensors/mx', 'up 1', { qos: 1 });
+  await subA.publishAsync('sensors/mx', 'up 2', { qos: 1 });
+  const upA = await scrapeUntil(metricsA, (v) => v('edgeway_uplink_delivered_total') === 2 && v('edgeway_cluster_sent_total') === 3);
+  t.equal(upA.value('edgeway_uplink_delivered_total'), 2, 'A: the sensors messages went up');
+  t.equal(upA.value('edgeway_uplink_epoch_changes_total'), 1, 'A: one epoch change (the stream was ahead)');
+  t.equal(upA.value('edgeway_uplink_already_present_total'), 0, 'A: nothing Redis already had');
+  t.same((await r.xrange('edgeway:uplink:mx-a', '-', '+')).map(([id]) => id.split('-')[0]), ['7', '7', '7'], 'A wrote under the seeded epoch');
+  t.equal(upA.value('edgeway_cluster_sent_total'), 3, 'A: the sensors messages were shared too');
+  mB = await scrapeUntil(metricsB);
+  t.equal(mB.value('edgeway_uplink_epoch_changes_total'), 0, 'B: no epoch change');
+
+  // Redis away: a message published on A is not shared (dropped), the blocked downlink read fails.
+  await redis.stop();
+  await subA.publishAsync('mx/while-away', 'lost to the cluster', { qos: 1 });
+  mA = await scrapeUntil(metricsA, (v) => v('edgeway_cluster_dropped_total') === 1 && v('edgeway_downlink_failures_total') >= 1);
+  t.equal(mA.value('edgeway_cluster_dropped_total'), 1, 'A: the message published while Redis was away counted as dropped');
+  t.ok(mA.value('edgeway_downlink_failures_total') >= 1, `A: the downlink read lost with the connection counted as a failure (${mA.value('edgeway_downlink_failures_total')})`);
+  t.equal(mA.value('edgeway_cluster_sent_total'), 3, 'A: and not as sent');
+
+  await stopGateway(t, a, 'mx-a');
+  await stopGateway(t, b, 'mx-b');
 });
