@@ -182,14 +182,17 @@ t.test('/metrics: uplink epoch, downlink and cluster counters after real traffic
   t.equal((await scrapeUntil(metricsA, oneInvalid)).value('edgeway_cluster_invalid_total'), 1, 'A: the bad frame counted as invalid');
   t.equal((await scrapeUntil(metricsB, oneInvalid)).value('edgeway_cluster_invalid_total'), 1, 'B: the bad frame counted as invalid');
 
-  // Downlink on A: two valid entries are delivered, one without a topic is skipped.
+  // Downlink on A: two valid entries are delivered, one without a topic is skipped, one expired.
   await r.xadd('edgeway:downlink:mx-a', '*', 'topic', 'cmd/valve', 'payload', 'open');
   await r.xadd('edgeway:downlink:mx-a', '*', 'payload', 'no topic');
+  await r.xadd('edgeway:downlink:mx-a', '*', 'topic', 'cmd/valve', 'payload', 'stale', 'properties', '{"messageExpiryInterval":0}');
   await r.xadd('edgeway:downlink:mx-a', '*', 'topic', 'cmd/valve', 'payload', 'close');
   await waitFor(() => gotA.includes('cmd/valve close'), 5000, 'the downlink commands at the subscriber');
   mA = await scrapeUntil(metricsA, (v) => v('edgeway_downlink_invalid_total') === 1);
   t.equal(mA.value('edgeway_downlink_delivered_total'), 2, 'A: two downlink entries delivered');
   t.equal(mA.value('edgeway_downlink_invalid_total'), 1, 'A: the entry without a topic counted as invalid');
+  t.equal(mA.value('edgeway_downlink_expired_total'), 1, 'A: the entry with no expiry left counted as expired, not delivered');
+  t.notOk(gotA.includes('cmd/valve stale'), 'A: and not received');
   t.equal(mA.value('edgeway_downlink_failures_total'), 0, 'A: no failed downlink read');
   t.equal(mA.value('edgeway_cluster_sent_total'), 1, 'A: the downlink command was not shared with the cluster');
 
