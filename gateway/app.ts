@@ -445,7 +445,7 @@ function redisSysValues(redis: RedisAdapter): [string, string][] {
     ['uplink/failures', String(uplink.failures)],
   ];
   if (downlink !== undefined) {
-    values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)], ['downlink/expired', String(downlink.expired)]);
+    values.push(['downlink/delivered', String(downlink.delivered)], ['downlink/invalid', String(downlink.invalid)], ['downlink/expired', String(downlink.expired)], ['downlink/denied', String(downlink.denied)]);
   }
   if (cluster !== undefined) {
     values.push(

@@ -31,6 +31,7 @@ const DOWNLINK_COUNTERS: readonly CounterOf<DownlinkStats>[] = [
   ['delivered', 'edgeway_downlink_delivered_total', 'Downlink stream entries published into the broker'],
   ['invalid', 'edgeway_downlink_invalid_total', 'Downlink stream entries skipped (no topic, a bad qos or retain, an invalid topic; each logged)'],
   ['expired', 'edgeway_downlink_expired_total', 'Downlink stream entries whose Message Expiry Interval ran out before they were read (not delivered)'],
+  ['denied', 'edgeway_downlink_denied_total', 'Downlink stream entries the ACL refused (user redis; also in edgeway_authorization_denied_total)'],
   ['failures', 'edgeway_downlink_failures_total', 'Downlink stream reads that failed (retried)'],
 ];
 const CLUSTER_COUNTERS: readonly CounterOf<ClusterStats>[] = [

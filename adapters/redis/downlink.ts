@@ -22,6 +22,8 @@ export interface DownlinkStats {
   readonly invalid: number;
   /** Their Message Expiry Interval, counted from when they were added, ran out before they were read. */
   readonly expired: number;
+  /** Refused by the authorisation hooks (an ACL without the right `user redis` rules). */
+  readonly denied: number;
   readonly failures: number;
   readonly lastId: string;
 }
@@ -59,7 +61,7 @@ export class Downlink {
   private running = false;
   private loop: Promise<void> | undefined;
   private readonly key: string;
-  private readonly counters = { delivered: 0, invalid: 0, expired: 0, failures: 0 };
+  private readonly counters = { delivered: 0, invalid: 0, expired: 0, denied: 0, failures: 0 };
   /** Ends the back-off wait early (stop). */
   private cancelWait: (() => void) | undefined;
   /** Whether the first read waited for Redis' clock (awaitClock). */
@@ -202,6 +204,7 @@ export class Downlink {
     const interval = plain.properties?.messageExpiryInterval;
     const left = interval === undefined ? undefined : expiryLeftMs(id, interval, this.clock.now());
     const message = left === undefined ? plain : { ...plain, expiresAt: Date.now() + left };
+    const outcome = this.ctx.publish(message, DOWNLINK_SOURCE);
     if (left !== undefined && left <= 0) {
       this.counters.expired++;
       this.expiredLog.emit('redis downlink: entry expired before it was read; not delivered', {
@@ -211,10 +214,12 @@ export class Downlink {
         messageExpiryInterval: interval,
         expired: this.counters.expired,
       });
+    } else if (outcome === 'denied') {
+      // Refused by the ACL (user `redis`): the broker logged and counted it in publish/denied.
+      this.counters.denied++;
     } else {
       this.counters.delivered++;
     }
-    this.ctx.publish(message, DOWNLINK_SOURCE);
   }
 
   /** The entry's message (expiry not applied yet), or why it cannot be published. */

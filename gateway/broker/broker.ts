@@ -61,6 +61,9 @@ interface DeliveryOptions {
   retainAsPublished: boolean;
 }
 
+/** What became of an in-process publication (GatewayContext.publish). */
+export type InProcessOutcome = 'routed' | 'denied' | 'expired';
+
 /** Receives messages for an in-process subscription; must not throw (errors are logged). */
 export type InProcessHandler = (message: Message) => void;
 
@@ -74,9 +77,10 @@ export interface GatewayContext {
   readonly hooks: Hooks;
   /**
    * Publishes as an in-process client; `source` names it in the outbox (default: the adapter's
-   * name). Throws EdgewayError EDGEWAY_ERR_INVALID_TOPIC on an invalid topic.
+   * name). Throws EdgewayError EDGEWAY_ERR_INVALID_TOPIC on an invalid topic. Says whether the
+   * message was routed, refused by the authorisation hooks (an ACL), or had expired on its way.
    */
-  publish(message: Message, source?: string): void;
+  publish(message: Message, source?: string): InProcessOutcome;
   /** Subscribes an in-process handler; returns the function that unsubscribes it. */
   subscribe(filter: string, handler: InProcessHandler): () => void;
   /** Why `publish` would refuse this topic (the broker's rules and limits), or null if it would not. */
@@ -1046,23 +1050,24 @@ export class Broker implements ConnectionHost {
    * a Message Expiry Interval among its properties counts from now, as for a client's — unless the
    * message comes with its `expiresAt` (from another gateway of a cluster, where it was published).
    */
-  publishInProcess(message: Message, source = 'gateway'): void {
+  publishInProcess(message: Message, source = 'gateway'): InProcessOutcome {
     const invalid = topicNameError(message.topic, this.limits.maxTopicLevels);
     if (invalid !== null) {
       throw new EdgewayError('EDGEWAY_ERR_INVALID_TOPIC', `invalid topic ${JSON.stringify(message.topic)}: ${invalid.message}`, ReasonCode.TopicNameInvalid);
     }
     this.metrics.publishReceived++;
     // Serial ports and the Redis downlink pass the same authorisation as clients, as internal users (adapters/auth).
-    if (this.hooks.authorizePublish.length > 0 && !this.mayPublish(null, source, message.topic)) return;
+    if (this.hooks.authorizePublish.length > 0 && !this.mayPublish(null, source, message.topic)) return 'denied';
     if (message.expiresAt !== undefined && hasExpired(message, Date.now())) {
       // Expired on its way here: no subscriber gets it [MQTT-3.3.2-5]; but a retained one did
       // replace the topic's retained message where it was published, so it does here too.
       this.metrics.publishExpired++;
       if (message.retain) this.dropRetained(message.topic);
-      return;
+      return 'expired';
     }
     const expiring = message.expiresAt === undefined && message.properties?.messageExpiryInterval !== undefined;
     this.publish(expiring ? withExpiry(message, Date.now()) : message, null, source);
+    return 'routed';
   }
 
   subscribeInProcess(filter: string, handler: InProcessHandler): () => void {

@@ -1,5 +1,5 @@
 /** Public API of the broker core. Adapters and the composition root import from here only. */
-export { Broker, type GatewayContext, type InProcessHandler, type ListenerSpec, type TlsListenerFiles } from './broker';
+export { Broker, type GatewayContext, type InProcessHandler, type InProcessOutcome, type ListenerSpec, type TlsListenerFiles } from './broker';
 export { EdgewayError, ReasonCode, StorageError, errorMessage, type EdgewayErrorCode } from './errors';
 export {
   Hooks,

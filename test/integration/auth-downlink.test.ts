@@ -55,6 +55,9 @@ t.test('a downlink entry to a topic the redis user may not write is dropped and 
   await waitFor(() => denied.publish > before, 3000, 'the denied command to be counted');
   t.same(got, ['cmd/pumps/1=on', 'cmd/pumps/2=off'], 'the allowed commands are delivered in order; the denied one is not');
   t.equal(denied.publish - before, 1, 'the denied command is counted');
+  const downlink = gateway.redis?.stats().downlink;
+  t.equal(downlink?.denied, 1, 'the downlink counts it as denied');
+  t.equal(downlink?.delivered, 2, 'and only the two allowed commands as delivered');
   t.ok(
     logger.lines.some((l) => l.msg === 'publication not authorised; message dropped' && l.fields?.clientId === 'redis:downlink' && l.fields.topic === 'cmd/valves/7'),
     'logged with the internal client id and the topic',
