@@ -198,14 +198,19 @@ export class Downlink {
   /**
    * Publishes the entry's message, its expiry counted from when the entry was added. An expired one
    * is handed over too: the broker delivers it to no one, but a retained one still replaces the
-   * topic's retained message, as it would have, had the gateway been there when it was sent.
+   * topic's retained message, as it would have, had the gateway been there when it was sent. What
+   * became of it is the broker's answer (its ACL check comes before its expiry check).
    */
   private publish(id: string, plain: Message): void {
     const interval = plain.properties?.messageExpiryInterval;
-    const left = interval === undefined ? undefined : expiryLeftMs(id, interval, this.clock.now());
-    const message = left === undefined ? plain : { ...plain, expiresAt: Date.now() + left };
+    const message = interval === undefined ? plain : { ...plain, expiresAt: Date.now() + expiryLeftMs(id, interval, this.clock.now()) };
     const outcome = this.ctx.publish(message, DOWNLINK_SOURCE);
-    if (left !== undefined && left <= 0) {
+    if (outcome === 'routed') {
+      this.counters.delivered++;
+    } else if (outcome === 'denied') {
+      // Refused by the ACL (user `redis`): the broker logged and counted it in publish/denied.
+      this.counters.denied++;
+    } else {
       this.counters.expired++;
       this.expiredLog.emit('redis downlink: entry expired before it was read; not delivered', {
         stream: this.settings.downlink.stream,
@@ -214,11 +219,6 @@ export class Downlink {
         messageExpiryInterval: interval,
         expired: this.counters.expired,
       });
-    } else if (outcome === 'denied') {
-      // Refused by the ACL (user `redis`): the broker logged and counted it in publish/denied.
-      this.counters.denied++;
-    } else {
-      this.counters.delivered++;
     }
   }
 
