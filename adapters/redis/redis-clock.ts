@@ -18,8 +18,11 @@ export class RedisClock {
   /** The last reading: Redis' time (ms since 1970) at a moment of performance.now(). */
   private reading: { readonly redisMs: number; readonly at: number } | null = null;
   private timer: NodeJS.Timeout | undefined;
-  /** Resolved by the first reading (measured()). */
-  private waiting: (() => void)[] = [];
+  /** Resolves the first-reading promise (measured()); calling it again does nothing. */
+  private resolveFirstReading: () => void = () => undefined;
+  private readonly firstReading = new Promise<void>((resolve) => {
+    this.resolveFirstReading = resolve;
+  });
 
   constructor(
     private readonly redis: Redis,
@@ -51,8 +54,7 @@ export class RedisClock {
 
   /** Resolves once Redis' clock has been read (at once when it has been). */
   measured(): Promise<void> {
-    if (this.reading !== null) return Promise.resolve();
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return this.firstReading;
   }
 
   private readonly read = (): void => {
@@ -64,9 +66,7 @@ export class RedisClock {
         const [seconds, micros] = reply.map(Number);
         if (!Number.isFinite(seconds) || !Number.isFinite(micros)) return;
         this.reading = { redisMs: (seconds as number) * 1000 + (micros as number) / 1000, at: (sentAt + performance.now()) / 2 };
-        const waiting = this.waiting;
-        this.waiting = [];
-        for (const resolve of waiting) resolve();
+        this.resolveFirstReading();
       },
       (err: unknown) => this.onError(err), // the previous reading stays
     );
