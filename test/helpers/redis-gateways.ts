@@ -10,7 +10,7 @@ import type { IPublishPacket } from 'mqtt-packet';
 import type Redis from 'ioredis';
 import { startGatewayProcess } from './gateway';
 import { within } from './mqtt-client';
-import type { Running } from './processes';
+import { waitForOutput, type Running } from './processes';
 
 export interface GatewaySpec {
   /** Names the config file and the database. */
@@ -62,6 +62,14 @@ export function writeGatewayConfig(dir: string, spec: GatewaySpec): string {
 /** The real gateway CLI in `dir`; SIGKILLed by PID when the test ends if still running. */
 export function startRedisGateway(t: Test, dir: string, spec: GatewaySpec): Promise<Running> {
   return startGatewayProcess(t, writeGatewayConfig(dir, spec), { cwd: dir, what: `gateway ${spec.name} to start`, ...(spec.env === undefined ? {} : { env: spec.env }) });
+}
+
+/**
+ * Waits until the gateway's downlink has taken its first position: one without a position starts
+ * after the stream's last entry, so an entry added before that is (rightly) never read.
+ */
+export async function downlinkPositioned(gw: Running, name: string): Promise<void> {
+  await waitForOutput(() => gw.stdout + gw.stderr, /redis downlink: no position stored/, 10_000, `${name}: the downlink to take its position`);
 }
 
 /** SIGTERM (a graceful stop: pending state committed) and a clean exit. */

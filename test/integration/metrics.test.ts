@@ -13,7 +13,7 @@ import { startGatewayProcess } from '../helpers/gateway';
 import { freePort, startProcess, waitForOutput } from '../helpers/processes';
 import { plugIn } from '../helpers/pty';
 import { RedisServer } from '../helpers/redis';
-import { gatewayClient, redisLines, startRedisGateway, stopGateway, waitForSubscribers } from '../helpers/redis-gateways';
+import { downlinkPositioned, gatewayClient, redisLines, startRedisGateway, stopGateway, waitForSubscribers } from '../helpers/redis-gateways';
 
 // The package has no type declarations: its documented result shape.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -146,8 +146,7 @@ t.test('/metrics: uplink epoch, downlink and cluster counters after real traffic
   const a = await startRedisGateway(t, dir, { name: 'mx-a', port: portA, metricsPort: metricsA, redis: redisLines(redis.url, 'mx-a', cluster) });
   const b = await startRedisGateway(t, dir, { name: 'mx-b', port: portB, metricsPort: metricsB, redis: redisLines(redis.url, 'mx-b', ['downlink:', '  enabled: false', ...cluster]) });
   for (const [name, gw] of [['mx-a', a], ['mx-b', b]] as const) await waitForOutput(() => gw.stdout + gw.stderr, /redis: connected/, 10_000, `${name} connected to Redis`);
-  // Entries added before the downlink stored its first position would be skipped (by design).
-  await waitForOutput(() => a.stdout + a.stderr, /redis downlink: no position stored/, 10_000, 'mx-a reading its downlink stream');
+  await downlinkPositioned(a, 'mx-a');
   t.equal(await waitForSubscribers(r, 'edgeway:cluster', 2), 2, 'both gateways subscribed to the cluster channel');
 
   const idleB = await scrapeUntil(metricsB);

@@ -20,20 +20,17 @@ import { waitFor } from '../helpers/broker';
 import { within } from '../helpers/mqtt-client';
 import { freePort, waitForOutput, type Running } from '../helpers/processes';
 import { RedisServer } from '../helpers/redis';
-import { clockSkewEnv, gatewayClient, persistentClient, redisLines, startRedisGateway, stopGateway, sysValues, type GatewaySpec } from '../helpers/redis-gateways';
+import { clockSkewEnv, downlinkPositioned, gatewayClient, persistentClient, redisLines, startRedisGateway, stopGateway, sysValues, type GatewaySpec } from '../helpers/redis-gateways';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgeway-redis-dlprops-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 const CORRELATION = Buffer.from([0x00, 0xff, 0x80, 0x01, 0xfe, 0x00]); // not UTF-8, with zero bytes
 
-/**
- * The gateway, once its downlink has a position: a gateway without one starts after the stream's
- * last entry, so an entry added before that would (rightly) never be read.
- */
+/** The gateway, once its downlink has a position (downlinkPositioned). */
 async function startGateway(t: Test, spec: GatewaySpec): Promise<Running> {
   const gw = await startRedisGateway(t, dir, spec);
-  await waitForOutput(() => gw.stdout + gw.stderr, /redis downlink: no position stored/, 10_000, `${spec.name}: the downlink to take its position`);
+  await downlinkPositioned(gw, spec.name);
   return gw;
 }
 
